@@ -1,0 +1,29 @@
+//! The vocabulary of Onboard: identifiers, entities, states, the rules that need no
+//! I/O, and the ports (traits) that the outer crates implement.
+//!
+//! This crate depends on no other crate of ours and performs no I/O.
+
+mod clock;
+mod entities;
+mod ids;
+mod ports;
+mod states;
+
+pub use clock::{new_id, Clock, ManualClock, SystemClock};
+pub use entities::{
+    AuditEvent, BootstrapKey, Certificate, CrlRecord, Device, DeviceModel, KeyRejection,
+    NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice,
+};
+pub use ids::{
+    BootstrapKeyId, CertSerial, CertificateId, DeviceId, Fingerprint, InvalidValue, ModelCode,
+    Serial,
+};
+pub use ports::{
+    AuditFilter, AuditRepository, BootstrapKeyFilter, BootstrapKeyRepository,
+    CertificateRepository, CrlRepository, DeviceFilter, DeviceModelRepository, DeviceRepository,
+    DeviceUpdate, Page, PageRequest, RepoError, Repositories, Store, MAX_PAGE_SIZE,
+};
+pub use states::{
+    AuditOutcome, CertificateStatus, DeviceStatus, IllegalTransition, KeyAlgorithm,
+    RevocationReason, RotationState,
+};
