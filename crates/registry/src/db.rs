@@ -1,0 +1,361 @@
+//! Connections, the pool, migrations and transactions over PostgreSQL or SQLite.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection, R2D2Connection};
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use onboard_domain::{RepoError, Store};
+
+use crate::error::{from_diesel, RegistryError};
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+/// One connection to either backend. Queries are written once against it.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Pg(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+impl std::fmt::Debug for DbConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DbConnection::Pg(_) => "DbConnection::Pg",
+            DbConnection::Sqlite(_) => "DbConnection::Sqlite",
+        })
+    }
+}
+
+/// Which backend a database URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Postgres(String),
+    Sqlite(PathBuf),
+}
+
+impl Backend {
+    /// `postgres://` or `postgresql://` is PostgreSQL; `sqlite://PATH`, `sqlite:PATH`
+    /// or a plain path is SQLite (relative to the working directory); anything else
+    /// with a scheme is refused rather than guessed.
+    pub fn from_url(url: &str) -> Result<Self, RegistryError> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(RegistryError::Url("the database URL is empty".into()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Backend::Postgres(url.to_owned()));
+        }
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(RegistryError::Url("sqlite:// needs a file path".into()));
+            }
+            return Ok(Backend::Sqlite(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = url.split_once("://") {
+            return Err(RegistryError::Url(format!(
+                "unsupported scheme {scheme:?}: use postgres:// or sqlite://"
+            )));
+        }
+        Ok(Backend::Sqlite(PathBuf::from(url)))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// How to open the pool.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    /// How long a caller waits for a connection before the database counts as
+    /// unavailable.
+    pub connect_timeout: Duration,
+    /// SQLite's busy timeout: how long a writer waits for the lock.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens connections for the pool, each set up for its backend.
+#[derive(Debug)]
+pub struct ConnectionManager {
+    backend: Backend,
+    sqlite_busy_timeout: Duration,
+}
+
+impl ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = RegistryError;
+
+    fn connect(&self) -> Result<DbConnection, RegistryError> {
+        match &self.backend {
+            Backend::Postgres(url) => PgConnection::establish(url)
+                .map(DbConnection::Pg)
+                .map_err(|e| RegistryError::Connect(redact(&e.to_string(), url))),
+            Backend::Sqlite(path) => {
+                let path_str = path.to_string_lossy();
+                let mut conn = SqliteConnection::establish(&path_str)
+                    .map_err(|e| RegistryError::Connect(e.to_string()))?;
+                // WAL lets readers run beside the writer; foreign keys are off by
+                // default in SQLite; the busy timeout makes writers queue.
+                conn.batch_execute(&format!(
+                    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}; \
+                     PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+                    self.sqlite_busy_timeout.as_millis()
+                ))
+                .map_err(|e| RegistryError::Connect(e.to_string()))?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), RegistryError> {
+        conn.ping()
+            .map_err(|e| RegistryError::Connect(e.to_string()))
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// Keeps a password in a PostgreSQL URL out of error messages.
+fn redact(message: &str, url: &str) -> String {
+    match url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+    {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let password = userinfo.split_once(':').map(|(_, p)| p).unwrap_or("");
+            if password.is_empty() {
+                message.to_owned()
+            } else {
+                message.replace(password, "***")
+            }
+        }
+        _ => message.to_owned(),
+    }
+}
+
+/// The registry: a pool of connections to one database.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool<ConnectionManager>,
+    backend_name: &'static str,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Opens a pool for `url`. Creates the SQLite file's directory when missing. The
+    /// pool opens no connection up front, so a server can start while its database
+    /// is still coming up and report that through readiness.
+    pub fn open(url: &str, options: &PoolOptions) -> Result<Self, RegistryError> {
+        let backend = Backend::from_url(url)?;
+        if let Backend::Sqlite(path) = &backend {
+            ensure_parent_dir(path)?;
+        }
+        let backend_name = backend.name();
+        let manager = ConnectionManager {
+            backend,
+            sqlite_busy_timeout: options.sqlite_busy_timeout,
+        };
+        let pool = Pool::builder()
+            .max_size(options.max_connections.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(options.connect_timeout)
+            .test_on_check_out(true)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager);
+        Ok(Self { pool, backend_name })
+    }
+
+    /// `"postgres"` or `"sqlite"`.
+    pub fn backend(&self) -> &'static str {
+        self.backend_name
+    }
+
+    pub fn connection(&self) -> Result<PooledConnection<ConnectionManager>, RegistryError> {
+        self.pool
+            .get()
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))
+    }
+
+    /// Applies every pending migration; returns the versions applied now.
+    pub fn run_migrations(&self) -> Result<Vec<String>, RegistryError> {
+        let mut conn = self.connection()?;
+        let harness: &mut DbConnection = &mut conn;
+        let applied = match harness {
+            DbConnection::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS),
+            DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+        }
+        .map_err(|e| RegistryError::Migration(e.to_string()))?;
+        Ok(applied.iter().map(|v| v.to_string()).collect())
+    }
+
+    /// Reverts every applied migration, newest first; returns the versions reverted.
+    pub fn revert_all_migrations(&self) -> Result<Vec<String>, RegistryError> {
+        let mut conn = self.connection()?;
+        let harness: &mut DbConnection = &mut conn;
+        let reverted = match harness {
+            DbConnection::Pg(c) => c.revert_all_migrations(PG_MIGRATIONS),
+            DbConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS),
+        }
+        .map_err(|e| RegistryError::Migration(e.to_string()))?;
+        Ok(reverted.iter().map(|v| v.to_string()).collect())
+    }
+
+    /// The migrations not applied yet.
+    pub fn pending_migrations(&self) -> Result<Vec<String>, RegistryError> {
+        let mut conn = self.connection()?;
+        let harness: &mut DbConnection = &mut conn;
+        let pending = match harness {
+            DbConnection::Pg(c) => c
+                .pending_migrations(PG_MIGRATIONS)
+                .map(|m| m.iter().map(|m| m.name().to_string()).collect()),
+            DbConnection::Sqlite(c) => c
+                .pending_migrations(SQLITE_MIGRATIONS)
+                .map(|m| m.iter().map(|m| m.name().to_string()).collect()),
+        }
+        .map_err(|e| RegistryError::Migration(e.to_string()))?;
+        Ok(pending)
+    }
+}
+
+fn ensure_parent_dir(path: &Path) -> Result<(), RegistryError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
+            .map_err(|e| {
+                RegistryError::Connect(format!("cannot create directory {}: {e}", dir.display()))
+            }),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `f` in a transaction that holds the write lock from its start. On SQLite a
+/// plain (deferred) transaction that reads and then writes can fail with "database is
+/// locked" when another writer got in between; `BEGIN IMMEDIATE` makes it wait its
+/// turn instead. PostgreSQL's row locks already serialise the conditional updates.
+pub(crate) fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<RepoError>,
+{
+    let begin = match conn {
+        DbConnection::Sqlite(inner) => {
+            AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")
+        }
+        DbConnection::Pg(_) => {
+            <DbConnection as Connection>::TransactionManager::begin_transaction(conn)
+        }
+    };
+    begin.map_err(|e| E::from(from_diesel(e, "transaction")))?;
+    match f(conn) {
+        Ok(value) => {
+            if let Err(e) =
+                <DbConnection as Connection>::TransactionManager::commit_transaction(conn)
+            {
+                let _ =
+                    <DbConnection as Connection>::TransactionManager::rollback_transaction(conn);
+                return Err(E::from(from_diesel(e, "transaction")));
+            }
+            Ok(value)
+        }
+        Err(err) => {
+            // A failed rollback leaves the connection broken; the pool discards it.
+            let _ = <DbConnection as Connection>::TransactionManager::rollback_transaction(conn);
+            Err(err)
+        }
+    }
+}
+
+impl Store for Database {
+    type Tx = DbConnection;
+
+    fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E>,
+        E: From<RepoError>,
+    {
+        let mut conn = self.connection().map_err(|e| E::from(e.into()))?;
+        write_transaction(&mut conn, f)
+    }
+
+    fn ping(&self) -> Result<(), RepoError> {
+        let mut conn = self.connection()?;
+        conn.ping()
+            .map_err(|e| RepoError::Unavailable(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_choose_the_backend() {
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres("postgres://u@h/db".into())
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://h/db").unwrap().name(),
+            "postgres"
+        );
+        assert_eq!(
+            Backend::from_url("sqlite://data/onboard.db").unwrap(),
+            Backend::Sqlite("data/onboard.db".into())
+        );
+        assert_eq!(
+            Backend::from_url("sqlite:///var/lib/onboard.db").unwrap(),
+            Backend::Sqlite("/var/lib/onboard.db".into())
+        );
+        assert_eq!(
+            Backend::from_url("./x.db").unwrap(),
+            Backend::Sqlite("./x.db".into())
+        );
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused() {
+        for bad in ["mysql://h/db", "", "sqlite://", "http://x"] {
+            assert!(Backend::from_url(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        let msg = redact(
+            "could not connect: password s3cret rejected",
+            "postgres://u:s3cret@h/db",
+        );
+        assert!(!msg.contains("s3cret"));
+    }
+}

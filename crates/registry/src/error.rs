@@ -1,0 +1,62 @@
+//! The registry's errors, and how diesel's errors become the domain's `RepoError`.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use onboard_domain::RepoError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<RegistryError> for RepoError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Connect(m) | RegistryError::Unavailable(m) => RepoError::Unavailable(m),
+            other => RepoError::Database(other.to_string()),
+        }
+    }
+}
+
+/// Maps a diesel error for `entity` to the domain's terms.
+pub(crate) fn from_diesel(e: DieselError, entity: &'static str) -> RepoError {
+    match e {
+        DieselError::NotFound => RepoError::NotFound { entity },
+        DieselError::DatabaseError(kind, info) => match kind {
+            DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::ForeignKeyViolation => {
+                RepoError::Conflict {
+                    entity,
+                    constraint: info
+                        .constraint_name()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| info.message().to_owned()),
+                }
+            }
+            DatabaseErrorKind::ClosedConnection => {
+                RepoError::Unavailable(info.message().to_owned())
+            }
+            _ => RepoError::Database(info.message().to_owned()),
+        },
+        DieselError::BrokenTransactionManager => {
+            RepoError::Unavailable("the connection was lost mid-transaction".into())
+        }
+        other => RepoError::Database(other.to_string()),
+    }
+}
+
+/// Shorthand for `map_err(|e| from_diesel(e, entity))`.
+pub(crate) trait DieselResultExt<T> {
+    fn repo(self, entity: &'static str) -> Result<T, RepoError>;
+}
+
+impl<T> DieselResultExt<T> for Result<T, DieselError> {
+    fn repo(self, entity: &'static str) -> Result<T, RepoError> {
+        self.map_err(|e| from_diesel(e, entity))
+    }
+}

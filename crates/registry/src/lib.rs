@@ -1,0 +1,17 @@
+//! Persistence for Onboard with diesel: one code path over PostgreSQL (production,
+//! many replicas) and SQLite (the embedded default), chosen by the URL scheme.
+//!
+//! [`Database`] implements the domain's [`onboard_domain::Store`]; its transaction
+//! handle, [`DbConnection`], implements every repository port.
+
+mod db;
+mod error;
+mod repos;
+mod rows;
+pub mod schema;
+
+pub use db::{Backend, ConnectionManager, Database, DbConnection, PoolOptions};
+pub use error::RegistryError;
+
+#[cfg(feature = "test-support")]
+pub mod testing;

@@ -1,0 +1,129 @@
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use onboard_domain::{
+    CertSerial, Certificate, CertificateId, CertificateRepository, CertificateStatus, DeviceId,
+    NewCertificate, RepoError, RevocationReason,
+};
+
+use crate::db::DbConnection;
+use crate::error::DieselResultExt;
+use crate::rows::{ts, utc, CertificateRow};
+use crate::schema::certificates;
+
+const ENTITY: &str = "certificate";
+
+impl DbConnection {
+    fn certificate(&mut self, id: CertificateId) -> Result<Certificate, RepoError> {
+        certificates::table
+            .find(id.to_string())
+            .select(CertificateRow::as_select())
+            .first(self)
+            .repo(ENTITY)?
+            .into_domain()
+    }
+}
+
+impl CertificateRepository for DbConnection {
+    fn insert_certificate(&mut self, c: &NewCertificate) -> Result<Certificate, RepoError> {
+        let row = CertificateRow {
+            id: c.id.to_string(),
+            device_id: c.device_id.to_string(),
+            serial: c.serial.as_str().to_owned(),
+            fingerprint: c.fingerprint.as_str().to_owned(),
+            subject: c.subject.clone(),
+            issuer: c.issuer.clone(),
+            key_algorithm: c.key_algorithm.as_str().to_owned(),
+            not_before: ts(c.not_before),
+            not_after: ts(c.not_after),
+            status: CertificateStatus::Active.as_str().to_owned(),
+            revoked_at: None,
+            revocation_reason: None,
+            pem: c.pem.clone(),
+            created_at: ts(c.created_at),
+        };
+        diesel::insert_into(certificates::table)
+            .values(&row)
+            .execute(self)
+            .repo(ENTITY)?;
+        self.certificate(c.id)
+    }
+
+    fn certificate_by_serial(
+        &mut self,
+        serial: &CertSerial,
+    ) -> Result<Option<Certificate>, RepoError> {
+        certificates::table
+            .filter(certificates::serial.eq(serial.as_str()))
+            .select(CertificateRow::as_select())
+            .first(self)
+            .optional()
+            .repo(ENTITY)?
+            .map(CertificateRow::into_domain)
+            .transpose()
+    }
+
+    fn certificates_of_device(&mut self, device: DeviceId) -> Result<Vec<Certificate>, RepoError> {
+        let rows: Vec<CertificateRow> = certificates::table
+            .filter(certificates::device_id.eq(device.to_string()))
+            .order(certificates::id.desc())
+            .select(CertificateRow::as_select())
+            .load(self)
+            .repo(ENTITY)?;
+        crate::rows::all(rows, CertificateRow::into_domain)
+    }
+
+    fn revoke_certificate(
+        &mut self,
+        id: CertificateId,
+        at: DateTime<Utc>,
+        reason: RevocationReason,
+    ) -> Result<Certificate, RepoError> {
+        diesel::update(
+            certificates::table
+                .find(id.to_string())
+                .filter(certificates::status.eq(CertificateStatus::Active.as_str())),
+        )
+        .set((
+            certificates::status.eq(CertificateStatus::Revoked.as_str()),
+            certificates::revoked_at.eq(Some(ts(at))),
+            certificates::revocation_reason.eq(Some(reason.as_str())),
+        ))
+        .execute(self)
+        .repo(ENTITY)?;
+        self.certificate(id)
+    }
+
+    fn revoked_certificates(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(CertSerial, DateTime<Utc>, RevocationReason)>, RepoError> {
+        let rows: Vec<(String, Option<chrono::NaiveDateTime>, Option<String>)> =
+            certificates::table
+                .filter(certificates::status.eq(CertificateStatus::Revoked.as_str()))
+                .filter(certificates::not_after.gt(ts(now)))
+                .order(certificates::serial.asc())
+                .select((
+                    certificates::serial,
+                    certificates::revoked_at,
+                    certificates::revocation_reason,
+                ))
+                .load(self)
+                .repo(ENTITY)?;
+        rows.into_iter()
+            .map(|(serial, at, reason)| {
+                let serial = CertSerial::parse(&serial)
+                    .map_err(|e| RepoError::Corrupt(format!("certificate serial: {e}")))?;
+                let at = at.map(utc).ok_or_else(|| {
+                    RepoError::Corrupt(format!("revoked certificate {serial} has no time"))
+                })?;
+                let reason = match reason {
+                    Some(r) => r
+                        .parse()
+                        .map_err(|e| RepoError::Corrupt(format!("revocation reason: {e}")))?,
+                    None => RevocationReason::Unspecified,
+                };
+                Ok((serial, at, reason))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,159 @@
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use onboard_domain::{
+    Device, DeviceFilter, DeviceId, DeviceRepository, DeviceUpdate, NewDevice, Page, PageRequest,
+    RepoError, Serial,
+};
+
+use super::{contains_pattern, lower, overfetch};
+use crate::db::DbConnection;
+use crate::error::DieselResultExt;
+use crate::rows::{json_text, ts, DeviceRow};
+use crate::schema::{certificates, devices};
+
+const ENTITY: &str = "device";
+
+#[derive(AsChangeset)]
+#[diesel(table_name = devices)]
+struct DeviceChanges {
+    name: Option<String>,
+    location: Option<String>,
+    firmware_version: Option<String>,
+    config: Option<String>,
+    metadata: Option<String>,
+    status: Option<String>,
+    activated_at: Option<chrono::NaiveDateTime>,
+    last_seen_at: Option<chrono::NaiveDateTime>,
+    decommissioned_at: Option<chrono::NaiveDateTime>,
+    updated_at: chrono::NaiveDateTime,
+}
+
+impl DeviceRepository for DbConnection {
+    fn insert_device(&mut self, d: &NewDevice) -> Result<Device, RepoError> {
+        let row = DeviceRow {
+            id: d.id.to_string(),
+            serial: d.serial.as_str().to_owned(),
+            name: d.name.clone(),
+            model_code: d.model.as_ref().map(|m| m.as_str().to_owned()),
+            location: d.location.clone(),
+            firmware_version: d.firmware_version.clone(),
+            status: onboard_domain::DeviceStatus::Registered.as_str().to_owned(),
+            bootstrap_key_id: d.bootstrap_key_id.map(|k| k.to_string()),
+            batch: d.batch.clone(),
+            config: json_text(&d.config),
+            metadata: json_text(&d.metadata),
+            created_at: ts(d.created_at),
+            updated_at: ts(d.created_at),
+            activated_at: None,
+            last_seen_at: None,
+            decommissioned_at: None,
+        };
+        diesel::insert_into(devices::table)
+            .values(&row)
+            .execute(self)
+            .repo(ENTITY)?;
+        self.device(d.id)
+    }
+
+    fn device(&mut self, id: DeviceId) -> Result<Device, RepoError> {
+        devices::table
+            .find(id.to_string())
+            .select(DeviceRow::as_select())
+            .first(self)
+            .repo(ENTITY)?
+            .into_domain()
+    }
+
+    fn device_by_serial(&mut self, serial: &Serial) -> Result<Option<Device>, RepoError> {
+        devices::table
+            .filter(devices::serial.eq(serial.as_str()))
+            .select(DeviceRow::as_select())
+            .first(self)
+            .optional()
+            .repo(ENTITY)?
+            .map(DeviceRow::into_domain)
+            .transpose()
+    }
+
+    fn list_devices(
+        &mut self,
+        filter: &DeviceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Device>, RepoError> {
+        let mut query = devices::table.select(DeviceRow::as_select()).into_boxed();
+        if let Some(status) = filter.status {
+            query = query.filter(devices::status.eq(status.as_str()));
+        }
+        if let Some(model) = &filter.model {
+            query = query.filter(devices::model_code.eq(model.as_str().to_owned()));
+        }
+        if let Some(batch) = &filter.batch {
+            query = query.filter(devices::batch.eq(batch.clone()));
+        }
+        if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
+            let pattern = contains_pattern(q);
+            query = query.filter(
+                lower(devices::serial)
+                    .like(pattern.clone())
+                    .escape('\\')
+                    .or(lower(devices::name).like(pattern.clone()).escape('\\'))
+                    .or(lower(devices::location).like(pattern).escape('\\')),
+            );
+        }
+        if let Some(after) = page.after() {
+            query = query.filter(devices::id.gt(after.to_owned()));
+        }
+        let rows: Vec<DeviceRow> = query
+            .order(devices::id.asc())
+            .limit(overfetch(page.limit()))
+            .load(self)
+            .repo(ENTITY)?;
+        let items = crate::rows::all(rows, DeviceRow::into_domain)?;
+        Ok(Page::from_overfetch(items, page.limit(), |d| {
+            d.id.to_string()
+        }))
+    }
+
+    fn update_device(
+        &mut self,
+        id: DeviceId,
+        u: &DeviceUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<Device, RepoError> {
+        let changes = DeviceChanges {
+            name: u.name.clone(),
+            location: u.location.clone(),
+            firmware_version: u.firmware_version.clone(),
+            config: u.config.as_ref().map(json_text),
+            metadata: u.metadata.as_ref().map(json_text),
+            status: u.status.map(|s| s.as_str().to_owned()),
+            activated_at: u.activated_at.map(ts),
+            last_seen_at: u.last_seen_at.map(ts),
+            decommissioned_at: u.decommissioned_at.map(ts),
+            updated_at: ts(now),
+        };
+        let n = diesel::update(devices::table.find(id.to_string()))
+            .set(&changes)
+            .execute(self)
+            .repo(ENTITY)?;
+        if n == 0 {
+            return Err(RepoError::NotFound { entity: ENTITY });
+        }
+        self.device(id)
+    }
+
+    fn delete_device(&mut self, id: DeviceId) -> Result<(), RepoError> {
+        // Certificates go by ON DELETE CASCADE too; deleting them first keeps this
+        // correct even on a SQLite connection opened without foreign keys.
+        diesel::delete(certificates::table.filter(certificates::device_id.eq(id.to_string())))
+            .execute(self)
+            .repo("certificate")?;
+        let n = diesel::delete(devices::table.find(id.to_string()))
+            .execute(self)
+            .repo(ENTITY)?;
+        if n == 0 {
+            return Err(RepoError::NotFound { entity: ENTITY });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! The tables of `migrations/{postgres,sqlite}`, in the column types both backends
+//! share. `tests/registry.rs` checks this file against the migrated databases.
+
+diesel::table! {
+    device_models (code) {
+        code -> Text,
+        name -> Text,
+        description -> Text,
+        publish_topics -> Text,
+        subscribe_topics -> Text,
+        max_qos -> Integer,
+        retain_allowed -> Bool,
+        config -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    bootstrap_keys (id) {
+        id -> Text,
+        batch -> Text,
+        prefix -> Text,
+        key_hash -> Text,
+        model_code -> Nullable<Text>,
+        max_uses -> Integer,
+        uses -> Integer,
+        not_before -> Timestamp,
+        expires_at -> Timestamp,
+        active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    devices (id) {
+        id -> Text,
+        serial -> Text,
+        name -> Text,
+        model_code -> Nullable<Text>,
+        location -> Text,
+        firmware_version -> Text,
+        status -> Text,
+        bootstrap_key_id -> Nullable<Text>,
+        batch -> Nullable<Text>,
+        config -> Text,
+        metadata -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        activated_at -> Nullable<Timestamp>,
+        last_seen_at -> Nullable<Timestamp>,
+        decommissioned_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    certificates (id) {
+        id -> Text,
+        device_id -> Text,
+        serial -> Text,
+        fingerprint -> Text,
+        subject -> Text,
+        issuer -> Text,
+        key_algorithm -> Text,
+        not_before -> Timestamp,
+        not_after -> Timestamp,
+        status -> Text,
+        revoked_at -> Nullable<Timestamp>,
+        revocation_reason -> Nullable<Text>,
+        pem -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    credential_bundles (id) {
+        id -> Text,
+        device_id -> Text,
+        token_hash -> Text,
+        content -> Nullable<Binary>,
+        expires_at -> Timestamp,
+        downloaded_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    mqtt_credentials (id) {
+        id -> Text,
+        device_id -> Text,
+        username -> Text,
+        password_hash -> Text,
+        active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    rotations (device_id) {
+        device_id -> Text,
+        state -> Text,
+        queued_at -> Nullable<Timestamp>,
+        started_at -> Nullable<Timestamp>,
+        deadline_at -> Nullable<Timestamp>,
+        completed_at -> Nullable<Timestamp>,
+        attempts -> Integer,
+        old_secret_encrypted -> Nullable<Binary>,
+        new_certificate_id -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        occurred_at -> Timestamp,
+        actor -> Text,
+        action -> Text,
+        outcome -> Text,
+        reason -> Nullable<Text>,
+        device_id -> Nullable<Text>,
+        serial -> Nullable<Text>,
+        key_prefix -> Nullable<Text>,
+        remote_addr -> Nullable<Text>,
+        details -> Text,
+    }
+}
+
+diesel::table! {
+    crls (number) {
+        number -> BigInt,
+        this_update -> Timestamp,
+        next_update -> Timestamp,
+        der -> Binary,
+    }
+}
+
+diesel::joinable!(bootstrap_keys -> device_models (model_code));
+diesel::joinable!(devices -> device_models (model_code));
+diesel::joinable!(devices -> bootstrap_keys (bootstrap_key_id));
+diesel::joinable!(certificates -> devices (device_id));
+diesel::joinable!(credential_bundles -> devices (device_id));
+diesel::joinable!(mqtt_credentials -> devices (device_id));
+diesel::joinable!(rotations -> devices (device_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    device_models,
+    bootstrap_keys,
+    devices,
+    certificates,
+    credential_bundles,
+    mqtt_credentials,
+    rotations,
+    audit_events,
+    crls,
+);

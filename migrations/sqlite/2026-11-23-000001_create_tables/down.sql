@@ -1,0 +1,9 @@
+DROP TABLE crls;
+DROP TABLE audit_events;
+DROP TABLE rotations;
+DROP TABLE mqtt_credentials;
+DROP TABLE credential_bundles;
+DROP TABLE certificates;
+DROP TABLE devices;
+DROP TABLE bootstrap_keys;
+DROP TABLE device_models;
