@@ -1,0 +1,550 @@
+//! Settings: one typed struct, loaded from defaults, then an optional TOML file, then
+//! the environment names of the systems Onboard replaces (`DATABASE_URL`, ...), then
+//! `ONBOARD__SECTION__KEY` variables; then validated into an error that names the
+//! setting. Tests build settings from a map, never from the process environment.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use config::{Config, Environment, File, FileFormat, Map, Source, Value};
+use onboard_domain::KeyAlgorithm;
+use serde::{Deserialize, Serialize};
+
+/// A setting that could not be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot load settings: {0}")]
+    Load(String),
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// A secret setting: never shown by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub ca: CaSettings,
+    pub admin: AdminSettings,
+    pub broker: BrokerSettings,
+    pub aws: AwsSettings,
+    pub delivery: DeliverySettings,
+    pub rotation: RotationSettings,
+    pub assets: AssetsSettings,
+    pub device: DeviceSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address the HTTP server listens on.
+    pub bind: String,
+    /// The URL devices and operators reach the server at (CRL and bundle links).
+    pub public_base_url: String,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: "0.0.0.0:8080".into(),
+            public_base_url: "http://localhost:8080".into(),
+            max_body_bytes: 64 * 1024,
+            shutdown_timeout_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` (the embedded default) or `postgres://user@host/db`.
+    pub url: String,
+    pub max_connections: u32,
+    /// Seconds to wait for a connection before the database counts as unavailable.
+    pub connect_timeout_seconds: u64,
+    /// Apply pending migrations when the server starts.
+    pub run_migrations: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/onboard.db".into(),
+            max_connections: 10,
+            connect_timeout_seconds: 5,
+            run_migrations: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaSettings {
+    pub dir: String,
+    pub key_algorithm: KeyAlgorithm,
+    /// Validity of device certificates, in days.
+    pub validity_days: u32,
+    /// Passphrase that encrypts the CA key at rest (prefer `passphrase_file` or the
+    /// `ONBOARD__CA__PASSPHRASE` variable; never a command-line argument).
+    pub passphrase: Secret,
+    /// File whose first line is the CA key passphrase.
+    pub passphrase_file: String,
+    /// Hours between a CRL's thisUpdate and nextUpdate.
+    pub crl_validity_hours: u32,
+}
+
+impl Default for CaSettings {
+    fn default() -> Self {
+        Self {
+            dir: "data/ca".into(),
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+            validity_days: 365,
+            passphrase: Secret::default(),
+            passphrase_file: String::new(),
+            crl_validity_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// SHA-256 hashes of the admin bearer tokens (`onboardctl admin token create`).
+    pub token_hashes: Vec<String>,
+}
+
+/// Which broker integration manages device permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BrokerKind {
+    MosquittoFile,
+    MosquittoDynsec,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerSettings {
+    pub kind: BrokerKind,
+    pub acl_file: String,
+    pub password_file: String,
+    pub crl_file: String,
+    /// SIGHUP this pid after a change, when set.
+    pub reload_pid_file: String,
+    /// Service connection for dynsec, activation and notifications (`mqtts://...`).
+    pub mqtt_url: String,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            kind: BrokerKind::MosquittoFile,
+            acl_file: "data/mosquitto/acl".into(),
+            password_file: "data/mosquitto/passwd".into(),
+            crl_file: "data/mosquitto/crl.pem".into(),
+            reload_pid_file: String::new(),
+            mqtt_url: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsSettings {
+    pub enabled: bool,
+    pub region: String,
+    /// Overrides the AWS IoT endpoint (tests point it at a local emulator).
+    pub endpoint_url: String,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            region: "us-east-1".into(),
+            endpoint_url: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Minutes a credential bundle link stays valid.
+    pub download_expiry_minutes: u32,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            download_expiry_minutes: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RotationSettings {
+    /// When the fleet is queued for rotation (cron, `#` for "nth weekday").
+    pub cron: String,
+    /// Seconds a device has to take up its new credential.
+    pub timeout_seconds: u64,
+    /// Rotations PENDING at once.
+    pub max_in_flight: u32,
+    pub topic_prefix: String,
+}
+
+impl Default for RotationSettings {
+    fn default() -> Self {
+        Self {
+            cron: "0 8 * * 6#1".into(),
+            timeout_seconds: 300,
+            max_in_flight: 1,
+            topic_prefix: "iotsupport".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssetsSettings {
+    pub dir: String,
+}
+
+impl Default for AssetsSettings {
+    fn default() -> Self {
+        Self {
+            dir: "data/assets".into(),
+        }
+    }
+}
+
+/// Defaults handed to every device in its configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceSettings {
+    pub wifi_ssid: String,
+    pub wifi_password: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `onboard=debug,actix_web=info`, ...
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// The environment names of earlier systems, and the setting each one sets. They
+/// apply above the file and below `ONBOARD__` variables.
+pub const LEGACY_ENV: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("CERT_VALIDITY_DAYS", "ca.validity_days"),
+    ("CA_ROOT_PATH", "ca.dir"),
+    ("BROKER_ACL_FILE", "broker.acl_file"),
+    (
+        "DOWNLOAD_EXPIRY_MINUTES",
+        "delivery.download_expiry_minutes",
+    ),
+    ("ROTATION_CRON", "rotation.cron"),
+    ("ROTATION_TIMEOUT_SECONDS", "rotation.timeout_seconds"),
+    ("MQTT_URL", "broker.mqtt_url"),
+    ("BASEURL", "server.public_base_url"),
+    ("ASSETS_DIR", "assets.dir"),
+    ("WIFI_SSID", "device.wifi_ssid"),
+    ("WIFI_PASSWORD", "device.wifi_password"),
+];
+
+#[derive(Debug, Clone)]
+struct LegacyEnv(Map<String, Value>);
+
+impl LegacyEnv {
+    fn from_env(env: &HashMap<String, String>) -> Self {
+        let origin = "environment".to_owned();
+        let map = LEGACY_ENV
+            .iter()
+            .filter_map(|(name, key)| {
+                env.get(*name)
+                    .map(|v| ((*key).to_owned(), Value::new(Some(&origin), v.clone())))
+            })
+            .collect();
+        Self(map)
+    }
+}
+
+impl Source for LegacyEnv {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, config::ConfigError> {
+        Ok(self.0.clone())
+    }
+}
+
+impl Settings {
+    /// Loads from the process environment and an optional file.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, &std::env::vars().collect())
+    }
+
+    /// Loads from `env` (not the process environment) and an optional file.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
+        let load = |e: config::ConfigError| SettingsError::Load(e.to_string());
+        let mut builder =
+            Config::builder().add_source(Config::try_from(&Settings::default()).map_err(load)?);
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(SettingsError::Load(format!(
+                    "settings file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        let onboard_env: Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("ONBOARD__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(LegacyEnv::from_env(env)).add_source(
+            Environment::with_prefix("ONBOARD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("admin.token_hashes")
+                .source(Some(onboard_env)),
+        );
+        let settings: Settings = builder
+            .build()
+            .map_err(load)?
+            .try_deserialize()
+            .map_err(load)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value a typed field cannot check by itself.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        SocketAddr::from_str(&self.server.bind)
+            .map_err(|_| invalid("server.bind", "must be an address like 0.0.0.0:8080"))?;
+        check_http_url("server.public_base_url", &self.server.public_base_url)?;
+        if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(invalid(
+                "server.max_body_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        onboard_registry::Backend::from_url(&self.database.url)
+            .map_err(|e| invalid("database.url", e.to_string()))?;
+        if self.database.max_connections == 0 || self.database.max_connections > 1000 {
+            return Err(invalid("database.max_connections", "must be 1 to 1000"));
+        }
+        if self.database.connect_timeout_seconds == 0 {
+            return Err(invalid(
+                "database.connect_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.ca.dir.trim().is_empty() {
+            return Err(invalid("ca.dir", "must not be empty"));
+        }
+        if !(1..=3650).contains(&self.ca.validity_days) {
+            return Err(invalid("ca.validity_days", "must be 1 to 3650 days"));
+        }
+        if !(1..=24 * 366).contains(&self.ca.crl_validity_hours) {
+            return Err(invalid("ca.crl_validity_hours", "must be 1 to 8784 hours"));
+        }
+        if !self.ca.passphrase.is_empty() && !self.ca.passphrase_file.is_empty() {
+            return Err(invalid(
+                "ca.passphrase",
+                "set ca.passphrase or ca.passphrase_file, not both",
+            ));
+        }
+        for (i, hash) in self.admin.token_hashes.iter().enumerate() {
+            if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    "admin.token_hashes",
+                    format!(
+                        "entry {} is not a SHA-256 hex digest (64 hex characters)",
+                        i + 1
+                    ),
+                ));
+            }
+        }
+        if !self.broker.mqtt_url.is_empty() {
+            let scheme = self.broker.mqtt_url.split_once("://").map(|(s, _)| s);
+            if !matches!(scheme, Some("mqtt" | "mqtts" | "tcp" | "ssl")) {
+                return Err(invalid(
+                    "broker.mqtt_url",
+                    "must start with mqtt://, mqtts://, tcp:// or ssl://",
+                ));
+            }
+        }
+        if self.broker.kind == BrokerKind::MosquittoFile && self.broker.acl_file.trim().is_empty() {
+            return Err(invalid("broker.acl_file", "must be set for mosquitto-file"));
+        }
+        if self.broker.kind == BrokerKind::MosquittoDynsec && self.broker.mqtt_url.is_empty() {
+            return Err(invalid(
+                "broker.mqtt_url",
+                "must be set for mosquitto-dynsec",
+            ));
+        }
+        if self.aws.enabled && self.aws.region.trim().is_empty() {
+            return Err(invalid("aws.region", "must be set when aws.enabled"));
+        }
+        if !self.aws.endpoint_url.is_empty() {
+            check_http_url("aws.endpoint_url", &self.aws.endpoint_url)?;
+        }
+        if !(1..=7 * 24 * 60).contains(&self.delivery.download_expiry_minutes) {
+            return Err(invalid(
+                "delivery.download_expiry_minutes",
+                "must be 1 to 10080 minutes",
+            ));
+        }
+        croner::Cron::from_str(&self.rotation.cron)
+            .map_err(|e| invalid("rotation.cron", format!("not a cron expression: {e}")))?;
+        if self.rotation.timeout_seconds == 0 {
+            return Err(invalid("rotation.timeout_seconds", "must be at least 1"));
+        }
+        if self.rotation.max_in_flight == 0 {
+            return Err(invalid("rotation.max_in_flight", "must be at least 1"));
+        }
+        if self.rotation.topic_prefix.is_empty()
+            || self
+                .rotation
+                .topic_prefix
+                .contains(|c: char| matches!(c, '#' | '+') || c.is_whitespace())
+        {
+            return Err(invalid(
+                "rotation.topic_prefix",
+                "must be a topic without wildcards or spaces",
+            ));
+        }
+        tracing_filter_is_plausible(&self.log.level)?;
+        Ok(())
+    }
+
+    /// The CA key passphrase, from `ca.passphrase` or the first line of
+    /// `ca.passphrase_file`; `None` when neither is set (the key is then stored
+    /// unencrypted, which start-up warns about).
+    pub fn ca_passphrase(&self) -> Result<Option<Secret>, SettingsError> {
+        if !self.ca.passphrase.is_empty() {
+            return Ok(Some(self.ca.passphrase.clone()));
+        }
+        if self.ca.passphrase_file.is_empty() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&self.ca.passphrase_file).map_err(|e| {
+            invalid(
+                "ca.passphrase_file",
+                format!("cannot read {}: {}", self.ca.passphrase_file, e.kind()),
+            )
+        })?;
+        let line = text.lines().next().unwrap_or("").to_owned();
+        if line.is_empty() {
+            return Err(invalid(
+                "ca.passphrase_file",
+                "the file's first line is empty",
+            ));
+        }
+        Ok(Some(Secret(line)))
+    }
+
+    pub fn ca_dir(&self) -> PathBuf {
+        PathBuf::from(&self.ca.dir)
+    }
+}
+
+fn check_http_url(setting: &'static str, url: &str) -> Result<(), SettingsError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !url.ends_with('/') => Ok(()),
+        _ => Err(invalid(
+            setting,
+            "must be an http:// or https:// URL with a host and no trailing slash",
+        )),
+    }
+}
+
+fn tracing_filter_is_plausible(level: &str) -> Result<(), SettingsError> {
+    let ok = !level.trim().is_empty()
+        && level.split(',').all(|part| {
+            let lvl = part.rsplit('=').next().unwrap_or("");
+            matches!(
+                lvl.trim().to_ascii_lowercase().as_str(),
+                "trace" | "debug" | "info" | "warn" | "error" | "off"
+            ) || (!part.contains('=') && !part.trim().is_empty())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "log.level",
+            "must be a level (trace, debug, info, warn, error) or target=level list",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;
