@@ -121,7 +121,8 @@ fn token_hash_lists_come_from_one_variable() {
 
 #[test]
 fn invalid_values_name_the_setting() {
-    let cases: &[(Option<&str>, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (None, &[("ONBOARD__SERVER__BIND", "nowhere")], "server.bind"),
         (
             None,
