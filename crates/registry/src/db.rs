@@ -208,6 +208,17 @@ impl Database {
             .map_err(|e| RegistryError::Unavailable(e.to_string()))
     }
 
+    /// Checks that the database answers within `timeout` (for readiness probes, which
+    /// must answer faster than the pool's connect timeout).
+    pub fn check(&self, timeout: Duration) -> Result<(), RegistryError> {
+        let mut conn = self
+            .pool
+            .get_timeout(timeout)
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        conn.ping()
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))
+    }
+
     /// Applies every pending migration; returns the versions applied now.
     pub fn run_migrations(&self) -> Result<Vec<String>, RegistryError> {
         let mut conn = self.connection()?;

@@ -2,7 +2,6 @@
 //! `sqlite::<test>` and `postgres::<test>` in the output.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
 use std::sync::{Arc, Barrier};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};

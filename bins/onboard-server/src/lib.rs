@@ -1,0 +1,158 @@
+//! Onboard's HTTP server. Handlers are a few lines that call `onboard_core`; this
+//! crate owns only HTTP: routing, extractors, error bodies, metrics and docs.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web_prom::PrometheusMetrics;
+use onboard_core::{CoreError, Onboard, Settings};
+
+pub mod docs;
+pub mod error;
+pub mod health;
+pub mod telemetry;
+
+use error::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
+    #[error("cannot listen on {bind}: {source}")]
+    Bind {
+        bind: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What every worker shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub onboard: Onboard,
+    pub metrics: PrometheusMetrics,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("onboard", &self.onboard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(onboard: Onboard) -> Result<Self, ServerError> {
+        Ok(Self {
+            onboard,
+            metrics: telemetry::metrics().map_err(ServerError::Metrics)?,
+        })
+    }
+}
+
+/// Opens the registry, migrates when configured, and serves until SIGTERM/SIGINT,
+/// then lets in-flight requests finish for `server.shutdown_timeout_seconds`.
+pub fn run(settings: Settings) -> Result<(), ServerError> {
+    let onboard = Onboard::open(settings)?;
+    if onboard.settings().database.run_migrations {
+        onboard.migrate()?;
+    }
+    let state = AppState::new(onboard)?;
+    actix_web::rt::System::new().block_on(serve(state))
+}
+
+pub async fn serve(state: AppState) -> Result<(), ServerError> {
+    let server_settings = state.onboard.settings().server.clone();
+    let bind = server_settings.bind.clone();
+    let factory_state = state.clone();
+    let server = HttpServer::new(move || app(factory_state.clone()))
+        .shutdown_timeout(server_settings.shutdown_timeout_seconds)
+        .bind(&bind)
+        .map_err(|source| ServerError::Bind {
+            bind: bind.clone(),
+            source,
+        })?;
+    for addr in server.addrs() {
+        tracing::info!(
+            %addr,
+            database = state.onboard.backend(),
+            public_base_url = %server_settings.public_base_url,
+            "onboard-server listening"
+        );
+    }
+    server.run().await?;
+    tracing::info!("onboard-server stopped");
+    Ok(())
+}
+
+/// The application: every route, extractor setting and middleware. Tests build it
+/// with `actix_web::test::init_service(app(state))`.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let limit = state.onboard.settings().server.max_body_bytes;
+    App::new()
+        .app_data(web::Data::new(state.onboard.clone()))
+        .app_data(web::Data::new(BodyLimit(limit)))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(limit)
+                .error_handler(error::extractors::json),
+        )
+        .app_data(web::PayloadConfig::new(limit))
+        .app_data(web::QueryConfig::default().error_handler(error::extractors::query))
+        .app_data(web::PathConfig::default().error_handler(error::extractors::path))
+        .service(health::health)
+        .service(health::ready)
+        .service(docs::openapi_json)
+        .service(docs::docs_redirect)
+        .service(docs::swagger_ui())
+        .default_service(web::to(not_found))
+        .wrap(from_fn(limit_body))
+        .wrap(state.metrics.clone())
+        .wrap(from_fn(telemetry::log_request))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BodyLimit(usize);
+
+/// Refuses a declared body above the limit before any handler runs, so every route
+/// answers 413 the same way; bodies without a length are cut by the extractors.
+async fn limit_body(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let limit = req
+        .app_data::<web::Data<BodyLimit>>()
+        .map(|l| l.0)
+        .unwrap_or(usize::MAX);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        let response =
+            actix_web::ResponseError::error_response(&ApiError::payload_too_large(limit));
+        return Ok(req.into_response(response));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    let e = ApiError::not_found(format!("no route for {} {}", req.method(), req.path()));
+    actix_web::ResponseError::error_response(&e)
+}

@@ -1,0 +1,49 @@
+//! The use cases' errors, in terms a caller can act on. The server maps each kind to
+//! an HTTP status in one place; the CLI to a message and an exit code.
+
+use onboard_domain::{InvalidValue, RepoError};
+use onboard_registry::RegistryError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The input is wrong; nothing was changed.
+    #[error("{0}")]
+    Invalid(#[from] InvalidValue),
+    #[error("{entity} not found")]
+    NotFound { entity: &'static str },
+    /// The request contradicts the current state (a taken serial, a used token).
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage or another dependency cannot be reached now; retrying may help.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// Settings or local state prevent the operation (bad CA key, unreadable file).
+    #[error("{0}")]
+    Setup(String),
+    /// A fault on our side that the caller cannot fix.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<RepoError> for CoreError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::NotFound { entity } => CoreError::NotFound { entity },
+            RepoError::Conflict { entity, .. } => {
+                CoreError::Conflict(format!("the {entity} conflicts with an existing one"))
+            }
+            RepoError::Unavailable(m) => CoreError::Unavailable(m),
+            RepoError::Corrupt(m) | RepoError::Database(m) => CoreError::Internal(m),
+        }
+    }
+}
+
+impl From<RegistryError> for CoreError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Url(m) => CoreError::Setup(format!("invalid database URL: {m}")),
+            RegistryError::Connect(m) | RegistryError::Unavailable(m) => CoreError::Unavailable(m),
+            RegistryError::Migration(m) => CoreError::Setup(format!("migration failed: {m}")),
+        }
+    }
+}
