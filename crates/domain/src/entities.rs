@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{BootstrapKeyId, CertSerial, CertificateId, DeviceId, Fingerprint, ModelCode, Serial};
+use crate::ids::{
+    BootstrapKeyId, CertSerial, CertificateId, DeviceId, Fingerprint, ModelCode, Serial,
+};
 use crate::states::{
     AuditOutcome, CertificateStatus, DeviceStatus, KeyAlgorithm, RevocationReason,
 };

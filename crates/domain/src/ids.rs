@@ -171,7 +171,10 @@ impl CertSerial {
             ));
         }
         if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(InvalidValue::new("certificate serial", "must be hexadecimal"));
+            return Err(InvalidValue::new(
+                "certificate serial",
+                "must be hexadecimal",
+            ));
         }
         Ok(Self(hex.to_ascii_uppercase()))
     }

@@ -193,8 +193,7 @@ pub trait BootstrapKeyRepository {
         keys: &[NewBootstrapKey],
     ) -> Result<Vec<BootstrapKey>, RepoError>;
     fn bootstrap_key(&mut self, id: BootstrapKeyId) -> Result<BootstrapKey, RepoError>;
-    fn bootstrap_key_by_prefix(&mut self, prefix: &str)
-        -> Result<Option<BootstrapKey>, RepoError>;
+    fn bootstrap_key_by_prefix(&mut self, prefix: &str) -> Result<Option<BootstrapKey>, RepoError>;
     /// Ordered by id (creation order).
     fn list_bootstrap_keys(
         &mut self,

@@ -256,7 +256,9 @@ mod tests {
     fn unknown_names_say_what_is_allowed() {
         let err = "lost".parse::<DeviceStatus>().unwrap_err();
         assert_eq!(err.field, "device status");
-        assert!(err.reason.contains("registered, active, revoked, decommissioned"));
+        assert!(err
+            .reason
+            .contains("registered, active, revoked, decommissioned"));
     }
 
     #[test]
@@ -266,7 +268,10 @@ mod tests {
         assert_eq!(Active.transition(Revoked), Ok(Revoked));
         assert_eq!(Revoked.transition(Decommissioned), Ok(Decommissioned));
         for to in DeviceStatus::ALL {
-            assert!(Decommissioned.transition(*to).is_err(), "decommissioned -> {to}");
+            assert!(
+                Decommissioned.transition(*to).is_err(),
+                "decommissioned -> {to}"
+            );
         }
         assert!(Revoked.transition(Active).is_err());
         assert!(Active.transition(Registered).is_err());
