@@ -1,0 +1,149 @@
+//! `onboardctl`, the admin CLI. It reads the same settings as the server and works on
+//! the same database through `onboard_core` (no HTTP hop), so both always agree.
+//!
+//! Exit codes: 0 success; 1 the operation failed (not found, conflict, invalid
+//! input); 2 usage or settings error; 3 a dependency (the database) is unavailable,
+//! so retrying later may help.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use onboard_core::{CoreError, Onboard, Settings, SettingsError};
+use serde_json::json;
+
+pub mod output;
+
+use output::{OutputFormat, Rendered};
+
+/// Onboard's admin CLI.
+#[derive(Debug, Parser)]
+#[command(name = "onboardctl", version, about)]
+pub struct Cli {
+    /// Settings file (TOML); see onboard.example.toml.
+    #[arg(long, global = true, env = "ONBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// How results are printed.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending database migrations (the server does this on start unless
+    /// database.run_migrations is false).
+    Migrate {
+        /// List the pending migrations without applying them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Settings(#[from] SettingsError),
+    #[error("{0}")]
+    Core(#[from] CoreError),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Settings(_) => 2,
+            CliError::Core(CoreError::Setup(_)) => 2,
+            CliError::Core(CoreError::Unavailable(_)) => 3,
+            CliError::Core(_) => 1,
+        }
+    }
+}
+
+/// Runs one command with settings from the process environment and `--config`.
+pub fn run(cli: &Cli) -> Result<Rendered, CliError> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    init_logging();
+    execute(&cli.command, settings)
+}
+
+/// Runs one command with the given settings.
+pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliError> {
+    let onboard = Onboard::open(settings)?;
+    match command {
+        Command::Migrate { dry_run: true } => {
+            let pending = onboard.pending_migrations()?;
+            Ok(migrations(&pending, "pending", onboard.backend()))
+        }
+        Command::Migrate { dry_run: false } => {
+            let applied = onboard.migrate()?;
+            Ok(migrations(&applied, "applied", onboard.backend()))
+        }
+    }
+}
+
+fn migrations(versions: &[String], state: &'static str, backend: &str) -> Rendered {
+    let rows = versions
+        .iter()
+        .map(|v| vec![v.clone(), state.to_owned()])
+        .collect();
+    let note = if versions.is_empty() {
+        format!("{backend}: the database is up to date")
+    } else {
+        format!("{backend}: {} migration(s) {state}", versions.len())
+    };
+    Rendered::table(
+        json!({ "backend": backend, state: versions }),
+        vec!["VERSION", "STATE"],
+        rows,
+    )
+    .with_note(note)
+}
+
+/// Results go to stdout; the libraries' warnings and errors to stderr.
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_codes_separate_usage_failure_and_unavailability() {
+        let settings = SettingsError::Invalid {
+            setting: "x",
+            reason: "y".into(),
+        };
+        assert_eq!(CliError::from(settings).exit_code(), 2);
+        assert_eq!(
+            CliError::from(CoreError::Unavailable("db".into())).exit_code(),
+            3
+        );
+        assert_eq!(
+            CliError::from(CoreError::NotFound { entity: "device" }).exit_code(),
+            1
+        );
+    }
+
+    #[test]
+    fn outputs_render_as_table_and_json() {
+        let out = migrations(&["20261123000001".into()], "applied", "sqlite");
+        let table = out.to_text(OutputFormat::Table).unwrap();
+        assert!(table.contains("20261123000001"), "{table}");
+        assert!(table.contains("sqlite: 1 migration(s) applied"), "{table}");
+        let json: serde_json::Value =
+            serde_json::from_str(&out.to_text(OutputFormat::Json).unwrap()).unwrap();
+        assert_eq!(json["applied"][0], "20261123000001");
+        assert_eq!(json["backend"], "sqlite");
+    }
+}
