@@ -1,0 +1,41 @@
+# Onboard. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+# nextest runs the isolated tests in parallel processes; plain cargo test otherwise.
+TEST_RUNNER := $(shell if $(CARGO) nextest --version >/dev/null 2>&1; then echo "nextest run --no-fail-fast"; else echo "test --no-fail-fast"; fi)
+
+.PHONY: help run build release test test-unit lint fmt bench clean-test-services
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+run: ## Run the server on the embedded default (SQLite and CA under ./data/)
+	@scripts/dev-deps.sh
+	$(CARGO) run --release --bin onboard-server
+
+build: ## Debug build of every crate and binary
+	@scripts/dev-deps.sh
+	$(CARGO) build --workspace --all-targets
+
+release: ## Release build of the binaries
+	@scripts/dev-deps.sh
+	$(CARGO) build --release --bin onboard-server --bin onboardctl
+
+test: ## The whole suite against real PostgreSQL, SQLite, Mosquitto and openssl
+	scripts/test-services.sh $(CARGO) build --workspace --all-targets
+	scripts/test-services.sh $(CARGO) $(TEST_RUNNER) --workspace
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+bench: ## Benchmarks (criterion); results go to docs/benchmarks.md by hand
+	scripts/test-services.sh $(CARGO) bench --workspace
+
+clean-test-services: ## Stop the private PostgreSQL that test-services.sh may have started
+	@if [ -f target/test-services/pg/postmaster.pid ]; then \
+	  runuser -u postgres -- "$$(ls -d /usr/lib/postgresql/*/bin | tail -n1)/pg_ctl" -D target/test-services/pg stop -m fast 2>/dev/null \
+	  || "$$(ls -d /usr/lib/postgresql/*/bin | tail -n1)/pg_ctl" -D target/test-services/pg stop -m fast; fi

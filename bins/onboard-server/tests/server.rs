@@ -1,0 +1,273 @@
+//! The server over HTTP: in-process through actix's test service on both backends,
+//! and end to end against the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use actix_web::http::StatusCode;
+use actix_web::test as atest;
+use onboard_core::{Onboard, Settings};
+use onboard_registry::testing::{TestBackend, TestDb};
+use onboard_server::{app, AppState};
+
+fn state_for(t: &TestDb) -> AppState {
+    let mut settings = Settings::default();
+    settings.database.url = t.url.clone();
+    let onboard = Onboard::open(settings).unwrap();
+    onboard.migrate().unwrap();
+    AppState::new(onboard).unwrap()
+}
+
+async fn operations_routes_answer(backend: TestBackend) {
+    let t = TestDb::new(backend);
+    let svc = atest::init_service(app(state_for(&t))).await;
+
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get().uri("/api/health").to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: serde_json::Value = atest::read_body_json(res).await;
+    assert_eq!(body, serde_json::json!({"status": "ok"}));
+
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get()
+            .uri("/api/health/ready")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: serde_json::Value = atest::read_body_json(res).await;
+    let expected = match backend {
+        TestBackend::Sqlite => "sqlite",
+        TestBackend::Postgres => "postgres",
+    };
+    assert_eq!(body["database"], expected);
+
+    let res =
+        atest::call_service(&svc, atest::TestRequest::get().uri("/metrics").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = String::from_utf8(atest::read_body(res).await.to_vec()).unwrap();
+    assert!(
+        text.contains(
+            "onboard_http_requests_total{endpoint=\"/api/health\",method=\"GET\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("onboard_http_requests_duration_seconds_bucket"),
+        "{text}"
+    );
+}
+
+#[actix_web::test]
+async fn sqlite_operations_routes_answer() {
+    operations_routes_answer(TestBackend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_operations_routes_answer() {
+    operations_routes_answer(TestBackend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn openapi_documents_every_operations_route_and_docs_are_served_offline() {
+    let t = TestDb::sqlite();
+    let svc = atest::init_service(app(state_for(&t))).await;
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get()
+            .uri("/api/openapi.json")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc: serde_json::Value = atest::read_body_json(res).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/health",
+        "/api/health/ready",
+        "/metrics",
+        "/api/openapi.json",
+        "/api/docs",
+    ] {
+        assert!(
+            doc["paths"][path]["get"].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get().uri("/api/docs").to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(res.headers().get("location").unwrap(), "/api/docs/");
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get().uri("/api/docs/").to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = String::from_utf8(atest::read_body(res).await.to_vec()).unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    // The UI's script comes from the binary, not from a CDN.
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get()
+            .uri("/api/docs/swagger-ui-bundle.js")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(atest::read_body(res).await.len() > 100_000);
+    assert!(
+        !html.contains("https://"),
+        "the docs page must not load anything from the internet"
+    );
+}
+
+#[actix_web::test]
+async fn every_error_is_a_json_body() {
+    let t = TestDb::sqlite();
+    let svc = atest::init_service(app(state_for(&t))).await;
+
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get().uri("/no/such/route").to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/json"
+    );
+    let body: serde_json::Value = atest::read_body_json(res).await;
+    assert_eq!(body["error"], "not_found");
+    assert_eq!(body["message"], "no route for GET /no/such/route");
+
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::post()
+            .uri("/api/health")
+            .insert_header(("content-type", "application/json"))
+            .set_payload(vec![b' '; 70_000])
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = atest::read_body_json(res).await;
+    assert_eq!(body["error"], "payload_too_large");
+    assert!(body["message"].as_str().unwrap().contains("65536"));
+}
+
+// ---- the real binary ----------------------------------------------------------
+
+#[test]
+fn the_binary_runs_with_no_settings_in_an_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = support::Server::start(dir.path(), &[]);
+    for path in [
+        "/api/health",
+        "/api/health/ready",
+        "/metrics",
+        "/api/openapi.json",
+        "/api/docs/",
+    ] {
+        let r = support::get(&server.url(path));
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+    }
+    let ready = support::get(&server.url("/api/health/ready")).json();
+    assert_eq!(ready["database"], "sqlite");
+    assert!(
+        dir.path().join("data/onboard.db").is_file(),
+        "the SQLite file lives under ./data/"
+    );
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM is a clean stop: {status}: {}",
+        server.log()
+    );
+    assert!(
+        server.log().contains("onboard-server stopped"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn the_binary_migrates_and_serves_on_postgres_by_either_variable() {
+    for var in ["ONBOARD__DATABASE__URL", "DATABASE_URL"] {
+        let db = TestDb::postgres();
+        let dir = tempfile::tempdir().unwrap();
+        let server = support::Server::start(dir.path(), &[(var, db.url.clone())]);
+        let ready = support::get(&server.url("/api/health/ready"));
+        assert_eq!(ready.status, 200, "{var}: {}", ready.body);
+        assert_eq!(ready.json()["database"], "postgres");
+        assert!(
+            db.db.pending_migrations().unwrap().is_empty(),
+            "{var}: migrated on start"
+        );
+        assert!(!dir.path().join("data/onboard.db").exists());
+    }
+}
+
+#[test]
+fn readiness_follows_postgres_going_away_and_coming_back() {
+    let pg = support::PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::Server::start(dir.path(), &[("ONBOARD__DATABASE__URL", pg.url())]);
+    assert_eq!(support::get(&server.url("/api/health/ready")).status, 200);
+
+    pg.stop();
+    let r = support::get(&server.url("/api/health/ready"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"], "not_ready");
+    assert!(r.content_type.starts_with("application/json"));
+    assert_eq!(
+        support::get(&server.url("/api/health")).status,
+        200,
+        "liveness stays up"
+    );
+
+    pg.resume();
+    let r = support::get(&server.url("/api/health/ready"));
+    assert_eq!(r.status, 200, "ready again without a restart: {}", r.body);
+}
+
+#[test]
+fn an_invalid_setting_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, output) =
+        support::run_to_exit(dir.path(), &[("CERT_VALIDITY_DAYS", "forever".into())]);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("ca.validity_days"), "{output}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing is created before settings are valid"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = support::Server::start(dir.path(), &[("ONBOARD__LOG__FORMAT", "json".into())]);
+    support::get(&server.url("/api/health"));
+    server.terminate();
+    let log = server.log();
+    let request_line = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
+        .find(|v| v["target"] == "onboard::http")
+        .expect("a request log line");
+    assert_eq!(request_line["route"], "/api/health");
+    assert_eq!(request_line["status"], 200);
+    assert_eq!(request_line["method"], "GET");
+}

@@ -1,0 +1,266 @@
+//! Running the real `onboard-server` binary, a throwaway PostgreSQL cluster, and a
+//! plain HTTP client, for the end-to-end tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::Duration;
+
+/// A free port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Response {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn read(mut r: ureq::http::Response<ureq::Body>) -> Response {
+    let status = r.status().as_u16();
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    Response {
+        status,
+        content_type,
+        body,
+    }
+}
+
+pub fn get(url: &str) -> Response {
+    read(agent().get(url).call().unwrap())
+}
+
+pub fn try_get(url: &str) -> Option<Response> {
+    agent().get(url).call().ok().map(read)
+}
+
+/// The server binary, running until stopped or dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts the binary in `dir` with only `env` (plus PATH) and waits until it
+    /// answers `/api/health` (bounded, so a broken start fails instead of hanging).
+    pub fn start(dir: &Path, env: &[(&str, String)]) -> Server {
+        let port = free_port();
+        let log = dir.join("server.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_onboard-server"));
+        cmd.current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ONBOARD__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut server = Server {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            dir: dir.to_owned(),
+            log,
+        };
+        for _ in 0..300 {
+            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("server exited with {status}: {}", server.log());
+            }
+            if try_get(&server.url("/api/health")).is_some_and(|r| r.status == 200) {
+                return server;
+            }
+            sleep(Duration::from_millis(100));
+        }
+        panic!("server did not come up: {}", server.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (bounded wait).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        for _ in 0..600 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        panic!("server ignored SIGTERM: {}", self.log());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the server binary to completion (for start-up failures).
+pub fn run_to_exit(dir: &Path, env: &[(&str, String)]) -> (ExitStatus, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onboard-server"));
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "ONBOARD__SERVER__BIND",
+            format!("127.0.0.1:{}", free_port()),
+        );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+/// A PostgreSQL cluster of our own on a free loopback port, so a test can stop and
+/// start it without touching the machine's server. Needs the PostgreSQL server
+/// binaries (`ONBOARD_TEST_PG_BINDIR`, set by scripts/test-services.sh).
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bindir: PathBuf,
+    pub port: u16,
+}
+
+fn as_postgres_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let bindir = PathBuf::from(std::env::var("ONBOARD_TEST_PG_BINDIR").expect(
+            "ONBOARD_TEST_PG_BINDIR is not set: run the tests through scripts/test-services.sh (make test)",
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let out = as_postgres_user(&bindir.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = PgCluster {
+            dir,
+            bindir,
+            port: free_port(),
+        };
+        cluster.resume();
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let data = self.dir.path().join("data");
+        let out = as_postgres_user(&self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts (again) on the same port and waits until it accepts connections.
+    pub fn resume(&self) {
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("pg.log");
+        self.pg_ctl(&["-w", "-l", &log.display().to_string(), "-o", &opts, "start"]);
+    }
+
+    pub fn stop(&self) {
+        self.pg_ctl(&["-w", "-m", "fast", "stop"]);
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_postgres_user(&self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
