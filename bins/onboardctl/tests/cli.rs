@@ -1,0 +1,134 @@
+//! `onboardctl` as an operator runs it: the real binary, real databases.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use onboard_registry::testing::{TestBackend, TestDb};
+
+fn onboardctl(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onboardctl"));
+    cmd.current_dir(dir).env_clear().args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn migrate_applies_once(backend: TestBackend) {
+    let db = TestDb::new(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ONBOARD__DATABASE__URL", db.url.as_str())];
+
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &["migrate", "--dry-run", "--output", "json"],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let pending: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pending["pending"].as_array().unwrap().len(), 1);
+
+    let out = onboardctl(dir.path(), &env, &["migrate"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("20261123000001"), "{stdout}");
+    assert!(stdout.contains("applied"), "{stdout}");
+
+    let out = onboardctl(dir.path(), &env, &["--output", "json", "migrate"]);
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["applied"], serde_json::json!([]));
+    assert!(db.db.pending_migrations().unwrap().is_empty());
+}
+
+#[test]
+fn sqlite_migrate_applies_once() {
+    migrate_applies_once(TestBackend::Sqlite);
+}
+
+#[test]
+fn postgres_migrate_applies_once() {
+    migrate_applies_once(TestBackend::Postgres);
+}
+
+#[test]
+fn the_config_file_is_read_from_the_flag_and_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("from-file.db");
+    let config = dir.path().join("onboard.toml");
+    std::fs::write(
+        &config,
+        format!("[database]\nurl = \"sqlite://{}\"\n", db_path.display()),
+    )
+    .unwrap();
+    let out = onboardctl(
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap(), "migrate"],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(db_path.is_file());
+    std::fs::remove_file(&db_path).unwrap();
+    let out = onboardctl(
+        dir.path(),
+        &[("ONBOARD_CONFIG", config.to_str().unwrap())],
+        &["migrate"],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(db_path.is_file());
+}
+
+#[test]
+fn failures_exit_non_zero_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[(&str, &str)], &[&str], i32, &str); 4] = [
+        (
+            &[("ONBOARD__CA__VALIDITY_DAYS", "0")],
+            &["migrate"],
+            2,
+            "ca.validity_days",
+        ),
+        (
+            &[],
+            &["--config", "/nonexistent.toml", "migrate"],
+            2,
+            "/nonexistent.toml",
+        ),
+        (
+            &[
+                ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none"),
+                ("ONBOARD__DATABASE__CONNECT_TIMEOUT_SECONDS", "1"),
+            ],
+            &["migrate"],
+            3,
+            "unavailable",
+        ),
+        (&[], &["no-such-command"], 2, "unrecognized subcommand"),
+    ];
+    for (env, args, code, needle) in cases {
+        let out = onboardctl(dir.path(), env, args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(
+            stdout.is_empty(),
+            "{args:?}: errors go to stderr only: {stdout}"
+        );
+        // clap's own usage errors carry a usage hint on further lines.
+        if !args.contains(&"no-such-command") {
+            assert_eq!(
+                stderr.trim_end().lines().count(),
+                1,
+                "{args:?}: one line: {stderr}"
+            );
+        }
+    }
+    assert!(!dir.path().join("data").exists());
+}
