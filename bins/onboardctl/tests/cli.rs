@@ -88,7 +88,8 @@ fn the_config_file_is_read_from_the_flag_and_the_variable() {
 #[test]
 fn failures_exit_non_zero_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[(&str, &str)], &[&str], i32, &str); 4] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], i32, &'a str);
+    let cases: [Case; 4] = [
         (
             &[("ONBOARD__CA__VALIDITY_DAYS", "0")],
             &["migrate"],
