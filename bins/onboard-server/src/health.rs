@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{get, web, HttpResponse};
-use onboard_core::Onboard;
+use onboard_core::{NotReady, Onboard};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -50,12 +50,16 @@ pub async fn ready(onboard: web::Data<Onboard>) -> Result<HttpResponse, ApiError
             status: "ready",
             database,
         })),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready");
+        Err(reason) => {
+            tracing::warn!(%reason, "not ready");
+            let message = match reason {
+                NotReady::Database(_) => "the database is unavailable".to_owned(),
+                pending @ NotReady::MigrationsPending(_) => pending.to_string(),
+            };
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
-                "the database is unavailable",
+                message,
             ))
         }
     }

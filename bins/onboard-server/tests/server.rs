@@ -271,3 +271,28 @@ fn json_logs_are_one_object_per_line() {
     assert_eq!(request_line["status"], 200);
     assert_eq!(request_line["method"], "GET");
 }
+
+#[test]
+fn with_migrations_off_the_server_stays_unready_until_migrated() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::Server::start(
+        dir.path(),
+        &[
+            ("DATABASE_URL", db.url.clone()),
+            ("ONBOARD__DATABASE__RUN_MIGRATIONS", "false".into()),
+        ],
+    );
+    let r = support::get(&server.url("/api/health/ready"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("migration(s) pending"),
+        "{}",
+        r.body
+    );
+    db.db.run_migrations().unwrap();
+    assert_eq!(support::get(&server.url("/api/health/ready")).status, 200);
+}

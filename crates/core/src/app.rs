@@ -1,5 +1,6 @@
 //! The application context both binaries build from settings.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,18 @@ pub struct Onboard {
     settings: Arc<Settings>,
     db: Database,
     clock: Arc<dyn Clock>,
+    /// Set once the schema was seen up to date; migrations never go backwards under
+    /// a running server, so it is not checked again.
+    schema_current: Arc<AtomicBool>,
+}
+
+/// Why the service cannot serve requests now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("the database is unavailable: {0}")]
+    Database(String),
+    #[error("{0} database migration(s) pending; run onboardctl migrate")]
+    MigrationsPending(usize),
 }
 
 /// How long a readiness check waits for the database.
@@ -37,6 +50,7 @@ impl Onboard {
             settings: Arc::new(settings),
             db,
             clock,
+            schema_current: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -56,6 +70,7 @@ impl Onboard {
     /// Applies pending migrations; returns the versions applied now.
     pub fn migrate(&self) -> Result<Vec<String>, CoreError> {
         let applied = self.db.run_migrations()?;
+        self.schema_current.store(true, Ordering::Relaxed);
         for version in &applied {
             tracing::info!(version, backend = self.backend(), "migration applied");
         }
@@ -67,9 +82,23 @@ impl Onboard {
         Ok(self.db.pending_migrations()?)
     }
 
-    /// Whether the service can serve requests now: the database answers.
-    pub fn readiness(&self) -> Result<(), CoreError> {
-        self.db.check(READINESS_TIMEOUT)?;
+    /// Whether the service can serve requests now: the database answers and its
+    /// schema is current (a server started with `database.run_migrations = false`
+    /// stays unready until `onboardctl migrate` has run).
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        self.db
+            .check(READINESS_TIMEOUT)
+            .map_err(|e| NotReady::Database(e.to_string()))?;
+        if !self.schema_current.load(Ordering::Relaxed) {
+            let pending = self
+                .db
+                .pending_migrations()
+                .map_err(|e| NotReady::Database(e.to_string()))?;
+            if !pending.is_empty() {
+                return Err(NotReady::MigrationsPending(pending.len()));
+            }
+            self.schema_current.store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ mod app;
 mod error;
 pub mod settings;
 
-pub use app::{Onboard, READINESS_TIMEOUT};
+pub use app::{NotReady, Onboard, READINESS_TIMEOUT};
 pub use error::CoreError;
 pub use onboard_domain as domain;
 pub use settings::{Secret, Settings, SettingsError};
