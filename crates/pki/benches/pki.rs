@@ -1,0 +1,99 @@
+//! Benchmarks of the CA's hot paths: issuing from a CSR, generating a key and
+//! issuing, and building a 100,000-entry CRL. All with an ECDSA P-256 issuing CA.
+//!
+//! `cargo bench -p onboard-pki -- --warm-up-time 1 --measurement-time 5`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use criterion::{criterion_group, criterion_main, Criterion};
+use onboard_domain::{CertSerial, DeviceId, KeyAlgorithm, RevocationReason};
+use onboard_pki::{CaSpec, CertificateAuthority, CrlParams, IssueParams, RevokedCertificate};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::X509ReqBuilder;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
+}
+
+fn params() -> IssueParams<'static> {
+    IssueParams {
+        device_id: DeviceId("3f0c2a8e-0000-7000-8000-000000000001".parse().unwrap()),
+        validity_days: 365,
+        public_base_url: "https://onboard.example.test",
+        now: now(),
+    }
+}
+
+fn csr(key: &PKey<Private>) -> Vec<u8> {
+    let mut b = X509ReqBuilder::new().unwrap();
+    b.set_pubkey(key).unwrap();
+    b.sign(key, MessageDigest::sha256()).unwrap();
+    b.build().to_pem().unwrap()
+}
+
+fn issuing(c: &mut Criterion) {
+    let ca = CertificateAuthority::generate(&CaSpec::new("Bench CA"), now()).unwrap();
+    let p256 = PKey::from_ec_key(
+        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let rsa = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let (p256_csr, rsa_csr) = (csr(&p256), csr(&rsa));
+    let params = params();
+
+    c.bench_function("issue_from_csr/p256", |b| {
+        b.iter(|| ca.issue_from_csr(&p256_csr, &params).unwrap())
+    });
+    c.bench_function("issue_from_csr/rsa2048", |b| {
+        b.iter(|| ca.issue_from_csr(&rsa_csr, &params).unwrap())
+    });
+    c.bench_function("issue_with_new_key/p256", |b| {
+        b.iter(|| {
+            ca.issue_with_new_key(KeyAlgorithm::EcdsaP256, &params)
+                .unwrap()
+        })
+    });
+    let mut slow = c.benchmark_group("slow");
+    slow.sample_size(10);
+    slow.bench_function("issue_with_new_key/rsa2048", |b| {
+        b.iter(|| {
+            ca.issue_with_new_key(KeyAlgorithm::Rsa2048, &params)
+                .unwrap()
+        })
+    });
+    slow.finish();
+}
+
+fn crl(c: &mut Criterion) {
+    let ca = CertificateAuthority::generate(&CaSpec::new("Bench CA"), now()).unwrap();
+    let reasons = RevocationReason::ALL;
+    let revoked: Vec<RevokedCertificate> = (0..100_000u32)
+        .map(|i| RevokedCertificate {
+            serial: CertSerial::parse(&format!("40{:030X}", u128::from(i) * 7_919)).unwrap(),
+            revoked_at: now() - Duration::seconds(i64::from(i)),
+            reason: reasons[i as usize % reasons.len()],
+        })
+        .collect();
+    let mut group = c.benchmark_group("slow");
+    group.sample_size(10);
+    group.bench_function("crl/100000_entries", |b| {
+        b.iter(|| {
+            ca.build_crl(&CrlParams {
+                number: 1,
+                this_update: now(),
+                next_update: now() + Duration::days(1),
+                revoked: &revoked,
+            })
+            .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, issuing, crl);
+criterion_main!(benches);

@@ -1,0 +1,189 @@
+//! Credential bundles: a ZIP whose entries are each encrypted with WinZip AES-256
+//! (AE-2) under a random password.
+//!
+//! Entries: `device.crt` (the device certificate), `device.key` (its PKCS#8 key),
+//! `ca.crt` (the CA chain, issuing CA first) and `connection.json` (given by the
+//! caller). The password is 24 characters from a 56-character alphabet without
+//! look-alikes (no `0 O o 1 l I`), drawn without bias: about 139 bits.
+
+use std::fmt;
+use std::io::{Cursor, Write};
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use zeroize::Zeroizing;
+use zip::write::SimpleFileOptions;
+use zip::{AesMode, CompressionMethod, ZipWriter};
+
+use crate::error::PkiError;
+use crate::keys::PrivateKeyPem;
+use crate::secrets::random_string;
+
+/// The password alphabet: letters and digits minus `0 O o 1 l I`.
+pub const PASSWORD_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789";
+/// The password length.
+pub const PASSWORD_LEN: usize = 24;
+
+/// The names of the entries in a bundle.
+pub mod entries {
+    pub const DEVICE_CERT: &str = "device.crt";
+    pub const DEVICE_KEY: &str = "device.key";
+    pub const CA_CHAIN: &str = "ca.crt";
+    pub const CONNECTION: &str = "connection.json";
+}
+
+/// A bundle's password. Shown to the operator once; never logged (`Debug` redacts
+/// it) and wiped from memory on drop.
+#[derive(Clone)]
+pub struct BundlePassword(Zeroizing<String>);
+
+impl BundlePassword {
+    /// The password text. Handle with care.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BundlePassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BundlePassword([redacted])")
+    }
+}
+
+/// What goes into a bundle.
+#[derive(Debug, Clone, Copy)]
+pub struct BundleContents<'a> {
+    pub certificate_pem: &'a str,
+    pub private_key: &'a PrivateKeyPem,
+    /// The CA chain as PEM (`CertificateAuthority::chain_pem`).
+    pub ca_chain_pem: &'a str,
+    /// The device's connection settings (JSON made by the caller).
+    pub connection_json: &'a [u8],
+    /// The entries' modification time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An encrypted ZIP and its password.
+#[derive(Clone)]
+pub struct CredentialBundle {
+    /// The ZIP file's bytes (every entry encrypted; safe to store or send).
+    pub zip: Vec<u8>,
+    pub password: BundlePassword,
+}
+
+impl fmt::Debug for CredentialBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialBundle")
+            .field("zip_bytes", &self.zip.len())
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// Builds the encrypted ZIP with a fresh random password.
+pub fn build_bundle(contents: &BundleContents<'_>) -> Result<CredentialBundle, PkiError> {
+    let password = BundlePassword(Zeroizing::new(random_string(
+        PASSWORD_LEN,
+        PASSWORD_ALPHABET,
+    )?));
+    let zip = write_zip(contents, password.expose_secret())?;
+    Ok(CredentialBundle { zip, password })
+}
+
+fn write_zip(contents: &BundleContents<'_>, password: &str) -> Result<Vec<u8>, PkiError> {
+    let fail = |e: zip::result::ZipError| PkiError::Bundle(e.to_string());
+    let io_fail = |e: std::io::Error| PkiError::Bundle(e.to_string());
+    let base = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Deflated)
+        .last_modified_time(zip_time(contents.created_at));
+    let public = base.unix_permissions(0o644);
+    let secret = base.unix_permissions(0o600);
+    let files: [(&str, &[u8], SimpleFileOptions); 4] = [
+        (
+            entries::DEVICE_CERT,
+            contents.certificate_pem.as_bytes(),
+            public,
+        ),
+        (
+            entries::DEVICE_KEY,
+            contents.private_key.expose_secret().as_bytes(),
+            secret,
+        ),
+        (entries::CA_CHAIN, contents.ca_chain_pem.as_bytes(), public),
+        (entries::CONNECTION, contents.connection_json, public),
+    ];
+    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+    for (name, data, options) in files {
+        zip.start_file(name, options.with_aes_encryption(AesMode::Aes256, password))
+            .map_err(fail)?;
+        zip.write_all(data).map_err(io_fail)?;
+    }
+    Ok(zip.finish().map_err(fail)?.into_inner())
+}
+
+/// ZIP's DOS time (1980 to 2107, two-second steps); outside that range the ZIP
+/// default (1980-01-01).
+fn zip_time(t: DateTime<Utc>) -> zip::DateTime {
+    let convert = || -> Option<zip::DateTime> {
+        zip::DateTime::from_date_and_time(
+            u16::try_from(t.year()).ok()?,
+            u8::try_from(t.month()).ok()?,
+            u8::try_from(t.day()).ok()?,
+            u8::try_from(t.hour()).ok()?,
+            u8::try_from(t.minute()).ok()?,
+            u8::try_from(t.second()).ok()?,
+        )
+        .ok()
+    };
+    convert().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn alphabet_has_no_look_alikes() {
+        assert_eq!(PASSWORD_ALPHABET.len(), 56);
+        for c in b"0Oo1lI" {
+            assert!(!PASSWORD_ALPHABET.contains(c));
+        }
+        let mut sorted = PASSWORD_ALPHABET.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 56);
+    }
+
+    #[test]
+    fn bundle_has_a_fresh_password_and_aes_entries() {
+        let key = crate::keys::generate(onboard_domain::KeyAlgorithm::EcdsaP256).unwrap();
+        let key = PrivateKeyPem::from_key(&key).unwrap();
+        let contents = BundleContents {
+            certificate_pem: "cert",
+            private_key: &key,
+            ca_chain_pem: "chain",
+            connection_json: b"{}",
+            created_at: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap(),
+        };
+        let a = build_bundle(&contents).unwrap();
+        let b = build_bundle(&contents).unwrap();
+        assert_eq!(a.password.expose_secret().len(), PASSWORD_LEN);
+        assert_ne!(a.password.expose_secret(), b.password.expose_secret());
+        assert!(a.zip.starts_with(b"PK\x03\x04"));
+        // The key's PEM header must not appear in clear.
+        assert!(!a.zip.windows(11).any(|w| w == b"PRIVATE KEY"));
+        let debug = format!("{a:?}");
+        assert!(!debug.contains(a.password.expose_secret()));
+        let mut archive = zip::ZipArchive::new(Cursor::new(a.zip.clone())).unwrap();
+        assert_eq!(archive.len(), 4);
+        assert!(archive.by_name(entries::DEVICE_KEY).is_err());
+    }
+
+    #[test]
+    fn zip_time_falls_back_outside_dos_range() {
+        let old = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(zip_time(old), zip::DateTime::default());
+        let t = zip_time(Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap());
+        assert_eq!((t.year(), t.month(), t.day()), (2026, 11, 23));
+    }
+}

@@ -1,0 +1,247 @@
+//! Key generation, the key policy, and private keys in and out of PEM.
+
+use std::fmt;
+
+use onboard_domain::KeyAlgorithm;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{HasPublic, Id, PKey, PKeyRef, Private};
+use openssl::rsa::Rsa;
+use openssl::symm::Cipher;
+use zeroize::Zeroizing;
+
+use crate::error::{KeyPolicyViolation, PkiError};
+
+/// A private key as unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+///
+/// The text is wiped from memory when the value is dropped and never appears in
+/// `Debug` output.
+#[derive(Clone)]
+pub struct PrivateKeyPem(Zeroizing<String>);
+
+impl PrivateKeyPem {
+    /// The PEM text. Handle with care: this is the secret.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn from_key(key: &PKeyRef<Private>) -> Result<Self, PkiError> {
+        let pem = Zeroizing::new(key.private_key_to_pem_pkcs8()?);
+        let text = std::str::from_utf8(&pem)
+            .map_err(|_| PkiError::invalid("private key", "OpenSSL wrote non-UTF-8 PEM"))?;
+        Ok(Self(Zeroizing::new(text.to_owned())))
+    }
+}
+
+impl fmt::Debug for PrivateKeyPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKeyPem([redacted])")
+    }
+}
+
+/// Generates a fresh key pair of the given algorithm (EC keys use the named curve
+/// form, RSA keys the public exponent 65537).
+pub(crate) fn generate(algorithm: KeyAlgorithm) -> Result<PKey<Private>, PkiError> {
+    let key = match algorithm {
+        KeyAlgorithm::EcdsaP256 => ec_key(Nid::X9_62_PRIME256V1)?,
+        KeyAlgorithm::EcdsaP384 => ec_key(Nid::SECP384R1)?,
+        KeyAlgorithm::Rsa2048 => PKey::from_rsa(Rsa::generate(2048)?)?,
+        KeyAlgorithm::Rsa3072 => PKey::from_rsa(Rsa::generate(3072)?)?,
+        KeyAlgorithm::Rsa4096 => PKey::from_rsa(Rsa::generate(4096)?)?,
+    };
+    Ok(key)
+}
+
+fn ec_key(curve: Nid) -> Result<PKey<Private>, PkiError> {
+    let group = EcGroup::from_curve_name(curve)?;
+    Ok(PKey::from_ec_key(EcKey::generate(&group)?)?)
+}
+
+/// Applies the key policy: RSA 2048/3072/4096 or EC on P-256/P-384, nothing else.
+pub(crate) fn classify<T: HasPublic>(key: &PKeyRef<T>) -> Result<KeyAlgorithm, KeyPolicyViolation> {
+    match key.id() {
+        Id::RSA => match key.bits() {
+            2048 => Ok(KeyAlgorithm::Rsa2048),
+            3072 => Ok(KeyAlgorithm::Rsa3072),
+            4096 => Ok(KeyAlgorithm::Rsa4096),
+            bits => Err(KeyPolicyViolation::RsaKeySize { bits }),
+        },
+        Id::EC => {
+            let curve = key.ec_key().ok().and_then(|ec| ec.group().curve_name());
+            match curve {
+                Some(Nid::X9_62_PRIME256V1) => Ok(KeyAlgorithm::EcdsaP256),
+                Some(Nid::SECP384R1) => Ok(KeyAlgorithm::EcdsaP384),
+                Some(nid) => Err(KeyPolicyViolation::UnsupportedCurve {
+                    curve: nid.short_name().unwrap_or("an unnamed curve").to_owned(),
+                }),
+                None => Err(KeyPolicyViolation::UnsupportedCurve {
+                    curve: "explicit curve parameters".to_owned(),
+                }),
+            }
+        }
+        id => Err(KeyPolicyViolation::UnsupportedKeyType {
+            kind: key_type_name(id),
+        }),
+    }
+}
+
+fn key_type_name(id: Id) -> String {
+    match id {
+        Id::DSA => "DSA".to_owned(),
+        Id::ED25519 => "Ed25519".to_owned(),
+        Id::ED448 => "Ed448".to_owned(),
+        Id::X25519 => "X25519".to_owned(),
+        Id::X448 => "X448".to_owned(),
+        Id::DH => "DH".to_owned(),
+        Id::RSA_PSS => "RSA-PSS".to_owned(),
+        other => Nid::from_raw(other.as_raw())
+            .short_name()
+            .map(str::to_owned)
+            .unwrap_or_else(|_| format!("unknown (OpenSSL key type {})", other.as_raw())),
+    }
+}
+
+/// A short description of any public key, for display: `ecdsa-p256`, `rsa-8192`,
+/// `ec-secp521r1`, `ed25519`.
+pub(crate) fn describe<T: HasPublic>(key: &PKeyRef<T>) -> String {
+    match classify(key) {
+        Ok(alg) => alg.as_str().to_owned(),
+        Err(KeyPolicyViolation::RsaKeySize { bits }) => format!("rsa-{bits}"),
+        Err(KeyPolicyViolation::UnsupportedCurve { curve }) => format!("ec-{curve}"),
+        Err(KeyPolicyViolation::UnsupportedKeyType { kind }) => kind.to_ascii_lowercase(),
+    }
+}
+
+/// The digest a key of this algorithm signs with: SHA-384 for P-384, else SHA-256.
+pub(crate) fn signing_digest(algorithm: KeyAlgorithm) -> MessageDigest {
+    match algorithm {
+        KeyAlgorithm::EcdsaP384 => MessageDigest::sha384(),
+        _ => MessageDigest::sha256(),
+    }
+}
+
+/// PKCS#8 PEM, encrypted with AES-256-CBC (PBES2, PBKDF2-HMAC-SHA256) when a
+/// passphrase is given.
+pub(crate) fn to_pkcs8_pem(
+    key: &PKeyRef<Private>,
+    passphrase: Option<&[u8]>,
+) -> Result<Zeroizing<Vec<u8>>, PkiError> {
+    let pem = match passphrase {
+        Some([]) => return Err(PkiError::invalid("passphrase", "must not be empty")),
+        Some(pass) => key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), pass)?,
+        None => key.private_key_to_pem_pkcs8()?,
+    };
+    Ok(Zeroizing::new(pem))
+}
+
+/// Reads a PEM private key. `what` names it in errors (a path, or "the imported
+/// key"). OpenSSL is never allowed to prompt on a terminal: an encrypted key without
+/// a passphrase is [`PkiError::PassphraseRequired`].
+pub(crate) fn from_pem(
+    pem: &[u8],
+    passphrase: Option<&[u8]>,
+    what: &str,
+) -> Result<PKey<Private>, PkiError> {
+    let encrypted = contains(pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || contains(pem, b"Proc-Type: 4,ENCRYPTED");
+    let key = what.to_owned();
+    if encrypted {
+        let pass = passphrase.ok_or_else(|| PkiError::PassphraseRequired { key: key.clone() })?;
+        PKey::private_key_from_pem_passphrase(pem, pass)
+            .map_err(|_| PkiError::WrongPassphrase { key })
+    } else {
+        // The empty passphrase is never used for a plain key; it only keeps OpenSSL
+        // from falling back to a terminal prompt.
+        PKey::private_key_from_pem_passphrase(pem, b"").map_err(|_| PkiError::KeyUnreadable { key })
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::dsa::Dsa;
+
+    #[test]
+    fn generated_keys_satisfy_the_policy() {
+        for alg in [
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP384,
+            KeyAlgorithm::Rsa2048,
+        ] {
+            let key = generate(alg).unwrap();
+            assert_eq!(classify(&key).unwrap(), alg);
+            assert_eq!(describe(&key), alg.as_str());
+        }
+    }
+
+    #[test]
+    fn policy_rejects_small_rsa_other_curves_and_other_types() {
+        let rsa = PKey::from_rsa(Rsa::generate(1024).unwrap()).unwrap();
+        assert_eq!(
+            classify(&rsa),
+            Err(KeyPolicyViolation::RsaKeySize { bits: 1024 })
+        );
+        let k1 = PKey::from_ec_key(
+            EcKey::generate(&EcGroup::from_curve_name(Nid::SECP256K1).unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            classify(&k1),
+            Err(KeyPolicyViolation::UnsupportedCurve {
+                curve: "secp256k1".into()
+            })
+        );
+        let ed = PKey::generate_ed25519().unwrap();
+        assert_eq!(
+            classify(&ed),
+            Err(KeyPolicyViolation::UnsupportedKeyType {
+                kind: "Ed25519".into()
+            })
+        );
+        let dsa = PKey::from_dsa(Dsa::generate(2048).unwrap()).unwrap();
+        assert!(matches!(
+            classify(&dsa),
+            Err(KeyPolicyViolation::UnsupportedKeyType { kind }) if kind == "DSA"
+        ));
+    }
+
+    #[test]
+    fn encrypted_pem_round_trips_and_reports_passphrase_problems() {
+        let key = generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let pem = to_pkcs8_pem(&key, Some(b"correct horse")).unwrap();
+        assert!(pem.starts_with(b"-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        let back = from_pem(&pem, Some(b"correct horse"), "k").unwrap();
+        assert!(back.public_eq(&key));
+        assert!(matches!(
+            from_pem(&pem, Some(b"wrong"), "k"),
+            Err(PkiError::WrongPassphrase { .. })
+        ));
+        assert!(matches!(
+            from_pem(&pem, None, "k"),
+            Err(PkiError::PassphraseRequired { .. })
+        ));
+        assert!(matches!(
+            from_pem(b"not a key", None, "k"),
+            Err(PkiError::KeyUnreadable { .. })
+        ));
+        assert!(matches!(
+            to_pkcs8_pem(&key, Some(b"")),
+            Err(PkiError::InvalidInput { .. })
+        ));
+    }
+
+    #[test]
+    fn private_key_debug_is_redacted() {
+        let key = generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let pem = PrivateKeyPem::from_key(&key).unwrap();
+        assert!(pem
+            .expose_secret()
+            .starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(format!("{pem:?}"), "PrivateKeyPem([redacted])");
+    }
+}

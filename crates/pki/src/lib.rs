@@ -1,0 +1,45 @@
+//! Onboard's internal certificate authority, on OpenSSL.
+//!
+//! This is the only crate of the workspace that uses `openssl`. It provides:
+//!
+//! - the CA life cycle ([`CertificateAuthority::create`], [`CertificateAuthority::load`],
+//!   [`CertificateAuthority::import`]): a self-signed root, optionally with an
+//!   intermediate that issues so the root key can stay offline; the CA key at rest
+//!   as AES-256 encrypted PKCS#8 in files of mode 0600;
+//! - device certificates from a CSR ([`CertificateAuthority::issue_from_csr`]) or
+//!   with a generated key pair ([`CertificateAuthority::issue_with_new_key`]), under
+//!   one fixed profile and the key policy (ECDSA P-256/P-384, RSA 2048/3072/4096);
+//! - CRLs ([`CertificateAuthority::build_crl`]);
+//! - AES-256 encrypted ZIP credential bundles ([`build_bundle`]);
+//! - certificate inspection for display ([`chain_info`]);
+//! - [`secrets`]: randomness, hashing and constant-time comparison for the other
+//!   crates.
+//!
+//! "Now" is always a parameter; nothing here reads the clock. Nothing secret is
+//! ever in an error message or in `Debug` output. `docs/pki.md` describes the
+//! directory layout, the certificate and CRL profiles and the decisions behind them.
+
+mod bundle;
+mod ca;
+mod crl;
+mod csr;
+mod error;
+mod info;
+mod issue;
+mod keys;
+pub mod secrets;
+mod x509util;
+
+pub use bundle::{
+    build_bundle, entries as bundle_entries, BundleContents, BundlePassword, CredentialBundle,
+    PASSWORD_ALPHABET, PASSWORD_LEN,
+};
+pub use ca::{files as ca_files, CaSpec, CertificateAuthority, IntermediateSpec};
+pub use crl::{Crl, CrlParams, RevokedCertificate};
+pub use csr::{check_csr, MAX_CSR_BYTES};
+pub use error::{KeyPolicyViolation, PkiError};
+pub use info::{chain_info, CertificateInfo};
+pub use issue::{
+    device_uri, GeneratedCredential, IssueParams, IssuedCertificate, CRL_PATH, DEVICE_URI_PATH,
+};
+pub use keys::PrivateKeyPem;

@@ -1,0 +1,239 @@
+//! The CA directory: encrypted keys, file modes, load errors, import.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use onboard_domain::KeyAlgorithm;
+use onboard_pki::{ca_files, CaSpec, CertificateAuthority, IssueParams, PkiError};
+
+use crate::support::*;
+
+const PASS: &[u8] = b"a long test passphrase";
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn create_writes_encrypted_keys_with_mode_0600_and_loads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let spec = two_level_spec(KeyAlgorithm::EcdsaP256);
+    let created = CertificateAuthority::create(&dir, &spec, Some(PASS), now()).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    for key in [ca_files::CA_KEY, ca_files::ROOT_KEY] {
+        let path = dir.join(key);
+        assert_eq!(mode(&path), 0o600, "{key}");
+        let pem = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+            "{key}"
+        );
+        let asn1 = run_ok(openssl().args(["asn1parse", "-in"]).arg(&path));
+        assert!(asn1.contains("aes-256-cbc"), "{asn1}");
+        // OpenSSL itself decrypts it with the passphrase.
+        run_ok(
+            openssl()
+                .args([
+                    "pkey",
+                    "-noout",
+                    "-passin",
+                    "pass:a long test passphrase",
+                    "-in",
+                ])
+                .arg(&path),
+        );
+    }
+    for cert in [ca_files::CA_CERT, ca_files::CHAIN, ca_files::ROOT_CERT] {
+        assert_eq!(mode(&dir.join(cert)), 0o644, "{cert}");
+    }
+    let loaded = CertificateAuthority::load(&dir, Some(PASS)).unwrap();
+    assert_eq!(loaded.chain_pem(), created.chain_pem());
+    assert!(loaded.has_intermediate());
+    assert!(CertificateAuthority::exists(&dir));
+
+    // The chain on disk verifies what the loaded CA issues.
+    let cert = loaded
+        .issue_with_new_key(KeyAlgorithm::EcdsaP256, &params(device_id(1)))
+        .unwrap()
+        .certificate;
+    let path = write(tmp.path(), "device.crt", &cert.pem);
+    let root = std::fs::read_to_string(dir.join(ca_files::ROOT_CERT)).unwrap();
+    let inter = std::fs::read_to_string(dir.join(ca_files::CA_CERT)).unwrap();
+    assert!(verify(tmp.path(), &root, Some(&inter), &path)
+        .status
+        .success());
+
+    let again = CertificateAuthority::create(&dir, &spec, Some(PASS), now()).unwrap_err();
+    assert!(matches!(again, PkiError::AlreadyExists { .. }), "{again}");
+}
+
+#[test]
+fn without_passphrase_the_key_is_plain_pkcs8() {
+    let tmp = tempfile::tempdir().unwrap();
+    CertificateAuthority::create(tmp.path(), &CaSpec::new("Plain"), None, now()).unwrap();
+    let pem = std::fs::read_to_string(tmp.path().join(ca_files::CA_KEY)).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_eq!(mode(&tmp.path().join(ca_files::CA_KEY)), 0o600);
+    assert!(!tmp.path().join(ca_files::ROOT_CERT).exists());
+    CertificateAuthority::load(tmp.path(), None).unwrap();
+}
+
+#[test]
+fn wrong_or_missing_passphrase() {
+    let tmp = tempfile::tempdir().unwrap();
+    CertificateAuthority::create(tmp.path(), &CaSpec::new("Locked"), Some(PASS), now()).unwrap();
+    let err = CertificateAuthority::load(tmp.path(), Some(b"not it")).unwrap_err();
+    assert!(matches!(err, PkiError::WrongPassphrase { .. }), "{err}");
+    assert!(!err.to_string().contains("not it"));
+    let err = CertificateAuthority::load(tmp.path(), None).unwrap_err();
+    assert!(matches!(err, PkiError::PassphraseRequired { .. }), "{err}");
+}
+
+#[test]
+fn key_that_does_not_match_the_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    CertificateAuthority::create(&a, &CaSpec::new("A"), Some(PASS), now()).unwrap();
+    CertificateAuthority::create(&b, &CaSpec::new("B"), Some(PASS), now()).unwrap();
+    std::fs::copy(b.join(ca_files::CA_KEY), a.join(ca_files::CA_KEY)).unwrap();
+    let err = CertificateAuthority::load(&a, Some(PASS)).unwrap_err();
+    assert!(matches!(err, PkiError::KeyMismatch { .. }), "{err}");
+}
+
+#[test]
+fn missing_and_unreadable_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = CertificateAuthority::load(tmp.path(), None).unwrap_err();
+    assert!(
+        matches!(&err, PkiError::MissingFile { path } if path.ends_with("ca.crt")),
+        "{err}"
+    );
+    assert!(!CertificateAuthority::exists(tmp.path()));
+
+    CertificateAuthority::create(tmp.path(), &CaSpec::new("C"), None, now()).unwrap();
+    std::fs::remove_file(tmp.path().join(ca_files::CHAIN)).unwrap();
+    let err = CertificateAuthority::load(tmp.path(), None).unwrap_err();
+    assert!(
+        matches!(&err, PkiError::MissingFile { path } if path.ends_with("chain.pem")),
+        "{err}"
+    );
+
+    std::fs::write(
+        tmp.path().join(ca_files::CHAIN),
+        std::fs::read(tmp.path().join(ca_files::CA_CERT)).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join(ca_files::CA_KEY),
+        b"-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let err = CertificateAuthority::load(tmp.path(), None).unwrap_err();
+    assert!(matches!(err, PkiError::KeyUnreadable { .. }), "{err}");
+}
+
+#[test]
+fn import_an_openssl_made_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("ext.key");
+    let cert = tmp.path().join("ext.crt");
+    run_ok(
+        openssl()
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:3072",
+                "-days",
+                "3650",
+                "-subj",
+                "/O=Elsewhere/CN=External Root",
+            ])
+            .args(["-passout", "pass:old secret", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
+    );
+    let key_pem = std::fs::read(&key).unwrap();
+    let cert_pem = std::fs::read(&cert).unwrap();
+    let dir = tmp.path().join("ca");
+
+    let err = CertificateAuthority::import(&dir, &cert_pem, &key_pem, Some(b"wrong"), Some(PASS))
+        .unwrap_err();
+    assert!(matches!(err, PkiError::WrongPassphrase { .. }), "{err}");
+
+    let ca =
+        CertificateAuthority::import(&dir, &cert_pem, &key_pem, Some(b"old secret"), Some(PASS))
+            .unwrap();
+    assert_eq!(ca.key_algorithm(), KeyAlgorithm::Rsa3072);
+    assert_eq!(ca.subject(), "O=Elsewhere, CN=External Root");
+    let stored = std::fs::read_to_string(dir.join(ca_files::CA_KEY)).unwrap();
+    assert!(stored.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    let loaded = CertificateAuthority::load(&dir, Some(PASS)).unwrap();
+    // openssl made the CA with the real clock: issue and verify inside its validity.
+    let at = loaded.chain_info().unwrap()[0].not_before + chrono::Duration::hours(1);
+    let issued = loaded
+        .issue_with_new_key(
+            KeyAlgorithm::EcdsaP256,
+            &IssueParams {
+                now: at,
+                ..params(device_id(5))
+            },
+        )
+        .unwrap()
+        .certificate;
+    let path = write(tmp.path(), "device.crt", &issued.pem);
+    let out = verify_at(
+        tmp.path(),
+        &String::from_utf8(cert_pem).unwrap(),
+        None,
+        &path,
+        at,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn import_refuses_a_non_ca_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("leaf.key");
+    let cert = tmp.path().join("leaf.crt");
+    run_ok(
+        openssl()
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-days", "30", "-subj", "/CN=leaf", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-addext", "keyUsage=critical,digitalSignature"]),
+    );
+    let err = CertificateAuthority::import(
+        &tmp.path().join("ca"),
+        &std::fs::read(&cert).unwrap(),
+        &std::fs::read(&key).unwrap(),
+        None,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, PkiError::InvalidCaCertificate { .. }),
+        "{err}"
+    );
+    assert!(!tmp.path().join("ca").join(ca_files::CA_KEY).exists());
+}
