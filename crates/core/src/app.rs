@@ -1,10 +1,11 @@
 //! The application context both binaries build from settings.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use onboard_domain::{Clock, SystemClock};
+use onboard_pki::CertificateAuthority;
 use onboard_registry::{Database, PoolOptions};
 
 use crate::error::CoreError;
@@ -19,6 +20,8 @@ pub struct Onboard {
     /// Set once the schema was seen up to date; migrations never go backwards under
     /// a running server, so it is not checked again.
     schema_current: Arc<AtomicBool>,
+    /// The CA, loaded (or created) on first use.
+    ca: Arc<OnceLock<Arc<CertificateAuthority>>>,
 }
 
 /// Why the service cannot serve requests now.
@@ -51,6 +54,7 @@ impl Onboard {
             db,
             clock,
             schema_current: Arc::new(AtomicBool::new(false)),
+            ca: Arc::new(OnceLock::new()),
         })
     }
 
@@ -60,6 +64,14 @@ impl Onboard {
 
     pub fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()
+    }
+
+    pub(crate) fn store(&self) -> &Database {
+        &self.db
+    }
+
+    pub(crate) fn ca_cell(&self) -> &OnceLock<Arc<CertificateAuthority>> {
+        &self.ca
     }
 
     /// `"postgres"` or `"sqlite"`.

@@ -119,6 +119,9 @@ impl Default for DatabaseSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct CaSettings {
     pub dir: String,
+    /// Common name of a CA created by Onboard (the root; an intermediate gets
+    /// "<name> Issuing").
+    pub common_name: String,
     pub key_algorithm: KeyAlgorithm,
     /// Validity of device certificates, in days.
     pub validity_days: u32,
@@ -135,6 +138,7 @@ impl Default for CaSettings {
     fn default() -> Self {
         Self {
             dir: "data/ca".into(),
+            common_name: "Onboard Device CA".into(),
             key_algorithm: KeyAlgorithm::EcdsaP256,
             validity_days: 365,
             passphrase: Secret::default(),
@@ -406,6 +410,9 @@ impl Settings {
         }
         if self.ca.dir.trim().is_empty() {
             return Err(invalid("ca.dir", "must not be empty"));
+        }
+        if self.ca.common_name.trim().is_empty() || self.ca.common_name.len() > 64 {
+            return Err(invalid("ca.common_name", "must be 1 to 64 characters"));
         }
         if !(1..=3650).contains(&self.ca.validity_days) {
             return Err(invalid("ca.validity_days", "must be 1 to 3650 days"));

@@ -51,6 +51,15 @@ pub struct Crl {
     pub entries: usize,
 }
 
+/// PEM text of a DER CRL (as stored by the registry). Fails on bytes that are
+/// not a CRL.
+pub fn crl_pem_from_der(der: &[u8]) -> Result<String, PkiError> {
+    let crl = openssl::x509::X509Crl::from_der(der)?;
+    String::from_utf8(crl.to_pem()?).map_err(|_| PkiError::CertificateUnreadable {
+        reason: "the CRL's PEM is not text".into(),
+    })
+}
+
 impl CertificateAuthority {
     /// Builds and signs a CRL (with the same digest the CA signs certificates
     /// with). Cost is linear in the entries plus one sort; 100,000 entries take

@@ -35,7 +35,7 @@ pub use bundle::{
     PASSWORD_ALPHABET, PASSWORD_LEN,
 };
 pub use ca::{files as ca_files, CaSpec, CertificateAuthority, IntermediateSpec};
-pub use crl::{Crl, CrlParams, RevokedCertificate};
+pub use crl::{crl_pem_from_der, Crl, CrlParams, RevokedCertificate};
 pub use csr::{check_csr, MAX_CSR_BYTES};
 pub use error::{KeyPolicyViolation, PkiError};
 pub use info::{chain_info, CertificateInfo};

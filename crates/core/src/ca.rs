@@ -1,0 +1,271 @@
+//! The certificate authority as the use cases see it: load or create it from
+//! `ca.dir`, describe it, and publish its CRL through the registry so that every
+//! replica serves the same numbered CRL.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use onboard_domain::{
+    CertificateRepository, CrlRecord, CrlRepository, InvalidValue, RepoError, Store,
+};
+use onboard_pki::{
+    CaSpec, CertificateAuthority, CertificateInfo, CrlParams, IntermediateSpec, PkiError,
+    RevokedCertificate,
+};
+
+use crate::app::Onboard;
+use crate::error::CoreError;
+use crate::settings::Secret;
+
+/// Root validity for a CA Onboard creates; an intermediate gets half.
+const ROOT_VALIDITY_DAYS: u32 = 20 * 365;
+
+/// What `ca show` and the admin API report.
+#[derive(Debug, Clone)]
+pub struct CaSummary {
+    pub dir: String,
+    /// Issuing CA first, root last.
+    pub chain: Vec<CertificateInfo>,
+    pub key_encrypted: bool,
+    pub crl: Option<CrlStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlStatus {
+    pub number: i64,
+    pub this_update: DateTime<Utc>,
+    pub next_update: DateTime<Utc>,
+}
+
+/// The CRL as published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedCrl {
+    pub number: i64,
+    pub this_update: DateTime<Utc>,
+    pub next_update: DateTime<Utc>,
+    pub der: Vec<u8>,
+    pub pem: String,
+}
+
+/// How a CA is created by `onboardctl ca init`.
+#[derive(Debug, Clone, Default)]
+pub struct CaInit {
+    /// Root plus an issuing intermediate, so the root key can be taken offline.
+    pub intermediate: bool,
+}
+
+pub(crate) fn pki_error(e: PkiError) -> CoreError {
+    if e.is_client_error() {
+        return CoreError::Invalid(InvalidValue::new("csr", e.to_string()));
+    }
+    match e {
+        PkiError::OpenSsl(_) => CoreError::Internal(e.to_string()),
+        other => CoreError::Setup(other.to_string()),
+    }
+}
+
+impl Onboard {
+    fn passphrase(&self) -> Result<Option<Secret>, CoreError> {
+        self.settings()
+            .ca_passphrase()
+            .map_err(|e| CoreError::Setup(e.to_string()))
+    }
+
+    /// The issuing CA, loaded from `ca.dir` once, or created there (root only) when
+    /// the directory holds none. A key that cannot be read, a wrong passphrase or a
+    /// key that does not match the certificate is a `Setup` error naming the file.
+    pub fn ca(&self) -> Result<Arc<CertificateAuthority>, CoreError> {
+        if let Some(ca) = self.ca_cell().get() {
+            return Ok(ca.clone());
+        }
+        let dir = self.settings().ca_dir();
+        let passphrase = self.passphrase()?;
+        let secret = passphrase.as_ref().map(|p| p.expose().as_bytes());
+        let ca = if CertificateAuthority::exists(&dir) {
+            CertificateAuthority::load(&dir, secret).map_err(pki_error)?
+        } else {
+            match CertificateAuthority::create(
+                &dir,
+                &self.ca_spec(false),
+                secret,
+                self.clock().now(),
+            ) {
+                Ok(ca) => {
+                    tracing::info!(dir = %dir.display(), subject = %ca.subject(), encrypted = secret.is_some(), "created a new CA");
+                    if secret.is_none() {
+                        tracing::warn!(dir = %dir.display(), "the CA key is stored unencrypted: set ca.passphrase_file or ONBOARD__CA__PASSPHRASE");
+                    }
+                    ca
+                }
+                // Another process created it first: use that one.
+                Err(PkiError::AlreadyExists { .. }) => {
+                    CertificateAuthority::load(&dir, secret).map_err(pki_error)?
+                }
+                Err(e) => return Err(pki_error(e)),
+            }
+        };
+        let _ = self.ca_cell().set(Arc::new(ca));
+        self.ca_cell()
+            .get()
+            .cloned()
+            .ok_or_else(|| CoreError::Internal("the CA could not be kept".into()))
+    }
+
+    fn ca_spec(&self, intermediate: bool) -> CaSpec {
+        let s = &self.settings().ca;
+        CaSpec {
+            common_name: s.common_name.clone(),
+            organization: None,
+            key_algorithm: s.key_algorithm,
+            validity_days: ROOT_VALIDITY_DAYS,
+            intermediate: intermediate.then(|| IntermediateSpec {
+                common_name: format!("{} Issuing", s.common_name),
+                validity_days: ROOT_VALIDITY_DAYS / 2,
+            }),
+        }
+    }
+
+    /// Creates a new CA in `ca.dir`; refuses when one is there.
+    pub fn init_ca(&self, init: &CaInit) -> Result<Arc<CertificateAuthority>, CoreError> {
+        let dir = self.settings().ca_dir();
+        let passphrase = self.passphrase()?;
+        let secret = passphrase.as_ref().map(|p| p.expose().as_bytes());
+        let ca = CertificateAuthority::create(
+            &dir,
+            &self.ca_spec(init.intermediate),
+            secret,
+            self.clock().now(),
+        )
+        .map_err(already_exists_is_conflict)?;
+        let ca = Arc::new(ca);
+        let _ = self.ca_cell().set(ca.clone());
+        Ok(ca)
+    }
+
+    /// Imports an existing CA (chain PEM with the issuing certificate first, and its
+    /// key) into `ca.dir`, re-encrypting the key with the configured passphrase.
+    pub fn import_ca(
+        &self,
+        chain_pem: &[u8],
+        key_pem: &[u8],
+        key_passphrase: Option<&Secret>,
+    ) -> Result<Arc<CertificateAuthority>, CoreError> {
+        let dir = self.settings().ca_dir();
+        let passphrase = self.passphrase()?;
+        let ca = CertificateAuthority::import(
+            &dir,
+            chain_pem,
+            key_pem,
+            key_passphrase.map(|p| p.expose().as_bytes()),
+            passphrase.as_ref().map(|p| p.expose().as_bytes()),
+        )
+        .map_err(already_exists_is_conflict)?;
+        let ca = Arc::new(ca);
+        let _ = self.ca_cell().set(ca.clone());
+        Ok(ca)
+    }
+
+    pub fn ca_summary(&self) -> Result<CaSummary, CoreError> {
+        let ca = self.ca()?;
+        let chain = ca.chain_info().map_err(pki_error)?;
+        let crl = self
+            .store()
+            .transaction(|tx| tx.latest_crl())?
+            .map(|c| CrlStatus {
+                number: c.number,
+                this_update: c.this_update,
+                next_update: c.next_update,
+            });
+        Ok(CaSummary {
+            dir: self.settings().ca.dir.clone(),
+            chain,
+            key_encrypted: self.passphrase()?.is_some(),
+            crl,
+        })
+    }
+
+    /// The CRL to serve: the latest published one while it is in the first half of
+    /// its validity, otherwise a freshly signed one.
+    pub fn current_crl(&self) -> Result<PublishedCrl, CoreError> {
+        let now = self.clock().now();
+        let latest = self.store().transaction(|tx| tx.latest_crl())?;
+        match latest {
+            Some(crl) if now < crl.this_update + (crl.next_update - crl.this_update) / 2 => {
+                self.published(crl)
+            }
+            _ => self.publish_crl(),
+        }
+    }
+
+    /// Signs a new CRL with the next number from every revoked, unexpired
+    /// certificate, and stores it. Called after every revocation.
+    pub fn publish_crl(&self) -> Result<PublishedCrl, CoreError> {
+        let ca = self.ca()?;
+        let now = self.clock().now();
+        let validity = Duration::hours(i64::from(self.settings().ca.crl_validity_hours));
+        let record = self
+            .store()
+            .transaction(|tx| -> Result<CrlRecord, CoreError> {
+                let number = tx.latest_crl()?.map(|c| c.number).unwrap_or(0) + 1;
+                let revoked: Vec<RevokedCertificate> = tx
+                    .revoked_certificates(now)?
+                    .into_iter()
+                    .map(|(serial, revoked_at, reason)| RevokedCertificate {
+                        serial,
+                        revoked_at,
+                        reason,
+                    })
+                    .collect();
+                let crl = ca
+                    .build_crl(&CrlParams {
+                        number: u64::try_from(number)
+                            .map_err(|_| CoreError::Internal("CRL number overflow".into()))?,
+                        this_update: now,
+                        next_update: now + validity,
+                        revoked: &revoked,
+                    })
+                    .map_err(pki_error)?;
+                let record = CrlRecord {
+                    number,
+                    this_update: crl.this_update,
+                    next_update: crl.next_update,
+                    der: crl.der,
+                };
+                tx.insert_crl(&record)?;
+                Ok(record)
+            });
+        match record {
+            Ok(record) => {
+                tracing::info!(number = record.number, "published a new CRL");
+                self.published(record)
+            }
+            // Another replica published the same number first: serve theirs.
+            Err(CoreError::Conflict(_)) => {
+                let latest = self.store().transaction(|tx| tx.latest_crl())?;
+                let latest = latest.ok_or(RepoError::NotFound { entity: "CRL" })?;
+                self.published(latest)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn published(&self, crl: CrlRecord) -> Result<PublishedCrl, CoreError> {
+        let pem = onboard_pki::crl_pem_from_der(&crl.der).map_err(pki_error)?;
+        Ok(PublishedCrl {
+            number: crl.number,
+            this_update: crl.this_update,
+            next_update: crl.next_update,
+            der: crl.der,
+            pem,
+        })
+    }
+}
+
+fn already_exists_is_conflict(e: PkiError) -> CoreError {
+    match e {
+        PkiError::AlreadyExists { .. } => CoreError::Conflict(format!(
+            "{e}; remove the directory's CA files first or point ca.dir elsewhere"
+        )),
+        other => pki_error(other),
+    }
+}

@@ -1,0 +1,210 @@
+//! Use cases against real databases (both backends), real files and the openssl CLI.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone, Utc};
+use onboard_core::domain::ManualClock;
+use onboard_core::{CaInit, CoreError, Onboard, Settings};
+use onboard_registry::testing::{TestBackend, TestDb};
+
+struct Fixture {
+    onboard: Onboard,
+    clock: Arc<ManualClock>,
+    _db: TestDb,
+    dir: tempfile::TempDir,
+}
+
+fn fixture(backend: TestBackend, configure: impl FnOnce(&mut Settings)) -> Fixture {
+    let db = TestDb::migrated(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.database.url = db.url.clone();
+    settings.ca.dir = dir.path().join("ca").display().to_string();
+    configure(&mut settings);
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap(),
+    ));
+    let onboard = Onboard::with_clock(settings, clock.clone()).unwrap();
+    Fixture {
+        onboard,
+        clock,
+        _db: db,
+        dir,
+    }
+}
+
+fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn the_ca_is_created_on_first_use_encrypted_and_loaded_after() {
+    let f = fixture(TestBackend::Sqlite, |s| {
+        s.ca.passphrase = secret("correct horse")
+    });
+    let ca = f.onboard.ca().unwrap();
+    let key = std::fs::read_to_string(f.dir.path().join("ca/ca.key")).unwrap();
+    assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    assert!(ca.subject().contains("Onboard Device CA"));
+
+    // A second process with the same settings loads the same CA.
+    let mut settings = f.onboard.settings().clone();
+    let again = Onboard::open(settings.clone()).unwrap().ca().unwrap();
+    assert_eq!(again.chain_pem(), ca.chain_pem());
+
+    // A wrong passphrase stops it with a message that says so, and no secret.
+    settings.ca.passphrase = secret("wrong horse");
+    let err = Onboard::open(settings.clone()).unwrap().ca().unwrap_err();
+    assert!(matches!(err, CoreError::Setup(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("passphrase"), "{msg}");
+    assert!(!msg.contains("wrong horse") && !msg.contains("correct horse"));
+
+    // No passphrase for an encrypted key: a clear error too.
+    settings.ca.passphrase = secret("");
+    let msg = Onboard::open(settings)
+        .unwrap()
+        .ca()
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("no passphrase"), "{msg}");
+}
+
+#[test]
+fn a_key_that_does_not_match_the_certificate_is_refused() {
+    let f = fixture(TestBackend::Sqlite, |_| {});
+    f.onboard.ca().unwrap();
+    // Replace the key with another CA's key.
+    let other = fixture(TestBackend::Sqlite, |_| {});
+    other.onboard.ca().unwrap();
+    std::fs::copy(
+        other.dir.path().join("ca/ca.key"),
+        f.dir.path().join("ca/ca.key"),
+    )
+    .unwrap();
+    let err = Onboard::open(f.onboard.settings().clone())
+        .unwrap()
+        .ca()
+        .unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+}
+
+#[test]
+fn ca_init_with_intermediate_refuses_to_overwrite() {
+    let f = fixture(TestBackend::Sqlite, |_| {});
+    let ca = f.onboard.init_ca(&CaInit { intermediate: true }).unwrap();
+    assert!(ca.has_intermediate());
+    assert!(f.dir.path().join("ca/root.key").is_file());
+    let err = f
+        .onboard
+        .init_ca(&CaInit {
+            intermediate: false,
+        })
+        .unwrap_err();
+    assert!(matches!(err, CoreError::Conflict(_)), "{err:?}");
+    let summary = f.onboard.ca_summary().unwrap();
+    assert_eq!(summary.chain.len(), 2);
+    assert!(summary.chain[1].self_signed);
+    assert!(summary.crl.is_none());
+}
+
+#[test]
+fn an_existing_ca_made_with_openssl_is_imported() {
+    let f = fixture(TestBackend::Sqlite, |s| {
+        s.ca.passphrase = secret("pw-at-rest")
+    });
+    let tmp = f.dir.path();
+    let key = tmp.join("ext.key").display().to_string();
+    let crt = tmp.join("ext.crt").display().to_string();
+    let (ok, out) = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &crt,
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=Factory Root",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    assert!(ok, "{out}");
+    let ca = f
+        .onboard
+        .import_ca(
+            &std::fs::read(&crt).unwrap(),
+            &std::fs::read(&key).unwrap(),
+            None,
+        )
+        .unwrap();
+    assert!(ca.subject().contains("Factory Root"));
+    let stored = std::fs::read_to_string(f.dir.path().join("ca/ca.key")).unwrap();
+    assert!(stored.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+}
+
+fn crls_are_numbered_refreshed_and_verify(backend: TestBackend) {
+    let f = fixture(backend, |s| s.ca.crl_validity_hours = 24);
+    let first = f.onboard.current_crl().unwrap();
+    assert_eq!(first.number, 1);
+    assert_eq!(first.next_update - first.this_update, Duration::hours(24));
+    // Within the first half of its validity the same CRL is served.
+    f.clock.advance(Duration::hours(11));
+    assert_eq!(f.onboard.current_crl().unwrap(), first);
+    // After that a new one is signed with the next number.
+    f.clock.advance(Duration::hours(2));
+    let second = f.onboard.current_crl().unwrap();
+    assert_eq!(second.number, 2);
+    assert_eq!(f.onboard.publish_crl().unwrap().number, 3);
+    assert_eq!(f.onboard.ca_summary().unwrap().crl.unwrap().number, 3);
+
+    let chain = write(
+        f.dir.path(),
+        "chain.pem",
+        f.onboard.ca().unwrap().chain_pem(),
+    );
+    let crl = write(f.dir.path(), "crl.pem", &second.pem);
+    let (ok, out) = openssl(&[
+        "crl", "-in", &crl, "-CAfile", &chain, "-verify", "-noout", "-text",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("verify OK"), "{out}");
+    let (ok, number) = openssl(&["crl", "-in", &crl, "-noout", "-crlnumber"]);
+    assert!(ok, "{number}");
+    assert_eq!(number.trim(), "crlNumber=0x02");
+}
+
+#[test]
+fn sqlite_crls_are_numbered_refreshed_and_verify() {
+    crls_are_numbered_refreshed_and_verify(TestBackend::Sqlite);
+}
+
+#[test]
+fn postgres_crls_are_numbered_refreshed_and_verify() {
+    crls_are_numbered_refreshed_and_verify(TestBackend::Postgres);
+}
+
+fn secret(s: &str) -> onboard_core::Secret {
+    serde_json::from_value(serde_json::json!(s)).unwrap()
+}
