@@ -15,10 +15,18 @@ use crate::health::{HealthBody, ReadyBody};
         description = "IoT device onboarding and provisioning: device self-registration with \
                        bootstrap keys, X.509 identities from the internal CA, and the operator API.",
     ),
-    paths(crate::health::health, crate::health::ready),
+    paths(
+        crate::health::health,
+        crate::health::ready,
+        crate::public::ca_chain,
+        crate::public::crl,
+    ),
     components(schemas(ErrorBody, HealthBody, ReadyBody)),
     modifiers(&OperationsPaths),
-    tags((name = "operations", description = "Health, metrics and documentation")),
+    tags(
+        (name = "operations", description = "Health, metrics and documentation"),
+        (name = "public", description = "Routes devices call without admin credentials"),
+    ),
 )]
 pub struct ApiDoc;
 

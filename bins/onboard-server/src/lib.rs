@@ -12,6 +12,7 @@ use onboard_core::{CoreError, Onboard, Settings};
 pub mod docs;
 pub mod error;
 pub mod health;
+pub mod public;
 pub mod telemetry;
 
 use error::ApiError;
@@ -47,7 +48,10 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    /// Loads (or, on first start, creates) the CA: a server without its CA key does
+    /// not start.
     pub fn new(onboard: Onboard) -> Result<Self, ServerError> {
+        onboard.ca()?;
         Ok(Self {
             onboard,
             metrics: telemetry::metrics().map_err(ServerError::Metrics)?,
@@ -117,6 +121,8 @@ pub fn app(
         .app_data(web::PathConfig::default().error_handler(error::extractors::path))
         .service(health::health)
         .service(health::ready)
+        .service(public::ca_chain)
+        .service(public::crl)
         .service(docs::openapi_json)
         .service(docs::docs_redirect)
         .service(docs::swagger_ui())

@@ -10,17 +10,22 @@ use onboard_core::{Onboard, Settings};
 use onboard_registry::testing::{TestBackend, TestDb};
 use onboard_server::{app, AppState};
 
-fn state_for(t: &TestDb) -> AppState {
+/// An app state on a fresh database with its CA in a temp dir (kept alive by the
+/// returned guard).
+fn state_for(t: &TestDb) -> (AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::default();
     settings.database.url = t.url.clone();
+    settings.ca.dir = dir.path().join("ca").display().to_string();
     let onboard = Onboard::open(settings).unwrap();
     onboard.migrate().unwrap();
-    AppState::new(onboard).unwrap()
+    (AppState::new(onboard).unwrap(), dir)
 }
 
 async fn operations_routes_answer(backend: TestBackend) {
     let t = TestDb::new(backend);
-    let svc = atest::init_service(app(state_for(&t))).await;
+    let (state, _ca) = state_for(&t);
+    let svc = atest::init_service(app(state)).await;
 
     let res = atest::call_service(
         &svc,
@@ -75,7 +80,8 @@ async fn postgres_operations_routes_answer() {
 #[actix_web::test]
 async fn openapi_documents_every_operations_route_and_docs_are_served_offline() {
     let t = TestDb::sqlite();
-    let svc = atest::init_service(app(state_for(&t))).await;
+    let (state, _ca) = state_for(&t);
+    let svc = atest::init_service(app(state)).await;
     let res = atest::call_service(
         &svc,
         atest::TestRequest::get()
@@ -134,7 +140,8 @@ async fn openapi_documents_every_operations_route_and_docs_are_served_offline() 
 #[actix_web::test]
 async fn every_error_is_a_json_body() {
     let t = TestDb::sqlite();
-    let svc = atest::init_service(app(state_for(&t))).await;
+    let (state, _ca) = state_for(&t);
+    let svc = atest::init_service(app(state)).await;
 
     let res = atest::call_service(
         &svc,
@@ -295,4 +302,183 @@ fn with_migrations_off_the_server_stays_unready_until_migrated() {
     );
     db.db.run_migrations().unwrap();
     assert_eq!(support::get(&server.url("/api/health/ready")).status, 200);
+}
+
+// ---- CA and CRL ------------------------------------------------------------------
+
+fn openssl(args: &[&str], dir: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+async fn ca_and_crl_are_served_and_verify(backend: TestBackend) {
+    let t = TestDb::new(backend);
+    let (state, tmp) = state_for(&t);
+    let svc = atest::init_service(app(state)).await;
+
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get().uri("/public/v1/ca").to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/x-pem-file"
+    );
+    let etag = res
+        .headers()
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let chain = atest::read_body(res).await;
+    std::fs::write(tmp.path().join("chain.pem"), &chain).unwrap();
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get()
+            .uri("/public/v1/ca")
+            .insert_header(("if-none-match", etag))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get().uri("/public/v1/crl").to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/x-pem-file"
+    );
+    assert_eq!(res.headers().get("x-crl-number").unwrap(), "1");
+    assert_eq!(
+        res.headers().get("cache-control").unwrap(),
+        "public, max-age=43200"
+    );
+    let etag = res
+        .headers()
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(tmp.path().join("crl.pem"), atest::read_body(res).await).unwrap();
+    let (ok, out) = openssl(
+        &[
+            "crl",
+            "-in",
+            "crl.pem",
+            "-CAfile",
+            "chain.pem",
+            "-verify",
+            "-noout",
+        ],
+        tmp.path(),
+    );
+    assert!(ok && out.contains("verify OK"), "{out}");
+
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get()
+            .uri("/public/v1/crl")
+            .insert_header(("accept", "application/pkix-crl"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/pkix-crl"
+    );
+    std::fs::write(tmp.path().join("crl.der"), atest::read_body(res).await).unwrap();
+    let (ok, out) = openssl(
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            "crl.der",
+            "-CAfile",
+            "chain.pem",
+            "-verify",
+            "-noout",
+            "-crlnumber",
+        ],
+        tmp.path(),
+    );
+    assert!(ok && out.contains("crlNumber=0x01"), "{out}");
+
+    // The same CRL while it is fresh: 304 for the ETag the client holds.
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get()
+            .uri("/public/v1/crl")
+            .insert_header(("if-none-match", etag))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+}
+
+#[actix_web::test]
+async fn sqlite_ca_and_crl_are_served_and_verify() {
+    ca_and_crl_are_served_and_verify(TestBackend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_ca_and_crl_are_served_and_verify() {
+    ca_and_crl_are_served_and_verify(TestBackend::Postgres).await;
+}
+
+#[test]
+fn a_wrong_ca_passphrase_or_a_mismatched_key_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("passphrase");
+    std::fs::write(&pass, "right one\n").unwrap();
+    let env =
+        |file: &std::path::Path| vec![("ONBOARD__CA__PASSPHRASE_FILE", file.display().to_string())];
+    // First start creates the CA with the passphrase, then stops.
+    let mut server = support::Server::start(dir.path(), &env(&pass));
+    assert!(server.terminate().success());
+    let key = std::fs::read_to_string(dir.path().join("data/ca/ca.key")).unwrap();
+    assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let (status, output) = support::run_to_exit(dir.path(), &env(&wrong));
+    assert!(!status.success());
+    assert!(
+        output.contains("passphrase does not decrypt the CA key"),
+        "{output}"
+    );
+    assert!(
+        !output.contains("not it") && !output.contains("right one"),
+        "{output}"
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let mut other_server = support::Server::start(other.path(), &[]);
+    other_server.terminate();
+    std::fs::copy(
+        other.path().join("data/ca/ca.key"),
+        dir.path().join("data/ca/ca.key"),
+    )
+    .unwrap();
+    let (status, output) = support::run_to_exit(dir.path(), &[]);
+    assert!(!status.success());
+    assert!(
+        output.contains("does not match the CA certificate"),
+        "{output}"
+    );
 }

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use onboard_core::{CoreError, Onboard, Settings, SettingsError};
 use serde_json::json;
 
+mod ca;
 pub mod output;
 
 use output::{OutputFormat, Rendered};
@@ -37,6 +38,11 @@ pub enum Command {
         /// List the pending migrations without applying them.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// The certificate authority: create or import it, show it, get its CRL.
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
     },
 }
 
@@ -77,6 +83,10 @@ pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliErr
         Command::Migrate { dry_run: false } => {
             let applied = onboard.migrate()?;
             Ok(migrations(&applied, "applied", onboard.backend()))
+        }
+        Command::Ca { command } => {
+            onboard.ensure_schema()?;
+            ca::run(command, &onboard)
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Rendered {
     pub rows: Vec<Vec<String>>,
     /// A line printed under the table (not in JSON).
     pub note: Option<String>,
+    /// Printed as it is instead of a table (a PEM document, say).
+    pub raw: Option<String>,
 }
 
 impl Rendered {
@@ -31,6 +33,18 @@ impl Rendered {
             headers,
             rows,
             note: None,
+            raw: None,
+        }
+    }
+
+    /// A document printed verbatim in table mode, and `json` in JSON mode.
+    pub fn document(json: Value, text: String) -> Self {
+        Self {
+            json,
+            headers: Vec::new(),
+            rows: Vec::new(),
+            note: None,
+            raw: Some(text),
         }
     }
 
@@ -42,6 +56,7 @@ impl Rendered {
     pub fn to_text(&self, format: OutputFormat) -> Result<String, serde_json::Error> {
         Ok(match format {
             OutputFormat::Json => serde_json::to_string_pretty(&self.json)? + "\n",
+            OutputFormat::Table if self.raw.is_some() => self.raw.clone().unwrap_or_default(),
             OutputFormat::Table => {
                 let mut out = String::new();
                 if !self.rows.is_empty() {

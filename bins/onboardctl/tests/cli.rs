@@ -133,3 +133,62 @@ fn failures_exit_non_zero_with_one_line() {
     }
     assert!(!dir.path().join("data").exists());
 }
+
+#[test]
+fn ca_init_show_and_crl() {
+    let db = TestDb::new(TestBackend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "s3cret phrase\n").unwrap();
+    let pass = pass.to_str().unwrap().to_owned();
+    let env = [
+        ("ONBOARD__DATABASE__URL", db.url.as_str()),
+        ("ONBOARD__CA__PASSPHRASE_FILE", pass.as_str()),
+    ];
+
+    let out = onboardctl(dir.path(), &env, &["ca", "init", "--intermediate"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("move it offline"), "{stdout}");
+    let out = onboardctl(dir.path(), &env, &["ca", "init"]);
+    assert_eq!(out.status.code(), Some(1), "a second init refuses");
+
+    let out = onboardctl(dir.path(), &env, &["--output", "json", "ca", "show"]);
+    let show: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(show["chain"].as_array().unwrap().len(), 2);
+    assert_eq!(show["key_encrypted"], true);
+    assert_eq!(show["chain"][1]["self_signed"], true);
+
+    let out = onboardctl(dir.path(), &env, &["ca", "crl", "--out", "crl.pem"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = onboardctl(dir.path(), &env, &["ca", "crl"]);
+    let pem = String::from_utf8(out.stdout).unwrap();
+    assert!(pem.starts_with("-----BEGIN X509 CRL-----"), "{pem}");
+    let verify = Command::new("openssl")
+        .current_dir(dir.path())
+        .args([
+            "crl",
+            "-in",
+            "crl.pem",
+            "-CAfile",
+            "data/ca/chain.pem",
+            "-verify",
+            "-noout",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&verify.stderr).contains("verify OK"),
+        "{verify:?}"
+    );
+
+    // Without the passphrase the CA cannot be used, and the CLI says why.
+    let out = onboardctl(
+        dir.path(),
+        &[("ONBOARD__DATABASE__URL", db.url.as_str())],
+        &["ca", "show"],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no passphrase"), "{stderr}");
+}

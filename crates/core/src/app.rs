@@ -89,6 +89,28 @@ impl Onboard {
         Ok(applied)
     }
 
+    /// Brings the schema up to date before other work, as the server does on start:
+    /// applies pending migrations when `database.run_migrations` is on, and
+    /// otherwise refuses to work on an outdated schema.
+    pub fn ensure_schema(&self) -> Result<(), CoreError> {
+        if self.schema_current.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if self.settings.database.run_migrations {
+            self.migrate()?;
+        } else {
+            let pending = self.pending_migrations()?;
+            if !pending.is_empty() {
+                return Err(CoreError::Setup(format!(
+                    "{} database migration(s) pending; run onboardctl migrate",
+                    pending.len()
+                )));
+            }
+            self.schema_current.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Migrations the database has not had yet.
     pub fn pending_migrations(&self) -> Result<Vec<String>, CoreError> {
         Ok(self.db.pending_migrations()?)

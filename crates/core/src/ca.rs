@@ -165,6 +165,15 @@ impl Onboard {
         Ok(ca)
     }
 
+    /// The chain devices and brokers trust (PEM, issuing CA first) and its SHA-256,
+    /// for HTTP caching.
+    pub fn ca_chain(&self) -> Result<(String, String), CoreError> {
+        let ca = self.ca()?;
+        let pem = ca.chain_pem().to_owned();
+        let digest = onboard_pki::secrets::sha256_hex(pem.as_bytes());
+        Ok((pem, digest))
+    }
+
     pub fn ca_summary(&self) -> Result<CaSummary, CoreError> {
         let ca = self.ca()?;
         let chain = ca.chain_info().map_err(pki_error)?;

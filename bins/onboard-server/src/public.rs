@@ -1,0 +1,100 @@
+//! Public routes that need no credentials: the CA chain and the CRL.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use onboard_core::Onboard;
+
+use crate::error::{ApiError, ErrorBody};
+
+const PEM: &str = "application/x-pem-file";
+const PKIX_CRL: &str = "application/pkix-crl";
+
+/// Whether the request's `If-None-Match` names `etag`.
+fn not_modified(req: &HttpRequest, etag: &str) -> bool {
+    req.headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+/// The CA chain (issuing CA first, root last), PEM: what devices and brokers trust.
+#[utoipa::path(tag = "public", responses(
+    (status = 200, description = "PEM certificates", content_type = "application/x-pem-file", body = String),
+    (status = 304, description = "unchanged since the ETag given in If-None-Match"),
+    (status = 500, body = ErrorBody),
+))]
+#[get("/public/v1/ca")]
+pub async fn ca_chain(
+    req: HttpRequest,
+    onboard: web::Data<Onboard>,
+) -> Result<HttpResponse, ApiError> {
+    let (pem, digest) = onboard.ca_chain()?;
+    let etag = format!("\"{digest}\"");
+    let fresh = not_modified(&req, &etag);
+    let mut res = if fresh {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    res.insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"));
+    Ok(if fresh {
+        res.finish()
+    } else {
+        res.content_type(PEM).body(pem)
+    })
+}
+
+/// The current CRL: PEM, or DER with `Accept: application/pkix-crl`. Cacheable until
+/// the server would publish a newer one (a revocation publishes at once).
+#[utoipa::path(tag = "public", responses(
+    (status = 200, description = "the CRL (PEM, or DER by Accept)", content_type = "application/x-pem-file", body = String),
+    (status = 304, description = "unchanged since the ETag given in If-None-Match"),
+    (status = 500, body = ErrorBody),
+))]
+#[get("/public/v1/crl")]
+pub async fn crl(req: HttpRequest, onboard: web::Data<Onboard>) -> Result<HttpResponse, ApiError> {
+    let der_wanted = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().starts_with(PKIX_CRL)));
+    let current = web::block(move || onboard.current_crl())
+        .await
+        .map_err(|_| {
+            ApiError::from(onboard_core::CoreError::Internal("CRL task failed".into()))
+        })??;
+    let etag = format!(
+        "\"crl-{}-{}\"",
+        current.number,
+        if der_wanted { "der" } else { "pem" }
+    );
+    let max_age = (current.next_update - current.this_update)
+        .num_seconds()
+        .max(0)
+        / 2;
+    let fresh = not_modified(&req, &etag);
+    let mut res = if fresh {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    res.insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, format!("public, max-age={max_age}")))
+        .insert_header((header::VARY, HeaderValue::from_static("Accept")))
+        .insert_header((
+            header::LAST_MODIFIED,
+            current
+                .this_update
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string(),
+        ))
+        .insert_header(("X-CRL-Number", current.number.to_string()));
+    Ok(if fresh {
+        res.finish()
+    } else if der_wanted {
+        res.content_type(PKIX_CRL).body(current.der)
+    } else {
+        res.content_type(PEM).body(current.pem)
+    })
+}
