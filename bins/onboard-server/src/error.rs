@@ -94,6 +94,12 @@ impl From<CoreError> for ApiError {
                 v.to_string(),
             ),
             CoreError::NotFound { entity } => ApiError::not_found(format!("{entity} not found")),
+            // One answer for every unusable credential; the audit log keeps which.
+            CoreError::Unauthorized(_) => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the credential is missing, unknown, inactive, expired or used up",
+            ),
             CoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             CoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "dependency unavailable");

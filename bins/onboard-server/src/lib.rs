@@ -13,6 +13,7 @@ pub mod docs;
 pub mod error;
 pub mod health;
 pub mod public;
+pub mod ratelimit;
 pub mod telemetry;
 
 use error::ApiError;

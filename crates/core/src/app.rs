@@ -1,13 +1,14 @@
 //! The application context both binaries build from settings.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use onboard_domain::{Clock, SystemClock};
 use onboard_pki::CertificateAuthority;
 use onboard_registry::{Database, PoolOptions};
 
+use crate::adapters::Ports;
 use crate::error::CoreError;
 use crate::settings::Settings;
 
@@ -22,6 +23,8 @@ pub struct Onboard {
     schema_current: Arc<AtomicBool>,
     /// The CA, loaded (or created) on first use.
     ca: Arc<OnceLock<Arc<CertificateAuthority>>>,
+    ca_init: Arc<Mutex<()>>,
+    ports: Arc<Ports>,
 }
 
 /// Why the service cannot serve requests now.
@@ -55,6 +58,8 @@ impl Onboard {
             clock,
             schema_current: Arc::new(AtomicBool::new(false)),
             ca: Arc::new(OnceLock::new()),
+            ca_init: Arc::new(Mutex::new(())),
+            ports: Arc::new(Ports::default()),
         })
     }
 
@@ -66,8 +71,23 @@ impl Onboard {
         self.clock.as_ref()
     }
 
+    /// The same context with other external components (another issuer, a broker,
+    /// a cloud registry; tests inject failing ones).
+    pub fn with_ports(mut self, ports: Ports) -> Self {
+        self.ports = Arc::new(ports);
+        self
+    }
+
+    pub(crate) fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
     pub(crate) fn store(&self) -> &Database {
         &self.db
+    }
+
+    pub(crate) fn ca_init_lock(&self) -> &Mutex<()> {
+        &self.ca_init
     }
 
     pub(crate) fn ca_cell(&self) -> &OnceLock<Arc<CertificateAuthority>> {

@@ -78,6 +78,14 @@ impl Onboard {
         if let Some(ca) = self.ca_cell().get() {
             return Ok(ca.clone());
         }
+        // One loader at a time: concurrent first uses must not race to create.
+        let _guard = self
+            .ca_init_lock()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(ca) = self.ca_cell().get() {
+            return Ok(ca.clone());
+        }
         let dir = self.settings().ca_dir();
         let passphrase = self.passphrase()?;
         let secret = passphrase.as_ref().map(|p| p.expose().as_bytes());

@@ -11,6 +11,10 @@ pub enum CoreError {
     Invalid(#[from] InvalidValue),
     #[error("{entity} not found")]
     NotFound { entity: &'static str },
+    /// The credential presented is missing, unknown or not usable. The code says
+    /// which (for the audit log and metrics); callers are told only that it failed.
+    #[error("the credential is not valid ({0})")]
+    Unauthorized(&'static str),
     /// The request contradicts the current state (a taken serial, a used token).
     #[error("{0}")]
     Conflict(String),
@@ -23,6 +27,21 @@ pub enum CoreError {
     /// A fault on our side that the caller cannot fix.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl CoreError {
+    /// A stable code for audit records and metric labels.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            CoreError::Invalid(_) => "invalid_input",
+            CoreError::NotFound { .. } => "not_found",
+            CoreError::Unauthorized(code) => code,
+            CoreError::Conflict(_) => "conflict",
+            CoreError::Unavailable(_) => "unavailable",
+            CoreError::Setup(_) => "setup",
+            CoreError::Internal(_) => "internal",
+        }
+    }
 }
 
 impl From<RepoError> for CoreError {

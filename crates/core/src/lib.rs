@@ -1,13 +1,26 @@
 //! Onboard's use cases. The server and the CLI call these and nothing below them, so
 //! the two can never disagree.
 
+mod adapters;
 mod app;
+mod audit;
 mod ca;
+mod devices;
 mod error;
+mod keys;
+mod register;
+pub mod secrets;
 pub mod settings;
 
+pub use adapters::{InternalIssuer, Ports};
 pub use app::{NotReady, Onboard, READINESS_TIMEOUT};
+pub use audit::Actor;
 pub use ca::{CaInit, CaSummary, CrlStatus, PublishedCrl};
+pub use devices::DeviceDetails;
 pub use error::CoreError;
+pub use keys::{CreatedKey, KeyBatchRequest, MAX_BATCH_COUNT, MAX_USES, MAX_VALID_DAYS};
 pub use onboard_domain as domain;
+pub use register::{
+    render_topic, MqttInfo, RegisterRequest, Registered, DEFAULT_TOPIC, MAX_CSR_BYTES,
+};
 pub use settings::{Secret, Settings, SettingsError};

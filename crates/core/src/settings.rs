@@ -181,6 +181,10 @@ pub struct BrokerSettings {
     pub reload_pid_file: String,
     /// Service connection for dynsec, activation and notifications (`mqtts://...`).
     pub mqtt_url: String,
+    /// The broker host devices are told to connect to.
+    pub public_host: String,
+    /// The broker's TLS port for devices.
+    pub public_port: u16,
 }
 
 impl Default for BrokerSettings {
@@ -192,6 +196,8 @@ impl Default for BrokerSettings {
             crl_file: "data/mosquitto/crl.pem".into(),
             reload_pid_file: String::new(),
             mqtt_url: String::new(),
+            public_host: "localhost".into(),
+            public_port: 8883,
         }
     }
 }
@@ -451,6 +457,12 @@ impl Settings {
                     "must start with mqtt://, mqtts://, tcp:// or ssl://",
                 ));
             }
+        }
+        if self.broker.public_host.trim().is_empty() || self.broker.public_port == 0 {
+            return Err(invalid(
+                "broker.public_host",
+                "broker.public_host and broker.public_port must name where devices connect",
+            ));
         }
         if self.broker.kind == BrokerKind::MosquittoFile && self.broker.acl_file.trim().is_empty() {
             return Err(invalid("broker.acl_file", "must be set for mosquitto-file"));

@@ -10,14 +10,40 @@ use onboard_core::domain::ManualClock;
 use onboard_core::{CaInit, CoreError, Onboard, Settings};
 use onboard_registry::testing::{TestBackend, TestDb};
 
-struct Fixture {
-    onboard: Onboard,
-    clock: Arc<ManualClock>,
-    _db: TestDb,
-    dir: tempfile::TempDir,
+#[path = "core/register.rs"]
+mod register;
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::register::$name(super::TestBackend::Sqlite) })*
+        }
+        mod postgres {
+            $(#[test] fn $name() { super::register::$name(super::TestBackend::Postgres) })*
+        }
+    };
 }
 
-fn fixture(backend: TestBackend, configure: impl FnOnce(&mut Settings)) -> Fixture {
+on_both_backends!(
+    a_device_registers_with_a_csr_and_the_certificate_verifies,
+    without_a_csr_the_server_generates_the_key,
+    every_key_failure_is_401_with_its_reason_audited,
+    bad_input_costs_no_key_use_and_leaves_nothing,
+    reregistration_replaces_credentials_until_activation,
+    a_failure_at_any_step_leaves_nothing_and_returns_the_use,
+    fifty_concurrent_registrations_take_exactly_max_uses,
+    ten_concurrent_registrations_of_one_serial_make_one_device,
+);
+
+#[derive(Debug)]
+pub struct Fixture {
+    pub onboard: Onboard,
+    pub clock: Arc<ManualClock>,
+    pub db: TestDb,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn fixture(backend: TestBackend, configure: impl FnOnce(&mut Settings)) -> Fixture {
     let db = TestDb::migrated(backend);
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::default();
@@ -31,12 +57,12 @@ fn fixture(backend: TestBackend, configure: impl FnOnce(&mut Settings)) -> Fixtu
     Fixture {
         onboard,
         clock,
-        _db: db,
+        db,
         dir,
     }
 }
 
-fn openssl(args: &[&str]) -> (bool, String) {
+pub fn openssl(args: &[&str]) -> (bool, String) {
     let out = Command::new("openssl").args(args).output().unwrap();
     (
         out.status.success(),
@@ -44,7 +70,7 @@ fn openssl(args: &[&str]) -> (bool, String) {
     )
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
+pub fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()

@@ -7,6 +7,7 @@ mod clock;
 mod entities;
 mod ids;
 mod ports;
+mod services;
 mod states;
 
 pub use clock::{new_id, Clock, ManualClock, SystemClock};
@@ -22,6 +23,10 @@ pub use ports::{
     AuditFilter, AuditRepository, BootstrapKeyFilter, BootstrapKeyRepository,
     CertificateRepository, CrlRepository, DeviceFilter, DeviceModelRepository, DeviceRepository,
     DeviceUpdate, Page, PageRequest, RepoError, Repositories, Store, MAX_PAGE_SIZE,
+};
+pub use services::{
+    BrokerAccess, BrokerGrant, CertificateIssuer, CloudDevice, CloudRegistrar, IssuedCert,
+    NoBroker, NoCloud, PortError, SecretString,
 };
 pub use states::{
     AuditOutcome, CertificateStatus, DeviceStatus, IllegalTransition, KeyAlgorithm,

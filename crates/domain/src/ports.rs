@@ -179,6 +179,9 @@ pub trait CertificateRepository {
         at: DateTime<Utc>,
         reason: RevocationReason,
     ) -> Result<Certificate, RepoError>;
+    /// Removes a certificate record: only to undo a registration that did not
+    /// complete (the certificate was never handed out).
+    fn delete_certificate(&mut self, id: CertificateId) -> Result<(), RepoError>;
     /// Every revoked certificate that has not expired before `now`: the CRL's content.
     fn revoked_certificates(
         &mut self,

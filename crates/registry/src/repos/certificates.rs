@@ -93,6 +93,16 @@ impl CertificateRepository for DbConnection {
         self.certificate(id)
     }
 
+    fn delete_certificate(&mut self, id: CertificateId) -> Result<(), RepoError> {
+        let n = diesel::delete(certificates::table.find(id.to_string()))
+            .execute(self)
+            .repo(ENTITY)?;
+        if n == 0 {
+            return Err(RepoError::NotFound { entity: ENTITY });
+        }
+        Ok(())
+    }
+
     fn revoked_certificates(
         &mut self,
         now: DateTime<Utc>,

@@ -1,0 +1,56 @@
+//! Reading devices: the fleet list and one device with its certificates.
+
+use onboard_domain::{
+    Certificate, CertificateRepository, CertificateStatus, Device, DeviceFilter, DeviceId,
+    DeviceRepository, Page, PageRequest, Store,
+};
+
+use crate::app::Onboard;
+use crate::audit::uuid_cursor;
+use crate::error::CoreError;
+
+/// A device with its certificates, newest first.
+#[derive(Debug, Clone)]
+pub struct DeviceDetails {
+    pub device: Device,
+    /// The newest certificate that is not revoked.
+    pub current_certificate: Option<Certificate>,
+    pub certificates: Vec<Certificate>,
+}
+
+impl Onboard {
+    /// Devices in creation order, filtered.
+    pub fn devices(
+        &self,
+        filter: &DeviceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Device>, CoreError> {
+        if let Some(after) = page.after() {
+            uuid_cursor(after)?;
+        }
+        if filter.q.as_ref().is_some_and(|q| q.len() > 128) {
+            return Err(CoreError::Invalid(onboard_domain::InvalidValue::new(
+                "q",
+                "must be at most 128 characters",
+            )));
+        }
+        Ok(self
+            .store()
+            .transaction(|tx| tx.list_devices(filter, page))?)
+    }
+
+    pub fn device(&self, id: DeviceId) -> Result<DeviceDetails, CoreError> {
+        let (device, certificates) = self.store().transaction(|tx| -> Result<_, CoreError> {
+            Ok((tx.device(id)?, tx.certificates_of_device(id)?))
+        })?;
+        let current_certificate = certificates
+            .iter()
+            .find(|c| c.status == CertificateStatus::Active)
+            .cloned();
+        Ok(DeviceDetails {
+            device,
+            current_certificate,
+            certificates,
+        })
+    }
+}
