@@ -20,15 +20,63 @@ use crate::health::{HealthBody, ReadyBody};
         crate::health::ready,
         crate::public::ca_chain,
         crate::public::crl,
+        crate::register::register,
+        crate::admin::create_keys,
+        crate::admin::list_keys,
+        crate::admin::show_key,
+        crate::admin::activate_key,
+        crate::admin::deactivate_key,
+        crate::admin::delete_key,
+        crate::admin::list_devices,
+        crate::admin::show_device,
+        crate::admin::list_audit,
     ),
     components(schemas(ErrorBody, HealthBody, ReadyBody)),
-    modifiers(&OperationsPaths),
+    modifiers(&OperationsPaths, &SecuritySchemes),
     tags(
         (name = "operations", description = "Health, metrics and documentation"),
         (name = "public", description = "Routes devices call without admin credentials"),
+        (name = "admin", description = "Operator routes: Authorization: Bearer <admin token>"),
     ),
 )]
 pub struct ApiDoc;
+
+/// The credentials: admin tokens, and bootstrap keys (bearer or X-Api-Key).
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An admin token (onboardctl admin token create)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "bootstrap_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The bootstrap key flashed into the device"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Api-Key",
+                "The bootstrap key, as devices of the earlier service send it",
+            ))),
+        );
+    }
+}
 
 /// Documents the routes that are not handlers of ours: `/metrics` (middleware) and
 /// the docs themselves.

@@ -7,14 +7,20 @@ use actix_web::http::header;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_prom::PrometheusMetrics;
+use onboard_core::secrets::AdminTokens;
 use onboard_core::{CoreError, Onboard, Settings};
+use telemetry::RegistrationMetrics;
 
+pub mod admin;
+pub mod auth;
 pub mod docs;
 pub mod error;
 pub mod health;
 pub mod public;
 pub mod ratelimit;
+pub mod register;
 pub mod telemetry;
+pub mod views;
 
 use error::ApiError;
 
@@ -38,6 +44,16 @@ pub enum ServerError {
 pub struct AppState {
     pub onboard: Onboard,
     pub metrics: PrometheusMetrics,
+    pub registrations: RegistrationMetrics,
+    pub admin_tokens: AdminTokens,
+    pub guard: PublicGuard,
+}
+
+/// The rate limits in front of the public routes.
+#[derive(Debug, Clone)]
+pub struct PublicGuard {
+    pub limiter: ratelimit::RateLimiter,
+    pub trust_forwarded_for: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -53,9 +69,32 @@ impl AppState {
     /// not start.
     pub fn new(onboard: Onboard) -> Result<Self, ServerError> {
         onboard.ca()?;
+        let admin = onboard.admin_tokens()?;
+        if let Some(path) = &admin.created {
+            tracing::warn!(
+                path = %path.display(),
+                "no admin.token_hashes configured: created an admin token in this file (mode 0600)"
+            );
+        }
+        let metrics = telemetry::metrics().map_err(ServerError::Metrics)?;
+        let registrations =
+            RegistrationMetrics::new(&metrics.registry).map_err(ServerError::Metrics)?;
+        let rl = &onboard.settings().rate_limit;
+        let guard = PublicGuard {
+            limiter: ratelimit::RateLimiter::new(&ratelimit::Limits {
+                requests_per_minute: rl.requests_per_minute,
+                burst: rl.burst,
+                failures_per_hour: rl.failures_per_hour,
+                failure_burst: rl.failure_burst,
+            }),
+            trust_forwarded_for: rl.trust_forwarded_for,
+        };
         Ok(Self {
             onboard,
-            metrics: telemetry::metrics().map_err(ServerError::Metrics)?,
+            metrics,
+            registrations,
+            admin_tokens: admin.tokens,
+            guard,
         })
     }
 }
@@ -82,6 +121,15 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
             bind: bind.clone(),
             source,
         })?;
+    // Forget idle clients of the rate limiter once a minute so memory stays bounded.
+    let limiter = state.guard.limiter.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = actix_web::rt::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limiter.retain_recent();
+        }
+    });
     for addr in server.addrs() {
         tracing::info!(
             %addr,
@@ -111,6 +159,9 @@ pub fn app(
     let limit = state.onboard.settings().server.max_body_bytes;
     App::new()
         .app_data(web::Data::new(state.onboard.clone()))
+        .app_data(web::Data::new(state.admin_tokens.clone()))
+        .app_data(web::Data::new(state.registrations.clone()))
+        .app_data(web::Data::new(state.guard.clone()))
         .app_data(web::Data::new(BodyLimit(limit)))
         .app_data(
             web::JsonConfig::default()
@@ -122,8 +173,8 @@ pub fn app(
         .app_data(web::PathConfig::default().error_handler(error::extractors::path))
         .service(health::health)
         .service(health::ready)
-        .service(public::ca_chain)
-        .service(public::crl)
+        .service(public_routes(state.guard.clone()))
+        .configure(admin::routes)
         .service(docs::openapi_json)
         .service(docs::docs_redirect)
         .service(docs::swagger_ui())
@@ -131,6 +182,27 @@ pub fn app(
         .wrap(from_fn(limit_body))
         .wrap(state.metrics.clone())
         .wrap(from_fn(telemetry::log_request))
+}
+
+/// `/public/v1`: rate limited per client address.
+fn public_routes(
+    guard: PublicGuard,
+) -> actix_web::Scope<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::scope("/public/v1")
+        .service(register::register)
+        .service(public::ca_chain)
+        .service(public::crl)
+        .wrap(from_fn(move |req, next| {
+            ratelimit::enforce(guard.limiter.clone(), guard.trust_forwarded_for, req, next)
+        }))
 }
 
 #[derive(Debug, Clone, Copy)]

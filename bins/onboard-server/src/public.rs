@@ -18,12 +18,12 @@ fn not_modified(req: &HttpRequest, etag: &str) -> bool {
 }
 
 /// The CA chain (issuing CA first, root last), PEM: what devices and brokers trust.
-#[utoipa::path(tag = "public", responses(
+#[utoipa::path(context_path = "/public/v1", tag = "public", responses(
     (status = 200, description = "PEM certificates", content_type = "application/x-pem-file", body = String),
     (status = 304, description = "unchanged since the ETag given in If-None-Match"),
     (status = 500, body = ErrorBody),
 ))]
-#[get("/public/v1/ca")]
+#[get("/ca")]
 pub async fn ca_chain(
     req: HttpRequest,
     onboard: web::Data<Onboard>,
@@ -47,12 +47,12 @@ pub async fn ca_chain(
 
 /// The current CRL: PEM, or DER with `Accept: application/pkix-crl`. Cacheable until
 /// the server would publish a newer one (a revocation publishes at once).
-#[utoipa::path(tag = "public", responses(
+#[utoipa::path(context_path = "/public/v1", tag = "public", responses(
     (status = 200, description = "the CRL (PEM, or DER by Accept)", content_type = "application/x-pem-file", body = String),
     (status = 304, description = "unchanged since the ETag given in If-None-Match"),
     (status = 500, body = ErrorBody),
 ))]
-#[get("/public/v1/crl")]
+#[get("/crl")]
 pub async fn crl(req: HttpRequest, onboard: web::Data<Onboard>) -> Result<HttpResponse, ApiError> {
     let der_wanted = req
         .headers()

@@ -28,7 +28,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpRequest, HttpResponse};
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
 use governor::nanos::Nanos;
@@ -62,8 +62,7 @@ impl Default for Limits {
 }
 
 /// A refusal: retry after this many whole seconds (at least 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("rate limited: retry after {0} s")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter(pub u64);
 
 impl RetryAfter {
@@ -81,16 +80,6 @@ impl RetryAfter {
                 error: "rate_limited".to_owned(),
                 message: format!("too many requests from this address; retry in {seconds} s"),
             })
-    }
-}
-
-impl ResponseError for RetryAfter {
-    fn status_code(&self) -> StatusCode {
-        StatusCode::TOO_MANY_REQUESTS
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        self.response()
     }
 }
 
@@ -196,7 +185,7 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// Forgets clients whose buckets are full again and whose lockout has ended, so
-    /// memory follows recent clients only. Call it periodically (see [`Self::cleanup_every`]).
+    /// memory follows recent clients only. Call it every minute or so from a task.
     pub fn retain_recent(&self) {
         if let Some(limiter) = &self.inner.requests {
             limiter.retain_recent();
@@ -210,16 +199,6 @@ impl<C: Clock> RateLimiter<C> {
         let mut lockouts = self.lockouts();
         lockouts.retain(|_, until| *until > now);
         lockouts.shrink_to_fit();
-    }
-
-    /// Runs [`Self::retain_recent`] every `period`, forever; spawn it on the server's
-    /// runtime (`actix_web::rt::spawn(limiter.clone().cleanup_every(period))`).
-    pub async fn cleanup_every(self, period: Duration) {
-        let mut interval = actix_web::rt::time::interval(period);
-        loop {
-            interval.tick().await;
-            self.retain_recent();
-        }
     }
 
     /// The number of clients with some state held (largest of the three maps).

@@ -62,3 +62,58 @@ pub async fn log_request(
     }
     Ok(res)
 }
+
+/// `onboard_registrations_total{outcome,reason}` and
+/// `onboard_registration_step_seconds{step}`.
+#[derive(Debug, Clone)]
+pub struct RegistrationMetrics {
+    total: prometheus::IntCounterVec,
+    steps: prometheus::HistogramVec,
+}
+
+impl RegistrationMetrics {
+    pub fn new(registry: &prometheus::Registry) -> Result<Self, String> {
+        let total = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "onboard_registrations_total",
+                "Device self-registrations by outcome and reason",
+            ),
+            &["outcome", "reason"],
+        )
+        .map_err(|e| e.to_string())?;
+        let steps = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "onboard_registration_step_seconds",
+                "Time spent in each step of a successful registration",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["step"],
+        )
+        .map_err(|e| e.to_string())?;
+        registry
+            .register(Box::new(total.clone()))
+            .map_err(|e| e.to_string())?;
+        registry
+            .register(Box::new(steps.clone()))
+            .map_err(|e| e.to_string())?;
+        Ok(Self { total, steps })
+    }
+
+    pub fn success(&self, timings: &[(&'static str, f64)], reregistered: bool) {
+        let reason = if reregistered {
+            "reregistered"
+        } else {
+            "registered"
+        };
+        self.total.with_label_values(&["success", reason]).inc();
+        for (step, seconds) in timings {
+            self.steps.with_label_values(&[step]).observe(*seconds);
+        }
+    }
+
+    pub fn failure(&self, reason: &str) {
+        self.total.with_label_values(&["failure", reason]).inc();
+    }
+}

@@ -17,6 +17,7 @@ fn state_for(t: &TestDb) -> (AppState, tempfile::TempDir) {
     let mut settings = Settings::default();
     settings.database.url = t.url.clone();
     settings.ca.dir = dir.path().join("ca").display().to_string();
+    settings.admin.token_file = dir.path().join("admin.token").display().to_string();
     let onboard = Onboard::open(settings).unwrap();
     onboard.migrate().unwrap();
     (AppState::new(onboard).unwrap(), dir)

@@ -2,6 +2,7 @@
 //! the two can never disagree.
 
 mod adapters;
+mod admin;
 mod app;
 mod audit;
 mod ca;
@@ -13,6 +14,7 @@ pub mod secrets;
 pub mod settings;
 
 pub use adapters::{InternalIssuer, Ports};
+pub use admin::AdminSetup;
 pub use app::{NotReady, Onboard, READINESS_TIMEOUT};
 pub use audit::Actor;
 pub use ca::{CaInit, CaSummary, CrlStatus, PublishedCrl};

@@ -65,6 +65,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub ca: CaSettings,
     pub admin: AdminSettings,
+    pub rate_limit: RateLimitSettings,
     pub broker: BrokerSettings,
     pub aws: AwsSettings,
     pub delivery: DeliverySettings,
@@ -154,11 +155,52 @@ impl Default for CaSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
     /// SHA-256 hashes of the admin bearer tokens (`onboardctl admin token create`).
     pub token_hashes: Vec<String>,
+    /// With no hashes configured: the file holding the one admin token, created
+    /// (mode 0600) on first start.
+    pub token_file: String,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            token_hashes: Vec::new(),
+            token_file: "data/admin.token".into(),
+        }
+    }
+}
+
+/// Limits on the public routes, per client address (per replica).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Requests a client may make per minute (0: no limit).
+    pub requests_per_minute: u32,
+    /// Requests a client may make at once before the per-minute rate applies.
+    pub burst: u32,
+    /// Failed bootstrap-key attempts a client may make per hour (0: no limit).
+    pub failures_per_hour: u32,
+    /// Failed attempts allowed at once before the client is locked out.
+    pub failure_burst: u32,
+    /// Take the client address from the rightmost X-Forwarded-For entry (only
+    /// behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: 60,
+            burst: 20,
+            failures_per_hour: 30,
+            failure_burst: 10,
+            trust_forwarded_for: false,
+        }
+    }
 }
 
 /// Which broker integration manages device permissions.
@@ -436,6 +478,24 @@ impl Settings {
             return Err(invalid(
                 "ca.passphrase",
                 "set ca.passphrase or ca.passphrase_file, not both",
+            ));
+        }
+        if self.admin.token_hashes.is_empty() && self.admin.token_file.trim().is_empty() {
+            return Err(invalid(
+                "admin.token_file",
+                "must be set when admin.token_hashes is empty",
+            ));
+        }
+        if self.rate_limit.requests_per_minute > 0 && self.rate_limit.burst == 0 {
+            return Err(invalid(
+                "rate_limit.burst",
+                "must be at least 1 when requests are limited",
+            ));
+        }
+        if self.rate_limit.failures_per_hour > 0 && self.rate_limit.failure_burst == 0 {
+            return Err(invalid(
+                "rate_limit.failure_burst",
+                "must be at least 1 when failures are limited",
             ));
         }
         for (i, hash) in self.admin.token_hashes.iter().enumerate() {
