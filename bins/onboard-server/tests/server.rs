@@ -4,6 +4,9 @@
 
 mod support;
 
+#[path = "e2e.rs"]
+mod e2e;
+
 use actix_web::http::StatusCode;
 use actix_web::test as atest;
 use onboard_core::{Onboard, Settings};

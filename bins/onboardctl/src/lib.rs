@@ -12,6 +12,8 @@ use onboard_core::{CoreError, Onboard, Settings, SettingsError};
 use serde_json::json;
 
 mod ca;
+mod fleet;
+mod keys;
 pub mod output;
 
 use output::{OutputFormat, Rendered};
@@ -44,6 +46,26 @@ pub enum Command {
         #[command(subcommand)]
         command: ca::CaCommand,
     },
+    /// Bootstrap key batches.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Devices.
+    Devices {
+        #[command(subcommand)]
+        command: fleet::DevicesCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: fleet::AuditCommand,
+    },
+    /// Admin API credentials.
+    Admin {
+        #[command(subcommand)]
+        command: fleet::AdminCommand,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +96,14 @@ pub fn run(cli: &Cli) -> Result<Rendered, CliError> {
 
 /// Runs one command with the given settings.
 pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliError> {
+    if let Command::Admin { command } = command {
+        // Needs no database.
+        return fleet::admin(command);
+    }
     let onboard = Onboard::open(settings)?;
+    if !matches!(command, Command::Migrate { .. }) {
+        onboard.ensure_schema()?;
+    }
     match command {
         Command::Migrate { dry_run: true } => {
             let pending = onboard.pending_migrations()?;
@@ -84,10 +113,20 @@ pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliErr
             let applied = onboard.migrate()?;
             Ok(migrations(&applied, "applied", onboard.backend()))
         }
-        Command::Ca { command } => {
-            onboard.ensure_schema()?;
-            ca::run(command, &onboard)
-        }
+        Command::Ca { command } => ca::run(command, &onboard),
+        Command::Keys { command } => keys::run(command, &onboard),
+        Command::Devices { command } => fleet::devices(command, &onboard),
+        Command::Audit { command } => fleet::audit(command, &onboard),
+        Command::Admin { command } => fleet::admin(command),
+    }
+}
+
+/// Tells a person where the next page starts (JSON carries `next_cursor`).
+pub(crate) fn page_note(out: Rendered, empty: bool, next: &Option<String>) -> Rendered {
+    match (empty, next) {
+        (true, _) => out.with_note("nothing found"),
+        (false, Some(cursor)) => out.with_note(format!("more: --after {cursor}")),
+        (false, None) => out,
     }
 }
 

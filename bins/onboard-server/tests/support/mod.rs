@@ -54,6 +54,67 @@ fn read(mut r: ureq::http::Response<ureq::Body>) -> Response {
     }
 }
 
+pub fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Response {
+    let mut req = agent().post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    read(
+        req.content_type("application/json")
+            .send(body.to_string())
+            .unwrap(),
+    )
+}
+
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Response {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    read(req.call().unwrap())
+}
+
+/// Another binary of the workspace, built beside this test (`make test` builds
+/// them all first).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace; make test does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `onboardctl` in `dir` with `env`; returns (success, stdout, stderr).
+pub fn onboardctl(dir: &Path, env: &[(&str, String)], args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(workspace_bin("onboardctl"));
+    cmd.current_dir(dir).env_clear().args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 pub fn get(url: &str) -> Response {
     read(agent().get(url).call().unwrap())
 }

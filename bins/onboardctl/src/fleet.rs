@@ -1,0 +1,221 @@
+//! `onboardctl devices list|show`, `onboardctl audit list`, `onboardctl admin token create`.
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use onboard_core::domain::{AuditFilter, Device, DeviceFilter, DeviceId, ModelCode, PageRequest};
+use onboard_core::{CoreError, Onboard};
+use serde_json::json;
+
+use crate::output::Rendered;
+use crate::{page_note, CliError};
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// List devices.
+    List {
+        /// registered, active, revoked or decommissioned.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        batch: Option<String>,
+        /// Text in serial, name or location.
+        #[arg(long)]
+        q: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// One device with its certificates.
+    Show { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Audit events, newest first.
+    List {
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        /// success or failure.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// RFC 3339 time, e.g. 2026-11-23T00:00:00Z.
+        #[arg(long)]
+        since: Option<DateTime<Utc>>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        after: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Admin tokens for the HTTP API.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new admin token (once) and the hash to add to admin.token_hashes.
+    Create {
+        /// Names the operator in the audit log: 1 to 32 of a-z 0-9 - _.
+        #[arg(long, default_value = "admin")]
+        name: String,
+    },
+}
+
+fn device_row(d: &Device) -> Vec<String> {
+    vec![
+        d.id.to_string(),
+        d.serial.to_string(),
+        d.status.to_string(),
+        d.model.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        d.batch.clone().unwrap_or_default(),
+        d.created_at.to_rfc3339(),
+    ]
+}
+
+const DEVICE_HEADERS: [&str; 6] = ["ID", "SERIAL", "STATUS", "MODEL", "BATCH", "CREATED"];
+
+fn invalid(e: onboard_core::domain::InvalidValue) -> CliError {
+    CliError::Core(CoreError::Invalid(e))
+}
+
+pub fn devices(command: &DevicesCommand, onboard: &Onboard) -> Result<Rendered, CliError> {
+    match command {
+        DevicesCommand::List {
+            status,
+            model,
+            batch,
+            q,
+            limit,
+            after,
+        } => {
+            let filter = DeviceFilter {
+                status: status
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(invalid)?,
+                model: model
+                    .as_deref()
+                    .map(ModelCode::parse)
+                    .transpose()
+                    .map_err(invalid)?,
+                batch: batch.clone(),
+                q: q.clone(),
+            };
+            let page = PageRequest::new(*limit, after.clone()).map_err(invalid)?;
+            let found = onboard.devices(&filter, &page)?;
+            let out = Rendered::table(
+                json!({"items": found.items, "next_cursor": found.next_cursor}),
+                DEVICE_HEADERS.to_vec(),
+                found.items.iter().map(device_row).collect(),
+            );
+            Ok(page_note(out, found.items.is_empty(), &found.next_cursor))
+        }
+        DevicesCommand::Show { id } => {
+            let id: DeviceId = id.parse().map_err(invalid)?;
+            let d = onboard.device(id)?;
+            let certs: Vec<_> = d
+                .certificates
+                .iter()
+                .map(|c| {
+                    json!({
+                        "serial": c.serial, "status": c.status, "not_before": c.not_before,
+                        "not_after": c.not_after, "revoked_at": c.revoked_at,
+                        "revocation_reason": c.revocation_reason, "fingerprint_sha256": c.fingerprint,
+                    })
+                })
+                .collect();
+            let mut json = serde_json::to_value(&d.device)
+                .map_err(|e| CliError::Core(CoreError::Internal(e.to_string())))?;
+            json["current_certificate"] = json!(d.current_certificate.as_ref().map(|c| &c.serial));
+            json["certificates"] = json!(certs);
+            let note = match &d.current_certificate {
+                Some(c) => format!(
+                    "current certificate {} (until {})",
+                    c.serial,
+                    c.not_after.to_rfc3339()
+                ),
+                None => "no valid certificate".into(),
+            };
+            Ok(
+                Rendered::table(json, DEVICE_HEADERS.to_vec(), vec![device_row(&d.device)])
+                    .with_note(note),
+            )
+        }
+    }
+}
+
+pub fn audit(command: &AuditCommand, onboard: &Onboard) -> Result<Rendered, CliError> {
+    let AuditCommand::List {
+        device,
+        action,
+        outcome,
+        since,
+        limit,
+        after,
+    } = command;
+    let filter = AuditFilter {
+        device_id: device
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(invalid)?,
+        action: action.clone(),
+        outcome: outcome
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(invalid)?,
+        since: *since,
+        until: None,
+    };
+    let page = PageRequest::new(*limit, after.clone()).map_err(invalid)?;
+    let found = onboard.audit_events(&filter, &page)?;
+    let rows = found
+        .items
+        .iter()
+        .map(|e| {
+            vec![
+                e.occurred_at.to_rfc3339(),
+                e.actor.clone(),
+                e.action.clone(),
+                e.outcome.to_string(),
+                e.reason.clone().unwrap_or_default(),
+                e.serial.clone().unwrap_or_default(),
+                e.key_prefix.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let out = Rendered::table(
+        json!({"items": found.items, "next_cursor": found.next_cursor}),
+        vec![
+            "TIME", "ACTOR", "ACTION", "OUTCOME", "REASON", "SERIAL", "KEY",
+        ],
+        rows,
+    );
+    Ok(page_note(out, found.items.is_empty(), &found.next_cursor))
+}
+
+pub fn admin(command: &AdminCommand) -> Result<Rendered, CliError> {
+    let AdminCommand::Token(TokenCommand::Create { name }) = command;
+    let token = onboard_core::secrets::new_admin_token(name)?;
+    Ok(Rendered::table(
+        json!({"name": token.name, "token": token.token.expose(), "hash": token.hash}),
+        vec!["NAME", "TOKEN", "HASH"],
+        vec![vec![
+            token.name.clone(),
+            token.token.expose().to_owned(),
+            token.hash.clone(),
+        ]],
+    )
+    .with_note("add the hash to admin.token_hashes; the token is shown once"))
+}
