@@ -4,7 +4,7 @@
 
 mod support;
 
-#[path = "e2e.rs"]
+#[path = "cases/e2e.rs"]
 mod e2e;
 
 use actix_web::http::StatusCode;
