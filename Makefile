@@ -32,8 +32,10 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: ## Benchmarks (criterion); results go to docs/benchmarks.md by hand
-	scripts/test-services.sh $(CARGO) bench --workspace
+bench: ## Benchmarks: criterion (pki) and an HTTP load run of registration; figures in docs/benchmarks.md
+	scripts/test-services.sh $(CARGO) bench -p onboard-pki --bench pki
+	openssl speed -seconds 3 ecdsap256 rsa2048 2>/dev/null | tail -n 4
+	scripts/test-services.sh scripts/bench-register.sh
 
 clean-test-services: ## Stop the private PostgreSQL that test-services.sh may have started
 	@if [ -f target/test-services/pg/postmaster.pid ]; then \

@@ -6,6 +6,8 @@ mod support;
 
 #[path = "cases/e2e.rs"]
 mod e2e;
+#[path = "cases/http.rs"]
+mod http;
 
 use actix_web::http::StatusCode;
 use actix_web::test as atest;
@@ -16,11 +18,19 @@ use onboard_server::{app, AppState};
 /// An app state on a fresh database with its CA in a temp dir (kept alive by the
 /// returned guard).
 fn state_for(t: &TestDb) -> (AppState, tempfile::TempDir) {
+    state_with(t, |_| {})
+}
+
+pub(crate) fn state_with(
+    t: &TestDb,
+    configure: impl FnOnce(&mut Settings),
+) -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::default();
     settings.database.url = t.url.clone();
     settings.ca.dir = dir.path().join("ca").display().to_string();
     settings.admin.token_file = dir.path().join("admin.token").display().to_string();
+    configure(&mut settings);
     let onboard = Onboard::open(settings).unwrap();
     onboard.migrate().unwrap();
     (AppState::new(onboard).unwrap(), dir)

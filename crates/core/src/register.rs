@@ -87,6 +87,7 @@ struct Trail {
 }
 
 struct Checked {
+    actor: Actor,
     key: BootstrapKey,
     serial: Serial,
     model: Option<DeviceModel>,
@@ -271,6 +272,7 @@ impl Onboard {
             }
         };
         Ok(Checked {
+            actor: Actor::device(req.remote_addr.clone()),
             key,
             serial,
             model,
@@ -466,10 +468,9 @@ impl Onboard {
 
         let step = Instant::now();
         let now = self.clock().now();
-        let actor = Actor::device(None);
         let audit = Audit::new(
             self.clock(),
-            &actor,
+            &c.actor,
             "device.register",
             AuditOutcome::Success,
         )

@@ -112,6 +112,8 @@ pub fn a_device_registers_with_a_csr_and_the_certificate_verifies(backend: TestB
         ("device.register", AuditOutcome::Success)
     );
     assert_eq!(audit.device_id, Some(r.device.id));
+    assert_eq!(audit.remote_addr.as_deref(), Some("127.0.0.1"));
+    assert_eq!(audit.actor, "device");
     let audit_json = serde_json::to_string(&audit).unwrap();
     assert!(
         !audit_json.contains(&key),
