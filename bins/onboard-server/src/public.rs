@@ -9,6 +9,24 @@ use crate::error::{ApiError, ErrorBody};
 const PEM: &str = "application/x-pem-file";
 const PKIX_CRL: &str = "application/pkix-crl";
 
+/// Starts a cacheable answer: 304 when the client's `If-None-Match` names `etag`,
+/// else 200; both carry the ETag and `Cache-Control`. Returns whether it is a 304.
+fn cacheable(
+    req: &HttpRequest,
+    etag: String,
+    cache_control: String,
+) -> (actix_web::HttpResponseBuilder, bool) {
+    let fresh = not_modified(req, &etag);
+    let mut res = if fresh {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    res.insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, cache_control));
+    (res, fresh)
+}
+
 /// Whether the request's `If-None-Match` names `etag`.
 fn not_modified(req: &HttpRequest, etag: &str) -> bool {
     req.headers()
@@ -30,14 +48,7 @@ pub async fn ca_chain(
 ) -> Result<HttpResponse, ApiError> {
     let (pem, digest) = onboard.ca_chain()?;
     let etag = format!("\"{digest}\"");
-    let fresh = not_modified(&req, &etag);
-    let mut res = if fresh {
-        HttpResponse::NotModified()
-    } else {
-        HttpResponse::Ok()
-    };
-    res.insert_header((header::ETAG, etag))
-        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"));
+    let (mut res, fresh) = cacheable(&req, etag, "public, max-age=3600".into());
     Ok(if fresh {
         res.finish()
     } else {
@@ -73,15 +84,8 @@ pub async fn crl(req: HttpRequest, onboard: web::Data<Onboard>) -> Result<HttpRe
         .num_seconds()
         .max(0)
         / 2;
-    let fresh = not_modified(&req, &etag);
-    let mut res = if fresh {
-        HttpResponse::NotModified()
-    } else {
-        HttpResponse::Ok()
-    };
-    res.insert_header((header::ETAG, etag))
-        .insert_header((header::CACHE_CONTROL, format!("public, max-age={max_age}")))
-        .insert_header((header::VARY, HeaderValue::from_static("Accept")))
+    let (mut res, fresh) = cacheable(&req, etag, format!("public, max-age={max_age}"));
+    res.insert_header((header::VARY, HeaderValue::from_static("Accept")))
         .insert_header((
             header::LAST_MODIFIED,
             current

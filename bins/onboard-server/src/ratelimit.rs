@@ -37,7 +37,8 @@ use governor::Quota;
 
 use crate::error::ErrorBody;
 
-/// The limits, per client. A rate of 0 disables that bucket; a burst of 0 counts as 1.
+/// The limits, per client (from the `[rate_limit]` settings). A rate of 0 disables that
+/// bucket; a burst of 0 counts as 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Sustained public requests per minute.
@@ -48,17 +49,6 @@ pub struct Limits {
     pub failures_per_hour: u32,
     /// Failed attempts allowed at once; when they are used up the client is locked out.
     pub failure_burst: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            requests_per_minute: 60,
-            burst: 20,
-            failures_per_hour: 30,
-            failure_burst: 10,
-        }
-    }
 }
 
 /// A refusal: retry after this many whole seconds (at least 1).

@@ -320,18 +320,6 @@ fn with_migrations_off_the_server_stays_unready_until_migrated() {
 
 // ---- CA and CRL ------------------------------------------------------------------
 
-fn openssl(args: &[&str], dir: &std::path::Path) -> (bool, String) {
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
 async fn ca_and_crl_are_served_and_verify(backend: TestBackend) {
     let t = TestDb::new(backend);
     let (state, tmp) = state_for(&t);
@@ -389,7 +377,8 @@ async fn ca_and_crl_are_served_and_verify(backend: TestBackend) {
         .unwrap()
         .to_owned();
     std::fs::write(tmp.path().join("crl.pem"), atest::read_body(res).await).unwrap();
-    let (ok, out) = openssl(
+    let (ok, out) = support::openssl(
+        tmp.path(),
         &[
             "crl",
             "-in",
@@ -399,7 +388,6 @@ async fn ca_and_crl_are_served_and_verify(backend: TestBackend) {
             "-verify",
             "-noout",
         ],
-        tmp.path(),
     );
     assert!(ok && out.contains("verify OK"), "{out}");
 
@@ -416,7 +404,8 @@ async fn ca_and_crl_are_served_and_verify(backend: TestBackend) {
         "application/pkix-crl"
     );
     std::fs::write(tmp.path().join("crl.der"), atest::read_body(res).await).unwrap();
-    let (ok, out) = openssl(
+    let (ok, out) = support::openssl(
+        tmp.path(),
         &[
             "crl",
             "-inform",
@@ -429,7 +418,6 @@ async fn ca_and_crl_are_served_and_verify(backend: TestBackend) {
             "-noout",
             "-crlnumber",
         ],
-        tmp.path(),
     );
     assert!(ok && out.contains("crlNumber=0x01"), "{out}");
 
