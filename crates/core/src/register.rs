@@ -445,6 +445,7 @@ impl Onboard {
             subscribe: mqtt.subscribe.clone(),
             max_qos: mqtt.max_qos,
             retain_allowed: mqtt.retain_allowed,
+            password_hash: None,
         };
         let step = Instant::now();
         if let Err(e) = ports.broker.grant(&grant) {

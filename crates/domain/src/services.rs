@@ -81,13 +81,29 @@ pub struct BrokerGrant {
     pub subscribe: Vec<String>,
     pub max_qos: u8,
     pub retain_allowed: bool,
+    /// For devices that log in with a password (instead of a client certificate):
+    /// the hash in `mosquitto_passwd` format (`$7$...`, PBKDF2-SHA512). Never the
+    /// password.
+    pub password_hash: Option<String>,
 }
 
-/// Broker permissions.
+/// Broker permissions. Every call returns once the broker enforces the change
+/// (files written and reloaded, or the broker acknowledged), so a revocation is in
+/// force when it returns.
 pub trait BrokerAccess: Send + Sync + std::fmt::Debug {
     fn grant(&self, grant: &BrokerGrant) -> Result<(), PortError>;
+    /// Many grants as one change (bulk import): implementations that rewrite files
+    /// do it once, not once per device.
+    fn grant_many(&self, grants: &[BrokerGrant]) -> Result<(), PortError> {
+        grants.iter().try_for_each(|g| self.grant(g))
+    }
     /// Removes everything granted to the device; removing nothing is not an error.
     fn revoke(&self, device: DeviceId) -> Result<(), PortError>;
+    /// Makes the broker's state exactly `grants` (start-up, `onboardctl acl sync`):
+    /// devices not listed lose their access.
+    fn sync(&self, grants: &[BrokerGrant]) -> Result<(), PortError>;
+    /// Installs a new CRL (PEM) where the broker reads it, and reloads.
+    fn publish_crl(&self, crl_pem: &str) -> Result<(), PortError>;
 }
 
 /// A device's record in a cloud IoT registry (AWS IoT Core).
@@ -114,6 +130,12 @@ impl BrokerAccess for NoBroker {
         Ok(())
     }
     fn revoke(&self, _: DeviceId) -> Result<(), PortError> {
+        Ok(())
+    }
+    fn sync(&self, _: &[BrokerGrant]) -> Result<(), PortError> {
+        Ok(())
+    }
+    fn publish_crl(&self, _: &str) -> Result<(), PortError> {
         Ok(())
     }
 }
