@@ -9,6 +9,7 @@ mod ca;
 mod devices;
 mod error;
 mod keys;
+mod provision;
 mod register;
 pub mod secrets;
 pub mod settings;
@@ -22,7 +23,6 @@ pub use devices::DeviceDetails;
 pub use error::CoreError;
 pub use keys::{CreatedKey, KeyBatchRequest, MAX_BATCH_COUNT, MAX_USES, MAX_VALID_DAYS};
 pub use onboard_domain as domain;
-pub use register::{
-    render_topic, MqttInfo, RegisterRequest, Registered, DEFAULT_TOPIC, MAX_CSR_BYTES,
-};
+pub use provision::render_topic;
+pub use register::{MqttInfo, RegisterRequest, Registered, DEFAULT_TOPIC, MAX_CSR_BYTES};
 pub use settings::{Secret, Settings, SettingsError};
