@@ -2,10 +2,10 @@
 //! by self-registration (with a bootstrap key), operator registration and bulk
 //! import, so all of them are all or nothing in the same way:
 //!
-//! 3. the certificate is issued; 4. the device and certificate rows are written in
-//! one transaction; 5. broker permissions; 6. the cloud registry; 7. earlier
-//! certificates of a re-registering device are revoked and the success audited.
-//! A failure undoes the steps already done, in reverse order.
+//! the certificate is issued; the device and certificate rows are written in one
+//! transaction; broker permissions are granted; the cloud registry is told; earlier
+//! certificates of a re-registering device are revoked and the success audited. A
+//! failure undoes the steps already done, in reverse order.
 
 use std::sync::Arc;
 use std::time::Instant;
