@@ -328,9 +328,17 @@ impl Onboard {
             }
         };
         if revoked > 0 {
-            if let Err(e) = self.publish_crl() {
-                // The revocation is committed; the next CRL request publishes it.
-                tracing::warn!(error = %e, "could not publish the CRL after a re-registration");
+            // The revocation is committed; if the CRL cannot be published now, the
+            // next CRL request or revocation publishes it.
+            match self.publish_crl() {
+                Ok(crl) => {
+                    if let Err(e) = ports.broker.publish_crl(&crl.pem) {
+                        tracing::warn!(error = %e, "could not hand the new CRL to the broker");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not publish the CRL after a re-registration")
+                }
             }
         }
         timings.push(("confirm", step.elapsed().as_secs_f64()));

@@ -20,7 +20,7 @@ pub use ids::{
     Serial,
 };
 pub use ports::{
-    AuditFilter, AuditRepository, BootstrapKeyFilter, BootstrapKeyRepository,
+    AuditFilter, AuditRepository, BootstrapKeyFilter, CredentialBundleRepository, NewCredentialBundle, BootstrapKeyRepository,
     CertificateRepository, CrlRepository, DeviceFilter, DeviceModelRepository, DeviceRepository,
     DeviceUpdate, Page, PageRequest, RepoError, Repositories, Store, MAX_PAGE_SIZE,
 };

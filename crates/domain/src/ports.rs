@@ -248,6 +248,33 @@ pub trait AuditRepository {
     ) -> Result<Page<AuditEvent>, RepoError>;
 }
 
+/// A credential bundle waiting for its one download.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCredentialBundle {
+    pub id: uuid::Uuid,
+    pub device_id: DeviceId,
+    /// SHA-256 of the download token; the token itself is never stored.
+    pub token_hash: String,
+    /// The AES-256 encrypted ZIP (its password is never stored).
+    pub content: Vec<u8>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub trait CredentialBundleRepository {
+    fn insert_bundle(&mut self, bundle: &NewCredentialBundle) -> Result<(), RepoError>;
+    /// The content of the bundle `token_hash` names when it has not been downloaded
+    /// and has not expired at `now`; marks it downloaded and drops the content in the
+    /// same transaction, so it can be taken once. `None` for every other case.
+    fn take_bundle(
+        &mut self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<u8>>, RepoError>;
+    /// Drops the content of every bundle expired at `now`; returns how many.
+    fn purge_expired_bundles(&mut self, now: DateTime<Utc>) -> Result<usize, RepoError>;
+}
+
 pub trait CrlRepository {
     fn latest_crl(&mut self) -> Result<Option<CrlRecord>, RepoError>;
     /// `Conflict` when the number is not new: CRL numbers only grow.
@@ -262,6 +289,7 @@ pub trait Repositories:
     + DeviceModelRepository
     + AuditRepository
     + CrlRepository
+    + CredentialBundleRepository
 {
 }
 
@@ -272,6 +300,7 @@ impl<T> Repositories for T where
         + DeviceModelRepository
         + AuditRepository
         + CrlRepository
+        + CredentialBundleRepository
 {
 }
 

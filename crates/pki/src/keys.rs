@@ -21,6 +21,11 @@ use crate::error::{KeyPolicyViolation, PkiError};
 pub struct PrivateKeyPem(Zeroizing<String>);
 
 impl PrivateKeyPem {
+    /// Wraps PEM text received from elsewhere (another issuer, a port).
+    pub fn new(pem: String) -> Self {
+        Self(Zeroizing::new(pem))
+    }
+
     /// The PEM text. Handle with care: this is the secret.
     pub fn expose_secret(&self) -> &str {
         &self.0

@@ -38,6 +38,7 @@ on_both_backends!(
     audit_filters_and_newest_first_pages,
     crl_numbers_only_grow,
     failed_transactions_leave_nothing,
+    bundles_are_taken_once_and_purged_when_expired,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -772,4 +773,52 @@ fn failed_transactions_leave_nothing(backend: TestBackend) {
         .list_audit(&AuditFilter::default(), &PageRequest::default()))
     .items
     .is_empty());
+}
+
+fn bundles_are_taken_once_and_purged_when_expired(backend: TestBackend) {
+    let t = TestDb::migrated(backend);
+    let d = tx(&t.db, |c| c.insert_device(&new_device("SN-b", t0())));
+    let bundle = |hash: &str, expires: DateTime<Utc>| NewCredentialBundle {
+        id: Uuid::new_v4(),
+        device_id: d.id,
+        token_hash: hash.into(),
+        content: vec![0x50, 0x4b, 3, 4],
+        expires_at: expires,
+        created_at: t0(),
+    };
+    tx(&t.db, |c| {
+        c.insert_bundle(&bundle("h1", t0() + Duration::minutes(30)))
+    });
+    tx(&t.db, |c| {
+        c.insert_bundle(&bundle("h2", t0() + Duration::minutes(30)))
+    });
+    tx(&t.db, |c| {
+        c.insert_bundle(&bundle("h3", t0() + Duration::minutes(5)))
+    });
+    let now = t0() + Duration::minutes(10);
+    assert_eq!(tx(&t.db, |c| c.take_bundle("nope", now)), None);
+    assert_eq!(
+        tx(&t.db, |c| c.take_bundle("h1", now)),
+        Some(vec![0x50, 0x4b, 3, 4])
+    );
+    assert_eq!(tx(&t.db, |c| c.take_bundle("h1", now)), None, "only once");
+    assert_eq!(tx(&t.db, |c| c.take_bundle("h3", now)), None, "expired");
+    assert_eq!(tx(&t.db, |c| c.purge_expired_bundles(now)), 1);
+    assert_eq!(tx(&t.db, |c| c.purge_expired_bundles(now)), 0);
+    assert!(matches!(
+        t.db.transaction(|c| c.insert_bundle(&bundle("h2", now)))
+            .unwrap_err(),
+        RepoError::Conflict { .. }
+    ));
+    // Nothing of a taken or purged bundle is left to read.
+    let left: i64 = {
+        use onboard_registry::schema::credential_bundles as b;
+        let mut conn = t.db.connection().unwrap();
+        b::table
+            .filter(b::content.is_not_null())
+            .count()
+            .get_result(&mut *conn)
+            .unwrap()
+    };
+    assert_eq!(left, 1, "only h2 still holds its content");
 }

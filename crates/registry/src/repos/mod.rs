@@ -1,6 +1,7 @@
 //! The domain's repository ports, implemented once for both backends.
 
 mod audit;
+mod bundles;
 mod certificates;
 mod devices;
 mod keys;

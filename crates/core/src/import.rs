@@ -1,0 +1,338 @@
+//! Bulk operator registration (`onboardctl devices import`). Rows are checked one by
+//! one (a bad row is reported and skipped), then provisioned in chunks: certificates
+//! issued on every core, one transaction per chunk for the rows, one broker change
+//! per chunk. A chunk that cannot be stored as a whole falls back to one device at a
+//! time, so one bad row never costs its neighbours. Devices whose serial already
+//! exists are skipped, so an import can be run again on the same file.
+
+use std::collections::HashMap;
+
+use onboard_domain::{
+    new_id, AuditOutcome, AuditRepository, BrokerGrant, CertificateId, CertificateIssuer,
+    CertificateRepository, CloudDevice, DeviceId, DeviceRepository, IssuedCert, NewCertificate,
+    NewDevice, SecretString, Store,
+};
+use serde_json::json;
+
+use crate::app::Onboard;
+use crate::audit::{Actor, Audit};
+use crate::error::CoreError;
+use crate::operator::{NewDeviceRequest, OperatorRegistered};
+use crate::provision::{DeviceSpec, Provisioned, Trail};
+
+/// Devices per transaction and broker change.
+pub const IMPORT_CHUNK: usize = 250;
+
+/// One row of an import, with its line number for messages.
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    pub line: usize,
+    pub request: NewDeviceRequest,
+}
+
+#[derive(Debug)]
+pub enum ImportOutcome {
+    Created(Box<OperatorRegistered>),
+    /// A device with this serial exists already (an earlier run).
+    Exists,
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub struct ImportResult {
+    pub line: usize,
+    pub serial: Option<String>,
+    pub outcome: ImportOutcome,
+}
+
+struct Pending {
+    line: usize,
+    spec: DeviceSpec,
+    id: DeviceId,
+}
+
+impl Onboard {
+    /// Imports `rows`; `progress` is called with the number of rows done so far.
+    pub fn import_devices(
+        &self,
+        actor: &Actor,
+        rows: &[ImportRow],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<ImportResult>, CoreError> {
+        let mut results = Vec::with_capacity(rows.len());
+        let mut pending = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for row in rows {
+            match self.operator_spec(actor, &row.request) {
+                Ok(spec) => {
+                    let serial = spec.serial.to_string();
+                    if let Some(first) = seen.insert(serial.clone(), row.line) {
+                        results.push(failed(
+                            row.line,
+                            Some(serial),
+                            format!("serial repeats line {first}"),
+                        ));
+                    } else {
+                        pending.push(Pending {
+                            line: row.line,
+                            id: DeviceId(new_id(self.clock())),
+                            spec,
+                        });
+                    }
+                }
+                Err(e) => results.push(failed(row.line, None, e.to_string())),
+            }
+        }
+        let mut done = results.len();
+        progress(done);
+        let issuer = self.issuer()?;
+        for chunk in pending.chunks(IMPORT_CHUNK) {
+            let n = chunk.len();
+            results.extend(self.import_chunk(issuer.as_ref(), chunk)?);
+            done += n;
+            progress(done);
+        }
+        results.sort_by_key(|r| r.line);
+        Ok(results)
+    }
+
+    fn import_chunk(
+        &self,
+        issuer: &dyn CertificateIssuer,
+        chunk: &[Pending],
+    ) -> Result<Vec<ImportResult>, CoreError> {
+        let mut results = Vec::new();
+        // Skip what an earlier run created.
+        let existing: Vec<bool> = self.store().transaction(|tx| -> Result<_, CoreError> {
+            chunk
+                .iter()
+                .map(|p| Ok(tx.device_by_serial(&p.spec.serial)?.is_some()))
+                .collect()
+        })?;
+        let fresh: Vec<&Pending> = chunk
+            .iter()
+            .zip(&existing)
+            .filter_map(|(p, exists)| {
+                if *exists {
+                    results.push(ImportResult {
+                        line: p.line,
+                        serial: Some(p.spec.serial.to_string()),
+                        outcome: ImportOutcome::Exists,
+                    });
+                    None
+                } else {
+                    Some(p)
+                }
+            })
+            .collect();
+
+        let issued = issue_all(issuer, &fresh, self.clock().now());
+        let mut ready = Vec::new();
+        for (p, cert) in fresh.into_iter().zip(issued) {
+            match cert {
+                Ok(c) => ready.push((p, c)),
+                Err(e) => results.push(failed(p.line, Some(p.spec.serial.to_string()), e)),
+            }
+        }
+        if ready.is_empty() {
+            return Ok(results);
+        }
+        match self.store_chunk(&ready) {
+            Ok(provisioned) => {
+                let grants: Vec<BrokerGrant> = provisioned
+                    .iter()
+                    .map(|(_, done)| grant_for(done))
+                    .collect();
+                if let Err(e) = self.ports().broker.grant_many(&grants) {
+                    self.undo_chunk(provisioned.iter().map(|(_, d)| d.device.id));
+                    for (p, _) in &ready {
+                        results.push(failed(
+                            p.line,
+                            Some(p.spec.serial.to_string()),
+                            format!("broker: {e}"),
+                        ));
+                    }
+                    return Ok(results);
+                }
+                for (p, done) in provisioned {
+                    results.push(self.finish_one(p, done));
+                }
+            }
+            // The chunk as a whole failed (a serial taken meanwhile, say): one by one.
+            Err(e) => {
+                tracing::warn!(error = %e, "an import chunk failed as a whole; retrying its rows one by one");
+                for (p, _) in ready {
+                    let mut trail = Trail::default();
+                    let outcome = self
+                        .provision(&p.spec, &mut trail, &mut Vec::new())
+                        .and_then(|done| self.bundle(done));
+                    results.push(match outcome {
+                        Ok(r) => ImportResult {
+                            line: p.line,
+                            serial: Some(p.spec.serial.to_string()),
+                            outcome: ImportOutcome::Created(Box::new(r)),
+                        },
+                        Err(CoreError::Conflict(_)) => ImportResult {
+                            line: p.line,
+                            serial: Some(p.spec.serial.to_string()),
+                            outcome: ImportOutcome::Exists,
+                        },
+                        Err(e) => failed(p.line, Some(p.spec.serial.to_string()), e.to_string()),
+                    });
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// The cloud step and the bundle for one stored, granted device.
+    fn finish_one(&self, p: &Pending, done: Provisioned) -> ImportResult {
+        let serial = Some(p.spec.serial.to_string());
+        let cloud = CloudDevice {
+            device_id: done.device.id,
+            serial: done.device.serial.clone(),
+            certificate_pem: done.certificate.pem.clone(),
+        };
+        if let Err(e) = self.ports().cloud.register(&cloud) {
+            let _ = self.ports().broker.revoke(done.device.id);
+            self.undo_chunk([done.device.id]);
+            return failed(p.line, serial, format!("cloud: {e}"));
+        }
+        match self.bundle(done) {
+            Ok(r) => ImportResult {
+                line: p.line,
+                serial,
+                outcome: ImportOutcome::Created(Box::new(r)),
+            },
+            Err(e) => failed(p.line, serial, e.to_string()),
+        }
+    }
+
+    /// Devices, certificates and audit events of a chunk in one transaction.
+    fn store_chunk<'a>(
+        &self,
+        ready: &[(&'a Pending, (IssuedCert, SecretString))],
+    ) -> Result<Vec<(&'a Pending, Provisioned)>, CoreError> {
+        let now = self.clock().now();
+        let chain = self.issuer()?.ca_chain_pem();
+        self.store().transaction(|tx| -> Result<_, CoreError> {
+            let mut out = Vec::with_capacity(ready.len());
+            for (p, (issued, key)) in ready {
+                let s = &p.spec;
+                let device = tx.insert_device(&NewDevice {
+                    id: p.id,
+                    serial: s.serial.clone(),
+                    name: s.name.clone(),
+                    model: s.model_code.clone(),
+                    location: s.location.clone(),
+                    firmware_version: s.firmware_version.clone(),
+                    bootstrap_key_id: None,
+                    batch: None,
+                    config: s.config.clone(),
+                    metadata: s.metadata.clone(),
+                    created_at: now,
+                })?;
+                let certificate = tx.insert_certificate(&NewCertificate {
+                    id: CertificateId(new_id(self.clock())),
+                    device_id: p.id,
+                    serial: issued.serial.clone(),
+                    fingerprint: issued.fingerprint.clone(),
+                    subject: issued.subject.clone(),
+                    issuer: issued.issuer.clone(),
+                    key_algorithm: issued.key_algorithm,
+                    not_before: issued.not_before,
+                    not_after: issued.not_after,
+                    pem: issued.pem.clone(),
+                    created_at: now,
+                })?;
+                let audit = Audit::new(self.clock(), &s.actor, s.action, AuditOutcome::Success)
+                    .device(p.id)
+                    .serial(s.serial.as_str())
+                    .details(json!({"import": true, "certificate_serial": certificate.serial}));
+                tx.append_audit(audit.event())?;
+                let mqtt = self.mqtt_info(&s.model, &device);
+                out.push((
+                    *p,
+                    Provisioned {
+                        config: self.device_config(&s.model, &device),
+                        device,
+                        certificate,
+                        private_key_pem: Some(key.clone()),
+                        ca_chain_pem: chain.clone(),
+                        mqtt,
+                        reregistered: false,
+                    },
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    fn undo_chunk(&self, ids: impl IntoIterator<Item = DeviceId>) {
+        let ids: Vec<DeviceId> = ids.into_iter().collect();
+        let result = self
+            .store()
+            .transaction(|tx| ids.iter().try_for_each(|id| tx.delete_device(*id)));
+        if let Err(e) = result {
+            tracing::error!(error = %e, "could not undo imported rows");
+        }
+    }
+}
+
+fn failed(line: usize, serial: Option<String>, message: String) -> ImportResult {
+    ImportResult {
+        line,
+        serial,
+        outcome: ImportOutcome::Failed(message),
+    }
+}
+
+fn grant_for(done: &Provisioned) -> BrokerGrant {
+    BrokerGrant {
+        device_id: done.device.id,
+        serial: done.device.serial.clone(),
+        client_id: done.mqtt.client_id.clone(),
+        publish: done.mqtt.publish.clone(),
+        subscribe: done.mqtt.subscribe.clone(),
+        max_qos: done.mqtt.max_qos,
+        retain_allowed: done.mqtt.retain_allowed,
+        password_hash: None,
+    }
+}
+
+/// Issues every certificate of a chunk, spread over the machine's cores.
+fn issue_all(
+    issuer: &dyn CertificateIssuer,
+    pending: &[&Pending],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Result<(IssuedCert, SecretString), String>> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1);
+    let per = pending.len().div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pending
+            .chunks(per)
+            .map(|part| {
+                let handle = s.spawn(move || {
+                    part.iter()
+                        .map(|p| {
+                            issuer
+                                .issue_with_new_key(p.id, now)
+                                .map_err(|e| format!("issue: {e}"))
+                        })
+                        .collect::<Vec<_>>()
+                });
+                (part.len(), handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(len, h)| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err("issue: a worker failed".into()); len])
+            })
+            .collect()
+    })
+}

@@ -1,0 +1,177 @@
+//! Revocation, decommissioning and edits of a device's record.
+//!
+//! The registry is the source of truth: a revocation is committed first (device,
+//! certificates, audit in one transaction), then the CRL is re-signed and handed to
+//! the broker and the device's broker access removed. When the broker cannot be
+//! reached the revocation stays recorded and the call fails with `Unavailable`;
+//! calling it again (it is idempotent) or `onboardctl acl sync` finishes the job.
+
+use onboard_domain::{
+    AuditOutcome, AuditRepository, CertificateRepository, CertificateStatus, Device, DeviceId,
+    DeviceRepository, DeviceStatus, DeviceUpdate, RevocationReason, Store,
+};
+use serde_json::{json, Value};
+
+use crate::app::Onboard;
+use crate::audit::{Actor, Audit};
+use crate::devices::DeviceDetails;
+use crate::error::CoreError;
+use crate::operator::{check_object, check_text};
+
+/// Fields an operator may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct DevicePatch {
+    pub name: Option<String>,
+    pub location: Option<String>,
+    pub config: Option<Value>,
+    pub metadata: Option<Value>,
+}
+
+impl Onboard {
+    /// Revokes the device's certificates with `reason`, marks it revoked, publishes
+    /// the CRL and removes its broker access. Revoking a revoked (or
+    /// decommissioned) device changes nothing and answers its current state.
+    pub fn revoke_device(
+        &self,
+        actor: &Actor,
+        id: DeviceId,
+        reason: RevocationReason,
+    ) -> Result<DeviceDetails, CoreError> {
+        self.retire(actor, id, reason, DeviceStatus::Revoked, "device.revoke")
+    }
+
+    /// Revokes (cessationOfOperation), removes broker and cloud access, and keeps
+    /// the record and its audit trail as `decommissioned`.
+    pub fn decommission_device(
+        &self,
+        actor: &Actor,
+        id: DeviceId,
+    ) -> Result<DeviceDetails, CoreError> {
+        let details = self.retire(
+            actor,
+            id,
+            RevocationReason::CessationOfOperation,
+            DeviceStatus::Decommissioned,
+            "device.decommission",
+        )?;
+        self.ports().cloud.deregister(id).map_err(|e| {
+            CoreError::Unavailable(format!(
+                "decommission recorded; cloud registry not updated: {e}"
+            ))
+        })?;
+        Ok(details)
+    }
+
+    fn retire(
+        &self,
+        actor: &Actor,
+        id: DeviceId,
+        reason: RevocationReason,
+        to: DeviceStatus,
+        action: &str,
+    ) -> Result<DeviceDetails, CoreError> {
+        let now = self.clock().now();
+        let changed = self.store().transaction(|tx| -> Result<bool, CoreError> {
+            let device = tx.device(id)?;
+            if device.status == to || device.status == DeviceStatus::Decommissioned {
+                return Ok(false);
+            }
+            device
+                .status
+                .transition(to)
+                .map_err(|e| CoreError::Conflict(e.to_string()))?;
+            let mut revoked = Vec::new();
+            for cert in tx.certificates_of_device(id)? {
+                if cert.status == CertificateStatus::Active {
+                    tx.revoke_certificate(cert.id, now, reason)?;
+                    revoked.push(cert.serial.to_string());
+                }
+            }
+            tx.update_device(
+                id,
+                &DeviceUpdate {
+                    status: Some(to),
+                    decommissioned_at: (to == DeviceStatus::Decommissioned).then_some(now),
+                    ..DeviceUpdate::default()
+                },
+                now,
+            )?;
+            let audit = Audit::new(self.clock(), actor, action, AuditOutcome::Success)
+                .device(id)
+                .serial(device.serial.as_str())
+                .details(json!({"reason": reason, "revoked_certificates": revoked}));
+            tx.append_audit(audit.event())?;
+            Ok(true)
+        })?;
+        if changed {
+            tracing::info!(device = %id, %reason, status = %to, "device retired");
+        }
+        // Also when nothing changed: a repeated call finishes a broker update that
+        // failed the first time.
+        let crl = self.publish_crl()?;
+        let broker = &self.ports().broker;
+        broker
+            .revoke(id)
+            .and_then(|()| broker.publish_crl(&crl.pem))
+            .map_err(|e| {
+                CoreError::Unavailable(format!("revocation recorded; broker not updated: {e}"))
+            })?;
+        self.device(id)
+    }
+
+    /// Changes the name, location, configuration or metadata of a device.
+    pub fn update_device(
+        &self,
+        actor: &Actor,
+        id: DeviceId,
+        patch: &DevicePatch,
+    ) -> Result<Device, CoreError> {
+        if let Some(name) = &patch.name {
+            check_text("name", name, 128, true)?;
+        }
+        if let Some(location) = &patch.location {
+            check_text("location", location, 128, false)?;
+        }
+        if let Some(config) = &patch.config {
+            check_object("config", config)?;
+        }
+        if let Some(metadata) = &patch.metadata {
+            check_object("metadata", metadata)?;
+        }
+        let now = self.clock().now();
+        self.store().transaction(|tx| -> Result<Device, CoreError> {
+            let device = tx.device(id)?;
+            if device.status == DeviceStatus::Decommissioned {
+                return Err(CoreError::Conflict(
+                    "a decommissioned device cannot be changed".into(),
+                ));
+            }
+            let updated = tx.update_device(
+                id,
+                &DeviceUpdate {
+                    name: patch.name.as_ref().map(|n| n.trim().to_owned()),
+                    location: patch.location.clone(),
+                    config: patch.config.clone(),
+                    metadata: patch.metadata.clone(),
+                    ..DeviceUpdate::default()
+                },
+                now,
+            )?;
+            let fields: Vec<&str> = [
+                patch.name.as_ref().map(|_| "name"),
+                patch.location.as_ref().map(|_| "location"),
+                patch.config.as_ref().map(|_| "config"),
+                patch.metadata.as_ref().map(|_| "metadata"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let audit = Audit::new(self.clock(), actor, "device.update", AuditOutcome::Success)
+                .device(id)
+                .serial(device.serial.as_str())
+                .details(json!({"fields": fields}));
+            tx.append_audit(audit.event())?;
+            Ok(updated)
+        })
+    }
+}
