@@ -36,6 +36,7 @@ bench: ## Benchmarks: criterion (pki) and an HTTP load run of registration; figu
 	scripts/test-services.sh $(CARGO) bench -p onboard-pki --bench pki
 	openssl speed -seconds 3 ecdsap256 rsa2048 2>/dev/null | tail -n 4
 	scripts/test-services.sh scripts/bench-register.sh
+	scripts/test-services.sh scripts/bench-import.sh
 
 clean-test-services: ## Stop the private PostgreSQL that test-services.sh may have started
 	@if [ -f target/test-services/pg/postmaster.pid ]; then \

@@ -327,6 +327,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(delete_key)
             .service(list_devices)
             .service(show_device)
+            .service(crate::devices::register_device)
+            .service(crate::devices::revoke_device)
+            .service(crate::devices::decommission_device)
+            .service(crate::devices::update_device)
             .service(list_audit),
     );
 }

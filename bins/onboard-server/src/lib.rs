@@ -13,6 +13,7 @@ use telemetry::RegistrationMetrics;
 
 pub mod admin;
 pub mod auth;
+pub mod devices;
 pub mod docs;
 pub mod error;
 pub mod health;
@@ -121,13 +122,25 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
             bind: bind.clone(),
             source,
         })?;
-    // Forget idle clients of the rate limiter once a minute so memory stays bounded.
+    // Once a minute: forget idle clients of the rate limiter (bounded memory) and
+    // drop the content of expired credential bundles (no private key outlives its
+    // download link).
     let limiter = state.guard.limiter.clone();
+    let sweeper = state.onboard.clone();
     actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
             limiter.retain_recent();
+            let onboard = sweeper.clone();
+            match web::block(move || onboard.purge_expired_bundles()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(bundles = n, "dropped expired credential bundles"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not drop expired credential bundles")
+                }
+                Err(_) => tracing::warn!("the bundle sweep task failed"),
+            }
         }
     });
     for addr in server.addrs() {
@@ -198,6 +211,7 @@ fn public_routes(
 > {
     web::scope("/public/v1")
         .service(register::register)
+        .service(devices::download_bundle)
         .service(public::ca_chain)
         .service(public::crl)
         .wrap(from_fn(move |req, next| {

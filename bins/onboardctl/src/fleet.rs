@@ -1,5 +1,7 @@
 //! `onboardctl devices list|show`, `onboardctl audit list`, `onboardctl admin token create`.
 
+use std::path::PathBuf;
+
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use onboard_core::domain::{AuditFilter, Device, DeviceFilter, DeviceId, ModelCode, PageRequest};
@@ -30,6 +32,52 @@ pub enum DevicesCommand {
     },
     /// One device with its certificates.
     Show { id: String },
+    /// Register a device: the server generates its key and certificate; the
+    /// encrypted bundle is written to --out (0600) and its password printed once.
+    Register {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        location: Option<String>,
+        #[arg(long)]
+        firmware: Option<String>,
+        /// The hardware serial (default: the device id).
+        #[arg(long)]
+        serial: Option<String>,
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+    /// Register many devices from a CSV (columns: name, model, location, firmware,
+    /// optional serial). Writes one bundle per device and a manifest with the
+    /// passwords (0600) to --out; reports bad rows and goes on; running it again on
+    /// the same file adds nothing.
+    Import {
+        #[arg(long, value_name = "FILE")]
+        csv: PathBuf,
+        #[arg(long, value_name = "DIR", default_value = "bundles")]
+        out: PathBuf,
+    },
+    /// Revoke a device's certificates (CRL) and broker access.
+    Revoke {
+        id: String,
+        /// RFC 5280 reason: unspecified, keyCompromise, cACompromise,
+        /// affiliationChanged, superseded, cessationOfOperation, certificateHold,
+        /// privilegeWithdrawn, aACompromise.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// Decommission a device: revoke it and keep its record as decommissioned.
+    Delete { id: String },
+    /// Change a device's name or location.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        location: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +198,30 @@ pub fn devices(command: &DevicesCommand, onboard: &Onboard) -> Result<Rendered, 
                 Rendered::table(json, DEVICE_HEADERS.to_vec(), vec![device_row(&d.device)])
                     .with_note(note),
             )
+        }
+        DevicesCommand::Register {
+            name,
+            model,
+            location,
+            firmware,
+            serial,
+            out,
+        } => crate::provisioning::register(
+            onboard,
+            &crate::provisioning::RegisterArgs {
+                name,
+                model: model.as_deref(),
+                location: location.as_deref(),
+                firmware: firmware.as_deref(),
+                serial: serial.as_deref(),
+                out,
+            },
+        ),
+        DevicesCommand::Import { csv, out } => crate::provisioning::import(onboard, csv, out),
+        DevicesCommand::Revoke { id, reason } => crate::provisioning::revoke(onboard, id, reason),
+        DevicesCommand::Delete { id } => crate::provisioning::delete(onboard, id),
+        DevicesCommand::Update { id, name, location } => {
+            crate::provisioning::update(onboard, id, name.as_deref(), location.as_deref())
         }
     }
 }

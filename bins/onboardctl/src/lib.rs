@@ -15,6 +15,7 @@ mod ca;
 mod fleet;
 mod keys;
 pub mod output;
+mod provisioning;
 
 use output::{OutputFormat, Rendered};
 

@@ -73,9 +73,12 @@ impl Onboard {
                             format!("serial repeats line {first}"),
                         ));
                     } else {
+                        let id = spec
+                            .device_id
+                            .unwrap_or_else(|| DeviceId(new_id(self.clock())));
                         pending.push(Pending {
                             line: row.line,
-                            id: DeviceId(new_id(self.clock())),
+                            id,
                             spec,
                         });
                     }
@@ -154,9 +157,14 @@ impl Onboard {
                     }
                     return Ok(results);
                 }
+                let mut bundled = Vec::new();
                 for (p, done) in provisioned {
-                    results.push(self.finish_one(p, done));
+                    match self.register_in_cloud(&done) {
+                        Ok(()) => bundled.push((p, done)),
+                        Err(e) => results.push(failed(p.line, Some(p.spec.serial.to_string()), e)),
+                    }
                 }
+                results.extend(self.bundle_all(bundled));
             }
             // The chunk as a whole failed (a serial taken meanwhile, say): one by one.
             Err(e) => {
@@ -185,27 +193,79 @@ impl Onboard {
         Ok(results)
     }
 
-    /// The cloud step and the bundle for one stored, granted device.
-    fn finish_one(&self, p: &Pending, done: Provisioned) -> ImportResult {
-        let serial = Some(p.spec.serial.to_string());
+    /// The cloud step for one stored, granted device; undone on failure.
+    fn register_in_cloud(&self, done: &Provisioned) -> Result<(), String> {
         let cloud = CloudDevice {
             device_id: done.device.id,
             serial: done.device.serial.clone(),
             certificate_pem: done.certificate.pem.clone(),
         };
-        if let Err(e) = self.ports().cloud.register(&cloud) {
+        self.ports().cloud.register(&cloud).map_err(|e| {
             let _ = self.ports().broker.revoke(done.device.id);
             self.undo_chunk([done.device.id]);
-            return failed(p.line, serial, format!("cloud: {e}"));
+            format!("cloud: {e}")
+        })
+    }
+
+    /// Builds the bundles on every core: each one derives a WinZip AES key per entry
+    /// (PBKDF2, 1,000 rounds), which is most of an import's CPU time.
+    fn bundle_all(&self, provisioned: Vec<(&Pending, Provisioned)>) -> Vec<ImportResult> {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .max(1);
+        let per = provisioned.len().div_ceil(workers).max(1);
+        let mut parts: Vec<Vec<(&Pending, Provisioned)>> = Vec::new();
+        let mut items = provisioned.into_iter().peekable();
+        while items.peek().is_some() {
+            parts.push(items.by_ref().take(per).collect());
         }
-        match self.bundle(done) {
-            Ok(r) => ImportResult {
-                line: p.line,
-                serial,
-                outcome: ImportOutcome::Created(Box::new(r)),
-            },
-            Err(e) => failed(p.line, serial, e.to_string()),
-        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    let lines: Vec<(usize, String)> = part
+                        .iter()
+                        .map(|(p, _)| (p.line, p.spec.serial.to_string()))
+                        .collect();
+                    let handle = s.spawn(move || {
+                        part.into_iter()
+                            .map(|(p, done)| {
+                                let serial = Some(p.spec.serial.to_string());
+                                let id = done.device.id;
+                                match self.bundle(done) {
+                                    Ok(r) => ImportResult {
+                                        line: p.line,
+                                        serial,
+                                        outcome: ImportOutcome::Created(Box::new(r)),
+                                    },
+                                    Err(e) => {
+                                        // A device without its bundle is unusable: undo it.
+                                        let _ = self.ports().broker.revoke(id);
+                                        self.undo_chunk([id]);
+                                        failed(p.line, serial, e.to_string())
+                                    }
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                    });
+                    (lines, handle)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|(lines, h)| {
+                    h.join().unwrap_or_else(|_| {
+                        lines
+                            .into_iter()
+                            .map(|(line, serial)| {
+                                failed(line, Some(serial), "bundle: a worker failed".into())
+                            })
+                            .collect()
+                    })
+                })
+                .collect()
+        })
     }
 
     /// Devices, certificates and audit events of a chunk in one transaction.

@@ -127,6 +127,7 @@ impl Onboard {
             actor: actor.clone(),
             action: "device.create",
             key: None,
+            device_id: Some(id),
             serial: match serial {
                 Some(s) => s,
                 None => Serial::parse(&id.to_string())?,

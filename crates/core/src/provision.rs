@@ -31,6 +31,9 @@ pub(crate) struct DeviceSpec {
     pub action: &'static str,
     /// The bootstrap key a device registers with; `None` for operator registration.
     pub key: Option<BootstrapKey>,
+    /// The id a new device gets (chosen up front when the serial defaults to it);
+    /// a fresh one when `None`.
+    pub device_id: Option<DeviceId>,
     pub serial: Serial,
     pub name: String,
     pub location: String,
@@ -132,6 +135,7 @@ impl Onboard {
             let device_id = existing
                 .as_ref()
                 .map(|d| d.id)
+                .or(c.device_id)
                 .unwrap_or_else(|| DeviceId(new_id(self.clock())));
             trail.device = Some(device_id);
 

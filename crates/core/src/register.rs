@@ -251,6 +251,7 @@ impl Onboard {
                 .map(|m| m.code.clone())
                 .or_else(|| key.model.clone()),
             key: Some(key),
+            device_id: None,
             serial,
             model,
             firmware_version,

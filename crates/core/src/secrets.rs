@@ -54,6 +54,12 @@ pub fn bootstrap_key_prefix(presented: &str) -> Option<&str> {
     shaped.then_some(prefix)
 }
 
+/// Lowercase hex SHA-256 of `data` (for derived identifiers, not for secrets'
+/// storage decisions made elsewhere).
+pub fn digest_hex(data: &[u8]) -> String {
+    sha256_hex(data)
+}
+
 /// Whether `presented` hashes to `hash`, in constant time.
 pub fn matches_hash(presented: &str, hash: &str) -> bool {
     constant_time_eq(sha256_hex(presented.as_bytes()).as_bytes(), hash.as_bytes())

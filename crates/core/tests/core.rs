@@ -10,21 +10,33 @@ use onboard_core::domain::ManualClock;
 use onboard_core::{CaInit, CoreError, Onboard, Settings};
 use onboard_registry::testing::{TestBackend, TestDb};
 
+#[path = "core/lifecycle.rs"]
+mod lifecycle;
 #[path = "core/register.rs"]
 mod register;
 
 macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test] fn $name() { super::register::$name(super::TestBackend::Sqlite) })*
-        }
-        mod postgres {
-            $(#[test] fn $name() { super::register::$name(super::TestBackend::Postgres) })*
+    ($tests:ident for $module:ident: $($name:ident),* $(,)?) => {
+        mod $tests {
+            mod sqlite {
+                $(#[test] fn $name() { super::super::$module::$name(super::super::TestBackend::Sqlite) })*
+            }
+            mod postgres {
+                $(#[test] fn $name() { super::super::$module::$name(super::super::TestBackend::Postgres) })*
+            }
         }
     };
 }
 
-on_both_backends!(
+on_both_backends!(lifecycle_tests for lifecycle:
+    operator_registration_makes_a_bundle_an_independent_tool_opens,
+    bundle_links_work_once_and_expire,
+    revocation_puts_the_serial_in_the_crl_and_is_idempotent,
+    decommissioning_keeps_the_record_and_edits_are_validated,
+    import_of_a_thousand_rows_with_ten_bad_ones,
+);
+
+on_both_backends!(register_tests for register:
     a_device_registers_with_a_csr_and_the_certificate_verifies,
     without_a_csr_the_server_generates_the_key,
     every_key_failure_is_401_with_its_reason_audited,

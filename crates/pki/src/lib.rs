@@ -28,6 +28,7 @@ mod info;
 mod issue;
 mod keys;
 pub mod secrets;
+mod server_cert;
 mod x509util;
 
 pub use bundle::{
@@ -43,3 +44,4 @@ pub use issue::{
     device_uri, GeneratedCredential, IssueParams, IssuedCertificate, CRL_PATH, DEVICE_URI_PATH,
 };
 pub use keys::PrivateKeyPem;
+pub use server_cert::{mosquitto_password_hash, ServerCertParams, ServiceCertParams};

@@ -1,0 +1,217 @@
+//! Operator device routes under `/private/v1/admin/devices`, and the public
+//! one-time bundle download.
+
+use actix_web::http::header;
+use actix_web::{delete, get, patch, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use onboard_core::domain::{DeviceId, RevocationReason};
+use onboard_core::{CoreError, DevicePatch, NewDeviceRequest, Onboard};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::admin::blocking;
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::views::{CertificateView, DeviceDetailsView, DeviceView};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDeviceBody {
+    /// 1 to 128 characters.
+    #[schema(example = "boiler room sensor")]
+    pub name: String,
+    pub model: Option<String>,
+    /// At most 128 characters.
+    pub location: Option<String>,
+    pub firmware_version: Option<String>,
+    /// The hardware serial; the device id when absent.
+    pub serial: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisteredDeviceView {
+    pub device: DeviceView,
+    pub certificate: CertificateView,
+    /// Downloads the AES-256 encrypted ZIP once, until `bundle_expires_at`.
+    pub bundle_url: String,
+    /// Opens the ZIP. Shown once; never stored.
+    pub bundle_password: String,
+    pub bundle_expires_at: DateTime<Utc>,
+}
+
+/// Register a device: the server generates its key, issues its certificate, grants
+/// broker access and offers an encrypted bundle through a single-use link.
+#[utoipa::path(context_path = "/private/v1/admin", tag = "admin", security(("admin_token" = [])),
+    request_body = RegisterDeviceBody, responses(
+    (status = 201, body = RegisteredDeviceView),
+    (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+    (status = 503, body = ErrorBody),
+))]
+#[post("/devices")]
+pub async fn register_device(
+    admin: Admin,
+    onboard: web::Data<Onboard>,
+    body: web::Json<RegisterDeviceBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let req = NewDeviceRequest {
+        name: b.name,
+        model: b.model,
+        location: b.location,
+        firmware_version: b.firmware_version,
+        serial: b.serial,
+        config: b.config,
+        metadata: b.metadata,
+    };
+    let (done, link) = blocking(move || {
+        let done = onboard.register_device(&admin.0, &req)?;
+        let link = onboard.offer_bundle(&done)?;
+        Ok((done, link))
+    })
+    .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(RegisteredDeviceView {
+            device: DeviceView::from(&done.device),
+            certificate: CertificateView::from(&done.certificate),
+            bundle_url: link.url,
+            bundle_password: done.bundle_password.expose().to_owned(),
+            bundle_expires_at: link.expires_at,
+        }))
+}
+
+fn device_id(raw: &str) -> Result<DeviceId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("device not found"))
+}
+
+fn details(d: &onboard_core::DeviceDetails) -> DeviceDetailsView {
+    DeviceDetailsView {
+        device: DeviceView::from(&d.device),
+        current_certificate: d.current_certificate.as_ref().map(CertificateView::from),
+        certificates: d.certificates.iter().map(CertificateView::from).collect(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    /// An RFC 5280 reason: unspecified, keyCompromise, cACompromise,
+    /// affiliationChanged, superseded, cessationOfOperation, certificateHold,
+    /// privilegeWithdrawn, aACompromise. Default unspecified.
+    #[schema(example = "keyCompromise")]
+    pub reason: Option<String>,
+}
+
+/// Revoke a device: its certificates go into the CRL and its broker access is
+/// removed. Revoking again changes nothing.
+#[utoipa::path(context_path = "/private/v1/admin", tag = "admin", security(("admin_token" = [])),
+    request_body(content = Option<RevokeBody>), responses(
+    (status = 200, body = DeviceDetailsView),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+    (status = 503, description = "recorded, but the broker could not be updated; retry", body = ErrorBody),
+))]
+#[post("/devices/{id}/revoke")]
+pub async fn revoke_device(
+    admin: Admin,
+    onboard: web::Data<Onboard>,
+    id: web::Path<String>,
+    body: Option<web::Json<RevokeBody>>,
+) -> Result<web::Json<DeviceDetailsView>, ApiError> {
+    let id = device_id(&id)?;
+    let reason: RevocationReason = match body.and_then(|b| b.into_inner().reason) {
+        Some(r) => r.parse().map_err(CoreError::Invalid)?,
+        None => RevocationReason::Unspecified,
+    };
+    let d = blocking(move || onboard.revoke_device(&admin.0, id, reason)).await?;
+    Ok(web::Json(details(&d)))
+}
+
+/// Decommission a device: revoke it, remove broker and cloud access, keep the
+/// record and its audit trail.
+#[utoipa::path(context_path = "/private/v1/admin", tag = "admin", security(("admin_token" = [])), responses(
+    (status = 200, body = DeviceDetailsView),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+))]
+#[delete("/devices/{id}")]
+pub async fn decommission_device(
+    admin: Admin,
+    onboard: web::Data<Onboard>,
+    id: web::Path<String>,
+) -> Result<web::Json<DeviceDetailsView>, ApiError> {
+    let id = device_id(&id)?;
+    let d = blocking(move || onboard.decommission_device(&admin.0, id)).await?;
+    Ok(web::Json(details(&d)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchDeviceBody {
+    pub name: Option<String>,
+    pub location: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Change a device's name, location, configuration or metadata.
+#[utoipa::path(context_path = "/private/v1/admin", tag = "admin", security(("admin_token" = [])),
+    request_body = PatchDeviceBody, responses(
+    (status = 200, body = DeviceView),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 422, body = ErrorBody),
+))]
+#[patch("/devices/{id}")]
+pub async fn update_device(
+    admin: Admin,
+    onboard: web::Data<Onboard>,
+    id: web::Path<String>,
+    body: web::Json<PatchDeviceBody>,
+) -> Result<web::Json<DeviceView>, ApiError> {
+    let id = device_id(&id)?;
+    let b = body.into_inner();
+    let patch = DevicePatch {
+        name: b.name,
+        location: b.location,
+        config: b.config,
+        metadata: b.metadata,
+    };
+    let d = blocking(move || onboard.update_device(&admin.0, id, &patch)).await?;
+    Ok(web::Json(DeviceView::from(&d)))
+}
+
+/// Download a credential bundle, once. A used, expired, tampered or unknown link
+/// answers 404 alike.
+#[utoipa::path(context_path = "/public/v1", tag = "public", responses(
+    (status = 200, description = "the AES-256 encrypted ZIP", content_type = "application/zip"),
+    (status = 404, body = ErrorBody),
+))]
+#[get("/bundles/{token}")]
+pub async fn download_bundle(
+    onboard: web::Data<Onboard>,
+    token: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let token = token.into_inner();
+    let zip = blocking(move || onboard.download_bundle(&token))
+        .await
+        .map_err(|e| {
+            if e.status() == actix_web::http::StatusCode::NOT_FOUND {
+                ApiError::not_found("no bundle at this link (used, expired or unknown)")
+            } else {
+                e
+            }
+        })?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"credentials.zip\"",
+        ))
+        .content_type("application/zip")
+        .body(zip))
+}

@@ -1,0 +1,410 @@
+//! Operator registration, bundles, revocation, decommissioning, bulk import.
+
+use std::process::Command;
+
+use chrono::Duration;
+use onboard_core::domain::*;
+use onboard_core::{Actor, CoreError, DevicePatch, ImportOutcome, ImportRow, NewDeviceRequest};
+use onboard_registry::testing::TestBackend;
+
+use super::{fixture, openssl, write, Fixture};
+
+fn python() -> String {
+    // scripts/test-services.sh puts the test virtualenv first on PATH.
+    "python3".into()
+}
+
+/// Opens a ZIP with pyzipper (an independent implementation) and returns the
+/// names and contents, or the error text.
+pub fn pyzipper_open(
+    dir: &std::path::Path,
+    zip: &[u8],
+    password: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let path = write(dir, "bundle.zip", "");
+    std::fs::write(&path, zip).unwrap();
+    let script = r#"
+import sys, json, pyzipper
+with pyzipper.AESZipFile(sys.argv[1]) as z:
+    z.setpassword(sys.argv[2].encode())
+    out = [[n, z.read(n).decode()] for n in z.namelist()]
+print(json.dumps(out))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, &path, password])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn register(f: &Fixture, name: &str) -> onboard_core::OperatorRegistered {
+    f.onboard
+        .register_device(
+            &Actor::cli(),
+            &NewDeviceRequest {
+                name: name.into(),
+                model: Some("tempsensor".into()),
+                location: Some("hall 7".into()),
+                firmware_version: Some("1.0.0".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+}
+
+pub fn operator_registration_makes_a_bundle_an_independent_tool_opens(backend: TestBackend) {
+    let f = fixture(backend, |_| {});
+    let r = register(&f, "boiler");
+    assert_eq!(
+        r.device.serial.as_str(),
+        r.device.id.to_string(),
+        "the serial defaults to the id"
+    );
+    assert_eq!(r.device.name, "boiler");
+    let files = pyzipper_open(f.dir.path(), &r.bundle_zip, r.bundle_password.expose()).unwrap();
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    for expected in ["device.crt", "device.key", "ca.crt", "connection.json"] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    for (name, text) in &files {
+        write(f.dir.path(), name, text);
+    }
+    let (ok, out) = openssl(&[
+        "verify",
+        "-CAfile",
+        &f.dir.path().join("ca.crt").display().to_string(),
+        "-purpose",
+        "sslclient",
+        &f.dir.path().join("device.crt").display().to_string(),
+    ]);
+    assert!(ok, "{out}");
+    let connection: serde_json::Value = serde_json::from_str(
+        &files
+            .iter()
+            .find(|(n, _)| n == "connection.json")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(connection["device_id"], r.device.id.to_string());
+    assert!(pyzipper_open(f.dir.path(), &r.bundle_zip, "wrong password!!").is_err());
+    for bad in [
+        NewDeviceRequest {
+            name: "".into(),
+            ..Default::default()
+        },
+        NewDeviceRequest {
+            name: "x".repeat(129),
+            ..Default::default()
+        },
+        NewDeviceRequest {
+            name: "ok".into(),
+            firmware_version: Some("1 0".into()),
+            ..Default::default()
+        },
+        NewDeviceRequest {
+            name: "ok".into(),
+            serial: Some("bad serial".into()),
+            ..Default::default()
+        },
+        NewDeviceRequest {
+            name: "ok".into(),
+            model: Some("Bad".into()),
+            ..Default::default()
+        },
+    ] {
+        assert!(
+            matches!(
+                f.onboard.register_device(&Actor::cli(), &bad),
+                Err(CoreError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    let dup = NewDeviceRequest {
+        name: "again".into(),
+        serial: Some(r.device.serial.to_string()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.onboard.register_device(&Actor::cli(), &dup),
+        Err(CoreError::Conflict(_))
+    ));
+}
+
+pub fn bundle_links_work_once_and_expire(backend: TestBackend) {
+    let f = fixture(backend, |s| s.delivery.download_expiry_minutes = 30);
+    let r = register(&f, "a");
+    let link = f.onboard.offer_bundle(&r).unwrap();
+    assert!(link
+        .url
+        .starts_with("http://localhost:8080/public/v1/bundles/"));
+    assert_eq!(link.expires_at, f.clock.now() + Duration::minutes(30));
+    let token = link.url.rsplit('/').next().unwrap().to_owned();
+    let mut tampered = token.clone();
+    tampered.replace_range(0..1, if token.starts_with('A') { "B" } else { "A" });
+    for bad in [tampered.as_str(), "", "nope", &"A".repeat(43)] {
+        assert!(
+            matches!(
+                f.onboard.download_bundle(bad),
+                Err(CoreError::NotFound { .. })
+            ),
+            "{bad}"
+        );
+    }
+    assert_eq!(f.onboard.download_bundle(&token).unwrap(), r.bundle_zip);
+    assert!(
+        matches!(
+            f.onboard.download_bundle(&token),
+            Err(CoreError::NotFound { .. })
+        ),
+        "only once"
+    );
+
+    let late = register(&f, "b");
+    let late_link = f.onboard.offer_bundle(&late).unwrap();
+    let late_token = late_link.url.rsplit('/').next().unwrap().to_owned();
+    f.clock.advance(Duration::minutes(31));
+    assert!(
+        matches!(
+            f.onboard.download_bundle(&late_token),
+            Err(CoreError::NotFound { .. })
+        ),
+        "expired"
+    );
+    assert_eq!(f.onboard.purge_expired_bundles().unwrap(), 1);
+    // No private key is left in the database.
+    let left: i64 = {
+        use diesel::prelude::*;
+        use onboard_registry::schema::credential_bundles as b;
+        let mut conn = f.db.db.connection().unwrap();
+        b::table
+            .filter(b::content.is_not_null())
+            .count()
+            .get_result(&mut *conn)
+            .unwrap()
+    };
+    assert_eq!(left, 0);
+}
+
+pub fn revocation_puts_the_serial_in_the_crl_and_is_idempotent(backend: TestBackend) {
+    let f = fixture(backend, |_| {});
+    let r = register(&f, "victim");
+    let ops = Actor::admin("ops", Some("10.1.2.3".into()));
+    let d = f
+        .onboard
+        .revoke_device(&ops, r.device.id, RevocationReason::KeyCompromise)
+        .unwrap();
+    assert_eq!(d.device.status, DeviceStatus::Revoked);
+    assert!(d.current_certificate.is_none());
+    assert_eq!(
+        d.certificates[0].revocation_reason,
+        Some(RevocationReason::KeyCompromise)
+    );
+    let crl = f.onboard.current_crl().unwrap();
+    let chain = write(
+        f.dir.path(),
+        "chain.pem",
+        f.onboard.ca().unwrap().chain_pem(),
+    );
+    let crl_file = write(f.dir.path(), "crl.pem", &crl.pem);
+    let (ok, text) = openssl(&[
+        "crl", "-in", &crl_file, "-CAfile", &chain, "-verify", "-noout", "-text",
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains(r.certificate.serial.as_str()), "{text}");
+    assert!(text.contains("Key Compromise"), "{text}");
+
+    let again = f
+        .onboard
+        .revoke_device(&ops, r.device.id, RevocationReason::Superseded)
+        .unwrap();
+    assert_eq!(
+        again.certificates[0].revocation_reason,
+        Some(RevocationReason::KeyCompromise),
+        "the first reason stands"
+    );
+    let audit = f
+        .onboard
+        .audit_events(
+            &AuditFilter {
+                action: Some("device.revoke".into()),
+                ..Default::default()
+            },
+            &PageRequest::default(),
+        )
+        .unwrap()
+        .items;
+    assert_eq!(audit.len(), 1, "a repeated revocation records nothing new");
+    assert_eq!(audit[0].actor, "admin:ops");
+    assert_eq!(audit[0].remote_addr.as_deref(), Some("10.1.2.3"));
+
+    let err = f
+        .onboard
+        .revoke_device(
+            &ops,
+            DeviceId(uuid::Uuid::nil()),
+            RevocationReason::Unspecified,
+        )
+        .unwrap_err();
+    assert!(matches!(err, CoreError::NotFound { .. }));
+}
+
+pub fn decommissioning_keeps_the_record_and_edits_are_validated(backend: TestBackend) {
+    let f = fixture(backend, |_| {});
+    let r = register(&f, "old");
+    let updated = f
+        .onboard
+        .update_device(
+            &Actor::cli(),
+            r.device.id,
+            &DevicePatch {
+                name: Some("older".into()),
+                metadata: Some(serde_json::json!({"rack": 2})),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        (updated.name.as_str(), updated.location.as_str()),
+        ("older", "hall 7")
+    );
+    for bad in [
+        DevicePatch {
+            name: Some("".into()),
+            ..Default::default()
+        },
+        DevicePatch {
+            config: Some(serde_json::json!([1])),
+            ..Default::default()
+        },
+        DevicePatch {
+            location: Some("x\u{7}".into()),
+            ..Default::default()
+        },
+    ] {
+        assert!(matches!(
+            f.onboard.update_device(&Actor::cli(), r.device.id, &bad),
+            Err(CoreError::Invalid(_))
+        ));
+    }
+    let d = f
+        .onboard
+        .decommission_device(&Actor::cli(), r.device.id)
+        .unwrap();
+    assert_eq!(d.device.status, DeviceStatus::Decommissioned);
+    assert_eq!(d.device.decommissioned_at, Some(f.clock.now()));
+    assert_eq!(
+        d.certificates[0].revocation_reason,
+        Some(RevocationReason::CessationOfOperation)
+    );
+    assert!(
+        f.onboard
+            .decommission_device(&Actor::cli(), r.device.id)
+            .is_ok(),
+        "idempotent"
+    );
+    assert!(matches!(
+        f.onboard.update_device(
+            &Actor::cli(),
+            r.device.id,
+            &DevicePatch {
+                name: Some("x".into()),
+                ..Default::default()
+            }
+        ),
+        Err(CoreError::Conflict(_))
+    ));
+    let trail = f
+        .onboard
+        .audit_events(
+            &AuditFilter {
+                device_id: Some(r.device.id),
+                ..Default::default()
+            },
+            &PageRequest::default(),
+        )
+        .unwrap()
+        .items;
+    let actions: Vec<_> = trail.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["device.decommission", "device.update", "device.create"]
+    );
+}
+
+pub fn import_of_a_thousand_rows_with_ten_bad_ones(backend: TestBackend) {
+    let f = fixture(backend, |_| {});
+    let rows: Vec<ImportRow> = (0..1000)
+        .map(|i| ImportRow {
+            line: i + 2,
+            request: NewDeviceRequest {
+                name: format!("dev{i}"),
+                model: Some(if i % 100 == 7 {
+                    "Bad Model".into()
+                } else {
+                    "tempsensor".into()
+                }),
+                location: Some(format!("hall {}", i % 7)),
+                firmware_version: Some("1.0.0".into()),
+                serial: Some(format!("IMP-{i:05}")),
+                ..Default::default()
+            },
+        })
+        .collect();
+    let mut calls = 0;
+    let results = f
+        .onboard
+        .import_devices(&Actor::cli(), &rows, &mut |_| calls += 1)
+        .unwrap();
+    assert!(calls >= 2, "progress is reported");
+    let created = results
+        .iter()
+        .filter(|r| matches!(r.outcome, ImportOutcome::Created(_)))
+        .count();
+    let failed: Vec<_> = results
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            ImportOutcome::Failed(m) => Some((r.line, m.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!((created, failed.len()), (990, 10), "{failed:?}");
+    assert!(failed
+        .iter()
+        .all(|(line, m)| (line - 2) % 100 == 7 && m.contains("model")));
+    let again = f
+        .onboard
+        .import_devices(&Actor::cli(), &rows, &mut |_| {})
+        .unwrap();
+    let existing = again
+        .iter()
+        .filter(|r| matches!(r.outcome, ImportOutcome::Exists))
+        .count();
+    assert_eq!(existing, 990, "a second run adds nothing");
+    let all = f
+        .onboard
+        .devices(&DeviceFilter::default(), &PageRequest::first(500).unwrap())
+        .unwrap();
+    assert!(all.next_cursor.is_some());
+    // A repeated serial inside one file is a row error.
+    let dup = vec![
+        rows[0].clone(),
+        ImportRow {
+            line: 99,
+            ..rows[0].clone()
+        },
+    ];
+    let r = f
+        .onboard
+        .import_devices(&Actor::cli(), &dup, &mut |_| {})
+        .unwrap();
+    assert!(
+        matches!(&r[1].outcome, ImportOutcome::Failed(m) if m.contains("repeats line 2")),
+        "{r:?}"
+    );
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Times `onboardctl devices import` of 10,000 rows against PostgreSQL (release
+# build), then the same file again (which must add nothing). Prints RESULT lines;
+# the figures go to docs/benchmarks.md.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+rows="${BENCH_ROWS:-10000}"
+cargo build --release --bin onboardctl >&2
+work="$(mktemp -d)"
+pg_admin="${ONBOARD_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+db="onboard_import_bench_$$"
+trap 'psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+python3 - "$work/devices.csv" "$rows" <<'PY'
+import csv, sys
+with open(sys.argv[1], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["name", "model", "location", "firmware", "serial"])
+    for i in range(int(sys.argv[2])):
+        w.writerow([f"device {i}", "tempsensor", f"hall {i % 7}", "1.0.0", f"SN-{i:07d}"])
+PY
+psql "$pg_admin" -qc "CREATE DATABASE $db"
+export ONBOARD__DATABASE__URL="${pg_admin%/*}/$db" ONBOARD__CA__DIR="$work/ca"
+cd "$work"
+"$root/target/release/onboardctl" migrate >/dev/null
+for run in first again; do
+  start=$(date +%s.%N)
+  "$root/target/release/onboardctl" devices import --csv devices.csv --out bundles >"$run.txt"
+  end=$(date +%s.%N)
+  echo "RESULT import=$run rows=$rows seconds=$(python3 -c "print(round($end-$start, 2))") $(tail -n 1 "$run.txt" | cut -d';' -f1)"
+done
