@@ -8,6 +8,8 @@ mod support;
 mod e2e;
 #[path = "cases/http.rs"]
 mod http;
+#[path = "cases/lifecycle.rs"]
+mod lifecycle;
 
 use actix_web::http::StatusCode;
 use actix_web::test as atest;
@@ -25,13 +27,25 @@ pub(crate) fn state_with(
     t: &TestDb,
     configure: impl FnOnce(&mut Settings),
 ) -> (AppState, tempfile::TempDir) {
+    state_with_clock(
+        t,
+        configure,
+        std::sync::Arc::new(onboard_core::domain::SystemClock),
+    )
+}
+
+pub(crate) fn state_with_clock(
+    t: &TestDb,
+    configure: impl FnOnce(&mut Settings),
+    clock: std::sync::Arc<dyn onboard_core::domain::Clock>,
+) -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::default();
     settings.database.url = t.url.clone();
     settings.ca.dir = dir.path().join("ca").display().to_string();
     settings.admin.token_file = dir.path().join("admin.token").display().to_string();
     configure(&mut settings);
-    let onboard = Onboard::open(settings).unwrap();
+    let onboard = Onboard::with_clock(settings, clock).unwrap();
     onboard.migrate().unwrap();
     (AppState::new(onboard).unwrap(), dir)
 }
