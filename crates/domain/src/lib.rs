@@ -20,9 +20,10 @@ pub use ids::{
     Serial,
 };
 pub use ports::{
-    AuditFilter, AuditRepository, BootstrapKeyFilter, CredentialBundleRepository, NewCredentialBundle, BootstrapKeyRepository,
-    CertificateRepository, CrlRepository, DeviceFilter, DeviceModelRepository, DeviceRepository,
-    DeviceUpdate, Page, PageRequest, RepoError, Repositories, Store, MAX_PAGE_SIZE,
+    AuditFilter, AuditRepository, BootstrapKeyFilter, BootstrapKeyRepository,
+    CertificateRepository, CredentialBundleRepository, CrlRepository, DeviceFilter,
+    DeviceModelRepository, DeviceRepository, DeviceUpdate, NewCredentialBundle, Page, PageRequest,
+    RepoError, Repositories, Store, MAX_PAGE_SIZE,
 };
 pub use services::{
     BrokerAccess, BrokerGrant, CertificateIssuer, CloudDevice, CloudRegistrar, IssuedCert,

@@ -1,0 +1,415 @@
+//! `MosquittoFile`: broker access through Mosquitto's ACL file, password file and
+//! CRL, rewritten atomically and reloaded.
+//!
+//! The files always hold every granted device, read from the registry through the
+//! loader, so the server, `onboardctl` and any number of processes over time can
+//! change grants: each rewrite is complete, and an exclusive `flock` on
+//! `<acl file>.lock` orders loading and writing across processes (a writer that
+//! loaded before another's change cannot write after it).
+//!
+//! Within a process, rewrites are coalesced: a call waits for a rewrite that
+//! started after the call, and while one rewrite runs, every call that arrives
+//! meanwhile is served by the single next one.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use onboard_domain::{BrokerAccess, BrokerGrant, DeviceId, PortError};
+
+use crate::atomic::{lock_beside, write_atomic};
+use crate::error::BrokerError;
+use crate::reload::{Reload, Reloader, DEFAULT_CONFIRM_TIMEOUT};
+use crate::{acl, passwd};
+
+/// Lists every grant the registry holds (the source of truth for the files).
+pub type GrantLoader = Arc<dyn Fn() -> Result<Vec<BrokerGrant>, PortError> + Send + Sync>;
+
+/// Where the files are and how Mosquitto is reloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileConfig {
+    /// Mosquitto's `acl_file`. Written with mode 0644.
+    pub acl_file: PathBuf,
+    /// Mosquitto's `password_file`, for devices that log in with a password.
+    /// `None`: no password file is written.
+    pub password_file: Option<PathBuf>,
+    /// Mode of the password file: 0600 by default, which needs Onboard and
+    /// Mosquitto to run as the same user; use 0640 with a shared group otherwise.
+    pub password_file_mode: u32,
+    /// The listener's `crlfile`. Written with mode 0644. `None`:
+    /// [`BrokerAccess::publish_crl`] does nothing.
+    pub crl_file: Option<PathBuf>,
+    pub reload: Reload,
+    /// How long to wait for Mosquitto to read a new file after the reload request
+    /// (see [`crate::Reload`]); `None` returns without waiting.
+    pub confirm_timeout: Option<Duration>,
+    /// Copied verbatim to the top of the ACL file: Onboard's own service accounts,
+    /// e.g. `user onboard-service` / `topic read devices/+/status`.
+    pub acl_preamble: String,
+    /// Copied verbatim to the top of the password file (`user:$7$...` lines of
+    /// service accounts that log in with a password).
+    pub password_preamble: String,
+}
+
+impl FileConfig {
+    /// Only an ACL file, reloaded by `SIGHUP` to the pid in `pid_file`.
+    pub fn new(acl_file: impl Into<PathBuf>, pid_file: impl Into<PathBuf>) -> Self {
+        Self {
+            acl_file: acl_file.into(),
+            password_file: None,
+            password_file_mode: 0o600,
+            crl_file: None,
+            reload: Reload::Signal {
+                pid_file: pid_file.into(),
+            },
+            confirm_timeout: Some(DEFAULT_CONFIRM_TIMEOUT),
+            acl_preamble: String::new(),
+            password_preamble: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Coordination {
+    /// Generations of loader-based rewrites: the last one started and finished.
+    started: u64,
+    finished: u64,
+    /// A rewrite (loader-based or `sync`) is running.
+    running: bool,
+    last_ok: u64,
+    last_err: Option<PortError>,
+}
+
+/// [`BrokerAccess`] through Mosquitto's files. Every call returns once Mosquitto
+/// has read the new file (or fails with [`PortError::Unavailable`]).
+pub struct MosquittoFile {
+    config: FileConfig,
+    loader: GrantLoader,
+    reloader: Reloader,
+    coordination: Mutex<Coordination>,
+    changed: Condvar,
+    rewrites: AtomicU64,
+}
+
+impl fmt::Debug for MosquittoFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MosquittoFile")
+            .field("config", &self.config)
+            .field("rewrites", &self.rewrites())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MosquittoFile {
+    /// `loader` returns every grant the registry holds; it is called for each
+    /// rewrite (once per coalesced batch of calls).
+    pub fn new(config: FileConfig, loader: GrantLoader) -> Self {
+        let reloader = Reloader {
+            reload: config.reload.clone(),
+            confirm_timeout: config.confirm_timeout,
+        };
+        Self {
+            config,
+            loader,
+            reloader,
+            coordination: Mutex::new(Coordination::default()),
+            changed: Condvar::new(),
+            rewrites: AtomicU64::new(0),
+        }
+    }
+
+    /// How many times this instance has written the ACL (and password) file.
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Coordination> {
+        self.coordination
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, Coordination>) -> MutexGuard<'a, Coordination> {
+        self.changed
+            .wait(guard)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for a loader-based rewrite that starts after this call, running it
+    /// if no one else does.
+    fn rewrite_from_loader(&self) -> Result<(), PortError> {
+        let mut c = self.lock();
+        let target = c.started + 1;
+        loop {
+            if c.finished >= target {
+                if c.last_ok >= target {
+                    return Ok(());
+                }
+                return Err(c.last_err.clone().unwrap_or_else(|| {
+                    PortError::Unavailable("the broker files were not written".into())
+                }));
+            }
+            if c.running {
+                c = self.wait(c);
+                continue;
+            }
+            c.running = true;
+            c.started += 1;
+            let generation = c.started;
+            drop(c);
+            let result =
+                guarded(|| self.write_with(|| (self.loader)().map_err(BrokerError::Loader)));
+            c = self.lock();
+            c.running = false;
+            c.finished = generation;
+            match result {
+                Ok(()) => c.last_ok = generation,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rewriting the Mosquitto files failed");
+                    c.last_err = Some(e.into());
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// Takes the file lock, gets the grants, writes the files and reloads.
+    fn write_with(
+        &self,
+        grants: impl FnOnce() -> Result<Vec<BrokerGrant>, BrokerError>,
+    ) -> Result<(), BrokerError> {
+        let _lock = lock_beside(&self.config.acl_file)?;
+        let grants = usable(grants()?);
+        let acl = acl::render(&self.config.acl_preamble, &grants)?;
+        if let Some(path) = &self.config.password_file {
+            let text = passwd::render(&self.config.password_preamble, &grants)?;
+            write_atomic(path, text.as_bytes(), self.config.password_file_mode)?;
+        }
+        // The ACL file last: it is the one watched for Mosquitto's read.
+        write_atomic(&self.config.acl_file, acl.as_bytes(), 0o644)?;
+        self.rewrites.fetch_add(1, Ordering::Relaxed);
+        self.reloader.reload(&self.config.acl_file)
+    }
+}
+
+/// Runs a rewrite; a panic (in the loader, say) becomes an error so that the
+/// waiting callers are released instead of waiting forever.
+fn guarded(f: impl FnOnce() -> Result<(), BrokerError>) -> Result<(), BrokerError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(BrokerError::Internal(
+            "the rewrite of the Mosquitto files panicked".into(),
+        ))
+    })
+}
+
+/// Drops what cannot be written (with a warning naming the device): one bad row in
+/// the registry must not block every other device's change. Calls that take a
+/// grant check it first and refuse it instead.
+fn usable(grants: Vec<BrokerGrant>) -> Vec<BrokerGrant> {
+    grants
+        .into_iter()
+        .filter_map(|mut g| {
+            if let Err(e) = acl::check_grant(&g) {
+                tracing::warn!(device = %g.device_id, error = %e, "grant skipped");
+                return None;
+            }
+            if let Some(hash) = &g.password_hash {
+                if let Err(e) = passwd::check_password(&g.client_id, hash, &g) {
+                    tracing::warn!(device = %g.device_id, error = %e, "password skipped");
+                    g.password_hash = None;
+                }
+            }
+            Some(g)
+        })
+        .collect()
+}
+
+fn check(grant: &BrokerGrant) -> Result<(), BrokerError> {
+    acl::check_grant(grant)?;
+    match &grant.password_hash {
+        Some(hash) => passwd::check_password(&grant.client_id, hash, grant),
+        None => Ok(()),
+    }
+}
+
+/// Writes `crl_pem` to `crl_file` atomically (under `<crl file>.lock`) and
+/// reloads, waiting for Mosquitto to read it.
+pub(crate) fn install_crl(
+    crl_file: &std::path::Path,
+    reloader: &Reloader,
+    crl_pem: &str,
+) -> Result<(), BrokerError> {
+    if !crl_pem.trim_start().starts_with("-----BEGIN X509 CRL-----") {
+        return Err(BrokerError::InvalidCrl);
+    }
+    let _lock = lock_beside(crl_file)?;
+    write_atomic(crl_file, crl_pem.as_bytes(), 0o644)?;
+    reloader.reload(crl_file)
+}
+
+impl BrokerAccess for MosquittoFile {
+    /// The registry already holds `grant`: rewrites the files from the loader.
+    fn grant(&self, grant: &BrokerGrant) -> Result<(), PortError> {
+        check(grant)?;
+        self.rewrite_from_loader()
+    }
+
+    /// One rewrite for all of `grants` (which the registry already holds).
+    fn grant_many(&self, grants: &[BrokerGrant]) -> Result<(), PortError> {
+        grants.iter().try_for_each(check)?;
+        self.rewrite_from_loader()
+    }
+
+    /// The registry no longer lists the device: rewrites the files from the loader.
+    fn revoke(&self, _device: DeviceId) -> Result<(), PortError> {
+        self.rewrite_from_loader()
+    }
+
+    /// Writes exactly `grants` (not the loader's list).
+    fn sync(&self, grants: &[BrokerGrant]) -> Result<(), PortError> {
+        let mut c = self.lock();
+        while c.running {
+            c = self.wait(c);
+        }
+        c.running = true;
+        drop(c);
+        let result = guarded(|| self.write_with(|| Ok(grants.to_vec())));
+        let mut c = self.lock();
+        c.running = false;
+        self.changed.notify_all();
+        drop(c);
+        result.map_err(PortError::from)
+    }
+
+    fn publish_crl(&self, crl_pem: &str) -> Result<(), PortError> {
+        match &self.config.crl_file {
+            Some(path) => install_crl(path, &self.reloader, crl_pem).map_err(PortError::from),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::acl::tests::grant;
+    use std::sync::Barrier;
+
+    fn setup(dir: &std::path::Path, grants: Arc<Mutex<Vec<BrokerGrant>>>) -> MosquittoFile {
+        let mut config = FileConfig::new(dir.join("acl"), dir.join("pid"));
+        config.reload = Reload::None;
+        config.password_file = Some(dir.join("passwd"));
+        let loader: GrantLoader = Arc::new(move || {
+            // A registry query takes a moment: lets concurrent calls pile up.
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(grants.lock().unwrap().clone())
+        });
+        MosquittoFile::new(config, loader)
+    }
+
+    #[test]
+    fn concurrent_grants_share_rewrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Arc::new(Mutex::new(Vec::new()));
+        let file = Arc::new(setup(dir.path(), registry.clone()));
+        let barrier = Arc::new(Barrier::new(20));
+        let threads: Vec<_> = (0..20)
+            .map(|i| {
+                let (file, registry, barrier) = (file.clone(), registry.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let g = grant(i);
+                    registry.lock().unwrap().push(g.clone());
+                    barrier.wait();
+                    file.grant(&g).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(file.rewrites() < 20, "{} rewrites", file.rewrites());
+        let text = std::fs::read_to_string(dir.path().join("acl")).unwrap();
+        for i in 0..20 {
+            assert!(text.contains(&format!("user {}\n", grant(i).client_id)));
+        }
+    }
+
+    #[test]
+    fn a_call_waits_for_a_rewrite_that_started_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Arc::new(Mutex::new(vec![grant(1)]));
+        let file = setup(dir.path(), registry.clone());
+        file.grant(&grant(1)).unwrap();
+        registry.lock().unwrap().clear();
+        file.revoke(grant(1).device_id).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("acl")).unwrap();
+        assert!(!text.contains(&grant(1).client_id));
+        assert_eq!(file.rewrites(), 2);
+    }
+
+    #[test]
+    fn loader_errors_pass_through_and_bad_rows_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = FileConfig::new(dir.path().join("acl"), dir.path().join("pid"));
+        config.reload = Reload::None;
+        let failing: GrantLoader = Arc::new(|| Err(PortError::Unavailable("db down".into())));
+        let file = MosquittoFile::new(config.clone(), failing);
+        assert_eq!(
+            file.revoke(grant(1).device_id),
+            Err(PortError::Unavailable("db down".into()))
+        );
+        let mut bad = grant(2);
+        bad.publish = vec!["a/#/b".into()];
+        assert!(matches!(file.grant(&bad), Err(PortError::Rejected(_))));
+        let rows = vec![grant(1), bad];
+        let file = MosquittoFile::new(config, Arc::new(move || Ok(rows.clone())));
+        file.revoke(grant(3).device_id).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("acl")).unwrap();
+        assert!(text.contains(&grant(1).client_id));
+        assert!(!text.contains(&grant(2).client_id));
+    }
+
+    #[test]
+    fn sync_writes_exactly_the_given_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = setup(dir.path(), Arc::new(Mutex::new(vec![grant(1)])));
+        let mut with_password = grant(2);
+        with_password.password_hash = Some(passwd::hash_password("pw").unwrap());
+        file.sync(&[with_password.clone()]).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("acl")).unwrap();
+        assert!(!text.contains(&grant(1).client_id));
+        assert!(text.contains(&grant(2).client_id));
+        let pw = std::fs::read_to_string(dir.path().join("passwd")).unwrap();
+        assert!(pw.starts_with(&format!("{}:$7$101$", with_password.client_id)));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("passwd"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn crl_must_be_pem_and_is_optional() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = setup(dir.path(), Arc::new(Mutex::new(vec![])));
+        file.publish_crl("not a crl").unwrap(); // no crl_file: nothing to do
+        let mut config = FileConfig::new(dir.path().join("acl"), dir.path().join("pid"));
+        config.reload = Reload::None;
+        config.crl_file = Some(dir.path().join("crl.pem"));
+        let file = MosquittoFile::new(config, Arc::new(|| Ok(vec![])));
+        assert!(matches!(
+            file.publish_crl("junk"),
+            Err(PortError::Rejected(_))
+        ));
+        let pem = "-----BEGIN X509 CRL-----\nMA==\n-----END X509 CRL-----\n";
+        file.publish_crl(pem).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("crl.pem")).unwrap(),
+            pem
+        );
+    }
+}

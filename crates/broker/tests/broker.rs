@@ -1,0 +1,472 @@
+//! Integration tests of the broker crate against real Mosquitto processes (each
+//! test starts its own on free loopback ports; see `onboard_broker::testing`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::Command;
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use onboard_broker::testing::{Auth, TestBroker, SERVICE_USER};
+use onboard_broker::{hash_password, MosquittoDynsec, MosquittoFile, StatusConfig, StatusListener};
+use onboard_domain::{BrokerAccess, RevocationReason, SecretString};
+use onboard_pki::{CertificateAuthority, CrlParams, RevokedCertificate};
+use rumqttc::SubscribeReasonCode;
+
+use support::{broker, ca, grant, now, Device, Mqtt, Registry, WAIT};
+
+/// A CRL listing these devices' certificates.
+fn crl_revoking(ca: &CertificateAuthority, devices: &[&Device]) -> String {
+    let revoked: Vec<RevokedCertificate> = devices
+        .iter()
+        .map(|d| RevokedCertificate {
+            serial: d.cred.certificate.serial.clone(),
+            revoked_at: now() - chrono::Duration::minutes(1),
+            reason: RevocationReason::KeyCompromise,
+        })
+        .collect();
+    ca.build_crl(&CrlParams {
+        number: 2,
+        this_update: now() - chrono::Duration::minutes(1),
+        next_update: now() + chrono::Duration::days(1),
+        revoked: &revoked,
+    })
+    .unwrap()
+    .pem
+}
+
+fn granted_ok(codes: &[SubscribeReasonCode]) -> bool {
+    codes
+        .iter()
+        .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
+}
+
+/// `conn` publishes a marker to its own topic and waits for it on its own
+/// subscription: every message routed to `conn` before the marker has then
+/// arrived too.
+fn own_marker(conn: &mut Mqtt, dev: &Device, tag: &str) {
+    let topic = dev.topic("marker");
+    conn.publish(&topic, tag).unwrap();
+    assert!(conn.expect(&topic, tag, WAIT), "marker {tag} not delivered");
+}
+
+/// The service account, subscribed to every device topic.
+fn observer(broker: &TestBroker) -> Mqtt {
+    let mut o = Mqtt::connect(&broker.service_endpoint()).unwrap();
+    assert!(granted_ok(&o.subscribe("devices/#")));
+    o
+}
+
+/// A new connection attempt with the device's certificate fails; the error text.
+fn refused(dev: &Device, broker: &TestBroker) -> String {
+    match Mqtt::connect(&dev.endpoint(broker)) {
+        Ok(_) => panic!("device {} could connect", dev.client_id()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn file_devices_reach_only_their_own_topics() {
+    let ca = ca();
+    let broker = broker(&ca, Auth::Files, false);
+    let (a, b) = (Device::new(&ca, 1), Device::new(&ca, 2));
+    let registry = Registry::default();
+    registry.add(&a.grant);
+    registry.add(&b.grant);
+    let files = MosquittoFile::new(broker.file_config(), registry.loader());
+    files
+        .grant_many(&[a.grant.clone(), b.grant.clone()])
+        .unwrap();
+
+    let mut ma = Mqtt::connect(&a.endpoint(&broker)).unwrap();
+    let mut mb = Mqtt::connect(&b.endpoint(&broker)).unwrap();
+    assert!(granted_ok(&ma.subscribe(&a.topic("#"))));
+    assert!(granted_ok(&mb.subscribe(&b.topic("#"))));
+    // A may ask for B's topics; whatever the SUBACK says, nothing of B's arrives.
+    let _ = ma.subscribe(&b.topic("#"));
+
+    // A reaches its own topic.
+    ma.publish(&a.topic("hello"), "a1").unwrap();
+    assert!(ma.expect(&a.topic("hello"), "a1", WAIT));
+
+    // A's publish to B's topic is dropped.
+    ma.publish(&b.topic("x"), "from-a").unwrap();
+    own_marker(&mut mb, &b, "b-marker");
+    assert!(!mb.has(&b.topic("x"), "from-a"));
+
+    // B's messages never reach A's subscription to B's topics.
+    mb.publish(&b.topic("data"), "b1").unwrap();
+    own_marker(&mut ma, &a, "a-marker");
+    assert!(ma
+        .payloads_under(&format!("devices/{}/", b.client_id()))
+        .is_empty());
+    assert!(mb.has(&b.topic("data"), "b1"));
+}
+
+#[test]
+fn file_revocation_cuts_an_open_connection_without_restarting_mosquitto() {
+    let ca = ca();
+    let mut broker = broker(&ca, Auth::Files, false);
+    let pid = broker.pid();
+    let (a, b) = (Device::new(&ca, 1), Device::new(&ca, 2));
+    let registry = Registry::default();
+    registry.add(&a.grant);
+    registry.add(&b.grant);
+    let mut config = broker.file_config();
+    // The observer may also write, to test A's subscription after revocation.
+    config.acl_preamble = format!("user {SERVICE_USER}\ntopic readwrite devices/#\n");
+    let files = MosquittoFile::new(config, registry.loader());
+    files
+        .grant_many(&[a.grant.clone(), b.grant.clone()])
+        .unwrap();
+
+    let mut obs = observer(&broker);
+    let mut ma = Mqtt::connect(&a.endpoint(&broker)).unwrap();
+    let mut mb = Mqtt::connect(&b.endpoint(&broker)).unwrap();
+    assert!(granted_ok(&ma.subscribe(&a.topic("#"))));
+    assert!(granted_ok(&mb.subscribe(&b.topic("#"))));
+    ma.publish(&a.topic("t"), "before").unwrap();
+    assert!(ma.expect(&a.topic("t"), "before", WAIT));
+    assert!(obs.expect(&a.topic("t"), "before", WAIT));
+
+    // Revoke: the registry drops A, then the broker access and the CRL.
+    let started = Instant::now();
+    registry.remove(a.id());
+    files.revoke(a.id()).unwrap();
+    files.publish_crl(&crl_revoking(&ca, &[&a])).unwrap();
+    let took = started.elapsed();
+
+    // A's open connection can no longer publish...
+    ma.publish(&a.topic("t"), "after").unwrap();
+    mb.publish(&b.topic("t"), "b-after").unwrap();
+    assert!(obs.expect(&b.topic("t"), "b-after", WAIT));
+    assert!(!obs.has(&a.topic("t"), "after"));
+    // ...nor receive on its subscription.
+    obs.publish(&a.topic("cmd"), "to-a").unwrap();
+    obs.publish(&b.topic("cmd"), "to-b").unwrap();
+    assert!(mb.expect(&b.topic("cmd"), "to-b", WAIT));
+    assert!(!ma.expect(&a.topic("cmd"), "to-a", Duration::from_millis(300)));
+    assert!(!ma.has(&a.topic("t"), "after"));
+    assert!(
+        took < Duration::from_secs(1),
+        "revocation took {took:?} to be enforced"
+    );
+
+    // A new connection is refused at the TLS handshake: the certificate is revoked.
+    let err = refused(&a, &broker);
+    assert!(err.to_lowercase().contains("revoked"), "{err}");
+    // B is unaffected, and Mosquitto is the same process.
+    assert!(Mqtt::connect(&b.endpoint(&broker)).is_ok());
+    assert!(broker.is_running());
+    assert_eq!(broker.pid(), pid);
+}
+
+#[test]
+fn dynsec_revocation_kicks_the_device_and_the_crl_refuses_it() {
+    let ca = ca();
+    let mut broker = broker(&ca, Auth::Dynsec, true);
+    let pid = broker.pid();
+    let (a, b) = (Device::new(&ca, 1), Device::new(&ca, 2));
+    let dynsec = MosquittoDynsec::new(broker.dynsec_config().unwrap());
+    dynsec.grant(&a.grant).unwrap();
+    dynsec.grant(&b.grant).unwrap();
+
+    let mut obs = observer(&broker);
+    let mut ma = Mqtt::connect(&a.endpoint(&broker)).unwrap();
+    let mut mb = Mqtt::connect(&b.endpoint(&broker)).unwrap();
+    assert!(granted_ok(&ma.subscribe(&a.topic("#"))));
+    assert!(granted_ok(&mb.subscribe(&b.topic("#"))));
+    ma.publish(&a.topic("t"), "a1").unwrap();
+    assert!(ma.expect(&a.topic("t"), "a1", WAIT));
+    assert!(obs.expect(&a.topic("t"), "a1", WAIT));
+    // A cannot publish into B's topics.
+    ma.publish(&b.topic("x"), "from-a").unwrap();
+    own_marker(&mut mb, &b, "b-marker");
+    assert!(!mb.has(&b.topic("x"), "from-a"));
+
+    let started = Instant::now();
+    dynsec.revoke(a.id()).unwrap();
+    dynsec.publish_crl(&crl_revoking(&ca, &[&a])).unwrap();
+    // deleteClient disconnects A at once.
+    let closed = ma.wait_closed(Duration::from_secs(1));
+    assert!(closed.is_some(), "A is still connected");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let err = refused(&a, &broker);
+    assert!(err.to_lowercase().contains("revoked"), "{err}");
+    // Revoking again is not an error.
+    dynsec.revoke(a.id()).unwrap();
+
+    // B still works; Mosquitto is the same process.
+    own_marker(&mut mb, &b, "b-still");
+    assert!(broker.is_running());
+    assert_eq!(broker.pid(), pid);
+}
+
+#[test]
+fn dynsec_sync_removes_unlisted_devices_and_leaves_unchanged_ones_connected() {
+    let ca = ca();
+    let broker = broker(&ca, Auth::Dynsec, true);
+    let (a, b) = (Device::new(&ca, 1), Device::new(&ca, 2));
+    let dynsec = MosquittoDynsec::new(broker.dynsec_config().unwrap());
+    dynsec
+        .grant_many(&[a.grant.clone(), b.grant.clone()])
+        .unwrap();
+    let mut ma = Mqtt::connect(&a.endpoint(&broker)).unwrap();
+    let mut mb = Mqtt::connect(&b.endpoint(&broker)).unwrap();
+    assert!(granted_ok(&ma.subscribe(&a.topic("#"))));
+    assert!(granted_ok(&mb.subscribe(&b.topic("#"))));
+
+    // Re-granting A with one more topic changes its role in place: A stays
+    // connected and may use the new topic at once.
+    let mut wider = a.grant.clone();
+    wider.publish.push(format!("telemetry/{}", a.client_id()));
+    dynsec.grant(&wider).unwrap();
+    let mut obs = Mqtt::connect(&broker.service_endpoint()).unwrap();
+    let _ = obs.subscribe("#");
+    ma.publish(&format!("telemetry/{}", a.client_id()), "t1")
+        .unwrap();
+    own_marker(&mut ma, &a, "a-1");
+
+    // sync with A only: B is deleted (and kicked), A is untouched.
+    dynsec.sync(&[wider]).unwrap();
+    assert!(mb.wait_closed(Duration::from_secs(1)).is_some());
+    own_marker(&mut ma, &a, "a-2");
+    assert!(ma.closed.is_none());
+    // B's certificate is still valid (no CRL here), but B has no client any more:
+    // whatever it may connect as, it can publish nothing.
+    if let Ok(mut again) = Mqtt::connect(&b.endpoint(&broker)) {
+        let _ = again.publish(&b.topic("t"), "ghost");
+    }
+    let mut obs2 = Mqtt::connect(&broker.service_endpoint()).unwrap();
+    let _ = obs2.subscribe("devices/#");
+    own_marker(&mut ma, &a, "a-3");
+    assert!(obs2.expect(&a.topic("marker"), "a-3", WAIT));
+    assert!(!obs2.has(&b.topic("t"), "ghost"));
+    // An empty sync removes A too.
+    dynsec.sync(&[]).unwrap();
+    assert!(ma.wait_closed(Duration::from_secs(1)).is_some());
+}
+
+#[test]
+fn password_devices_log_in_with_the_file_and_the_cli_and_wrong_passwords_fail() {
+    let ca = ca();
+    let broker = broker(&ca, Auth::Files, true);
+    let port = broker.password_port.unwrap().to_string();
+    let cafile = broker.ca_file();
+    let registry = Registry::default();
+    let id = "3f0c2a8e-0000-7000-8000-000000000077".parse().unwrap();
+    let mut g = grant(id, 77);
+    g.password_hash = Some(hash_password("correct horse").unwrap());
+    registry.add(&g);
+    let files = MosquittoFile::new(broker.file_config(), registry.loader());
+    files.grant(&g).unwrap();
+
+    let user = g.client_id.clone();
+    let good = broker
+        .password_endpoint(&user, &SecretString::new("correct horse"))
+        .unwrap();
+    let mut m = Mqtt::connect(&good).unwrap();
+    assert!(granted_ok(&m.subscribe(&format!("devices/{user}/#"))));
+    m.publish(&format!("devices/{user}/x"), "pw-ok").unwrap();
+    assert!(m.expect(&format!("devices/{user}/x"), "pw-ok", WAIT));
+
+    let bad = broker
+        .password_endpoint(&user, &SecretString::new("wrong"))
+        .unwrap();
+    let err = Mqtt::connect(&bad)
+        .err()
+        .expect("a wrong password logged in");
+    assert!(err.contains("Refused") || err.contains("refused"), "{err}");
+
+    // The mosquitto command-line clients agree.
+    let cli = |password: &str, topic: &str| {
+        Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-u",
+                &user,
+                "--cafile",
+            ])
+            .arg(&cafile)
+            .args(["-P", password, "-t", topic, "-m", "cli"])
+            .output()
+            .unwrap()
+    };
+    assert!(cli("correct horse", &format!("devices/{user}/cli"))
+        .status
+        .success());
+    assert!(m.expect(&format!("devices/{user}/cli"), "cli", WAIT));
+    let wrong = cli("wrong", &format!("devices/{user}/cli"));
+    assert!(!wrong.status.success());
+    let text = String::from_utf8_lossy(&wrong.stderr);
+    assert!(text.contains("not authorised"), "{text}");
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            &user,
+            "-P",
+            "wrong",
+            "--cafile",
+        ])
+        .arg(&cafile)
+        .args(["-t", "devices/#", "-C", "1", "-W", "3"])
+        .output()
+        .unwrap();
+    assert!(!sub.status.success());
+    let text = String::from_utf8_lossy(&sub.stderr);
+    assert!(text.contains("not authorised"), "{text}");
+
+    // Revoking removes the password line: a new login fails.
+    registry.remove(id);
+    files.revoke(id).unwrap();
+    assert!(Mqtt::connect(&good).is_err());
+}
+
+#[test]
+fn dynsec_password_devices_get_their_password_at_grant_time() {
+    let ca = ca();
+    let broker = broker(&ca, Auth::Dynsec, true);
+    let id = "3f0c2a8e-0000-7000-8000-000000000078".parse().unwrap();
+    let g = grant(id, 78);
+    let dynsec = MosquittoDynsec::new(broker.dynsec_config().unwrap());
+    dynsec.grant(&g).unwrap();
+    let password = SecretString::new("s3cret-token");
+    dynsec.set_password(&g.client_id, &password).unwrap();
+
+    let mut m = Mqtt::connect(&broker.password_endpoint(&g.client_id, &password).unwrap()).unwrap();
+    let topic = format!("devices/{}/x", g.client_id);
+    assert!(granted_ok(
+        &m.subscribe(&format!("devices/{}/#", g.client_id))
+    ));
+    m.publish(&topic, "ok").unwrap();
+    assert!(m.expect(&topic, "ok", WAIT));
+    let wrong = broker
+        .password_endpoint(&g.client_id, &SecretString::new("nope"))
+        .unwrap();
+    assert!(Mqtt::connect(&wrong).is_err());
+    // A client that was never granted has nothing to set a password on.
+    assert!(dynsec
+        .set_password("not-granted", &SecretString::new("x"))
+        .is_err());
+}
+
+#[test]
+fn concurrent_grants_share_rewrites_and_a_bulk_import_is_one() {
+    let ca = ca();
+    let broker = broker(&ca, Auth::Files, false);
+    let registry = Registry::default();
+    let files = Arc::new(MosquittoFile::new(broker.file_config(), registry.loader()));
+
+    let barrier = Arc::new(Barrier::new(20));
+    let threads: Vec<_> = (0..20u32)
+        .map(|n| {
+            let (files, registry, barrier) = (files.clone(), registry.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let id = format!("3f0c2a8e-0000-7000-8000-{:012}", 100 + n)
+                    .parse()
+                    .unwrap();
+                let g = grant(id, 100 + n);
+                registry.add(&g);
+                barrier.wait();
+                files.grant(&g).unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let after_threads = files.rewrites();
+    assert!(after_threads < 20, "{after_threads} rewrites for 20 grants");
+    let acl = std::fs::read_to_string(broker.acl_file()).unwrap();
+    assert_eq!(acl.matches("\nuser 3f0c2a8e").count(), 20);
+
+    let bulk: Vec<_> = (0..10_000u32)
+        .map(|n| {
+            let id = format!("3f0c2a8e-0000-7000-8001-{n:012}").parse().unwrap();
+            grant(id, 10_000 + n)
+        })
+        .collect();
+    for g in &bulk {
+        registry.add(g);
+    }
+    let started = Instant::now();
+    files.grant_many(&bulk).unwrap();
+    eprintln!("grant_many of 10,000: {:?}", started.elapsed());
+    assert_eq!(files.rewrites(), after_threads + 1);
+    let acl = std::fs::read_to_string(broker.acl_file()).unwrap();
+    assert_eq!(acl.matches("\nuser 3f0c2a8e").count(), 10_020);
+
+    // Mosquitto enforces the big file: the last imported device may connect to
+    // its topic (it has a certificate issued for its id).
+    let last = bulk.last().unwrap();
+    let cred = ca
+        .issue_with_new_key(
+            onboard_domain::KeyAlgorithm::EcdsaP256,
+            &onboard_pki::IssueParams {
+                device_id: last.device_id,
+                validity_days: 1,
+                public_base_url: "https://onboard.test",
+                now: now(),
+            },
+        )
+        .unwrap();
+    let ep = broker.device_endpoint(
+        &last.client_id,
+        &cred.certificate.pem,
+        cred.private_key.expose_secret(),
+    );
+    let mut m = Mqtt::connect(&ep).unwrap();
+    let topic = format!("devices/{}/x", last.client_id);
+    assert!(granted_ok(&m.subscribe(&topic)));
+    m.publish(&topic, "bulk").unwrap();
+    assert!(m.expect(&topic, "bulk", WAIT));
+}
+
+#[test]
+fn status_listener_reports_the_client_id_of_a_status_message() {
+    let ca = ca();
+    let broker = broker(&ca, Auth::Files, false);
+    let a = Device::new(&ca, 5);
+    let registry = Registry::default();
+    registry.add(&a.grant);
+    let files = MosquittoFile::new(broker.file_config(), registry.loader());
+    files.grant(&a.grant).unwrap();
+
+    let (tx, rx) = channel();
+    let mut config = StatusConfig::new(broker.service_endpoint());
+    config.max_delay = Duration::from_millis(200);
+    let listener = StatusListener::start(config, move |batch| {
+        let _ = tx.send(batch);
+    })
+    .unwrap();
+
+    // The listener subscribes once connected: publish until a batch arrives.
+    let mut ma = Mqtt::connect(&a.endpoint(&broker)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let batch = loop {
+        ma.publish(&a.topic("status"), "online").unwrap();
+        if let Ok(batch) = rx.recv_timeout(Duration::from_millis(300)) {
+            break batch;
+        }
+        assert!(Instant::now() < deadline, "no status batch");
+    };
+    let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, vec![a.client_id()]);
+    // Other topics of the device are no status.
+    ma.publish(&a.topic("telemetry"), "x").unwrap();
+    listener.stop();
+    while let Ok(batch) = rx.try_recv() {
+        assert!(batch.iter().all(|(id, _)| id == a.client_id()));
+    }
+}
