@@ -18,6 +18,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// directory is flushed so the rename survives a crash.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), BrokerError> {
     let dir = parent(path);
+    fs::create_dir_all(&dir).map_err(|e| BrokerError::io("create the directory", &dir, e))?;
     let name = path.file_name().ok_or_else(|| {
         BrokerError::InvalidConfig(format!("{} is not a file path", path.display()))
     })?;
@@ -69,6 +70,9 @@ pub(crate) fn lock_beside(path: &Path) -> Result<Flock<File>, BrokerError> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = PathBuf::from(lock_path);
+    // The files' directory appears with the first write (e.g. ./data/mosquitto/).
+    let dir = parent(&lock_path);
+    fs::create_dir_all(&dir).map_err(|e| BrokerError::io("create the directory", &dir, e))?;
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -52,6 +52,10 @@ impl Onboard {
             ..PoolOptions::default()
         };
         let db = Database::open(&settings.database.url, &options)?;
+        let ports = Ports {
+            broker: crate::broker::broker_for(&settings, &db)?,
+            ..Ports::default()
+        };
         Ok(Self {
             settings: Arc::new(settings),
             db,
@@ -59,7 +63,7 @@ impl Onboard {
             schema_current: Arc::new(AtomicBool::new(false)),
             ca: Arc::new(OnceLock::new()),
             ca_init: Arc::new(Mutex::new(())),
-            ports: Arc::new(Ports::default()),
+            ports: Arc::new(ports),
         })
     }
 

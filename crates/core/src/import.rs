@@ -18,7 +18,7 @@ use crate::app::Onboard;
 use crate::audit::{Actor, Audit};
 use crate::error::CoreError;
 use crate::operator::{NewDeviceRequest, OperatorRegistered};
-use crate::provision::{DeviceSpec, Provisioned, Trail};
+use crate::provision::{grant_of, DeviceSpec, Provisioned, Trail};
 
 /// Devices per transaction and broker change.
 pub const IMPORT_CHUNK: usize = 250;
@@ -144,7 +144,7 @@ impl Onboard {
             Ok(provisioned) => {
                 let grants: Vec<BrokerGrant> = provisioned
                     .iter()
-                    .map(|(_, done)| grant_for(done))
+                    .map(|(_, done)| grant_of(&done.device, &done.mqtt))
                     .collect();
                 if let Err(e) = self.ports().broker.grant_many(&grants) {
                     self.undo_chunk(provisioned.iter().map(|(_, d)| d.device.id));
@@ -344,19 +344,6 @@ fn failed(line: usize, serial: Option<String>, message: String) -> ImportResult 
         line,
         serial,
         outcome: ImportOutcome::Failed(message),
-    }
-}
-
-fn grant_for(done: &Provisioned) -> BrokerGrant {
-    BrokerGrant {
-        device_id: done.device.id,
-        serial: done.device.serial.clone(),
-        client_id: done.mqtt.client_id.clone(),
-        publish: done.mqtt.publish.clone(),
-        subscribe: done.mqtt.subscribe.clone(),
-        max_qos: done.mqtt.max_qos,
-        retain_allowed: done.mqtt.retain_allowed,
-        password_hash: None,
     }
 }
 

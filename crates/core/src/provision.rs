@@ -91,6 +91,44 @@ pub fn render_topic(template: &str, device: &Device) -> String {
         )
 }
 
+/// Where a device connects and which topics it may use: its model's templates, or
+/// `devices/{device_id}/#` both ways.
+pub(crate) fn mqtt_info(
+    b: &crate::settings::BrokerSettings,
+    model: Option<&DeviceModel>,
+    device: &Device,
+) -> MqttInfo {
+    let templates = |list: Option<&Vec<String>>| -> Vec<String> {
+        match list {
+            Some(l) if !l.is_empty() => l.iter().map(|t| render_topic(t, device)).collect(),
+            _ => vec![render_topic(DEFAULT_TOPIC, device)],
+        }
+    };
+    MqttInfo {
+        host: b.public_host.clone(),
+        port: b.public_port,
+        client_id: device.id.to_string(),
+        publish: templates(model.map(|m| &m.publish_topics)),
+        subscribe: templates(model.map(|m| &m.subscribe_topics)),
+        max_qos: model.map(|m| m.max_qos).unwrap_or(1),
+        retain_allowed: model.is_some_and(|m| m.retain_allowed),
+    }
+}
+
+/// The broker grant for a device with its connection settings.
+pub(crate) fn grant_of(device: &Device, mqtt: &MqttInfo) -> BrokerGrant {
+    BrokerGrant {
+        device_id: device.id,
+        serial: device.serial.clone(),
+        client_id: mqtt.client_id.clone(),
+        publish: mqtt.publish.clone(),
+        subscribe: mqtt.subscribe.clone(),
+        max_qos: mqtt.max_qos,
+        retain_allowed: mqtt.retain_allowed,
+        password_hash: None,
+    }
+}
+
 impl Onboard {
     /// Steps 3 to 7. On error, whatever this function did is undone before it
     /// returns; the caller gives the key use back.
@@ -251,16 +289,7 @@ impl Onboard {
     ) -> Result<(Device, Certificate, MqttInfo, bool), CoreError> {
         let ports = self.ports();
         let mqtt = self.mqtt_info(&c.model, &device);
-        let grant = BrokerGrant {
-            device_id: device.id,
-            serial: device.serial.clone(),
-            client_id: mqtt.client_id.clone(),
-            publish: mqtt.publish.clone(),
-            subscribe: mqtt.subscribe.clone(),
-            max_qos: mqtt.max_qos,
-            retain_allowed: mqtt.retain_allowed,
-            password_hash: None,
-        };
+        let grant = grant_of(&device, &mqtt);
         let step = Instant::now();
         if let Err(e) = ports.broker.grant(&grant) {
             self.undo_rows(reregistration, &device, &certificate);
@@ -325,9 +354,13 @@ impl Onboard {
         let revoked = match confirmed {
             Ok(n) => n,
             Err(e) => {
-                self.undo_cloud(reregistration, device.id);
-                self.undo_broker(reregistration, device.id);
-                self.undo_rows(reregistration, &device, &certificate);
+                // Superseded by a newer registration of the same serial: the device
+                // (and its grants) now belong to that one; only this certificate
+                // goes.
+                let keep_device = reregistration || matches!(e, CoreError::Conflict(_));
+                self.undo_cloud(keep_device, device.id);
+                self.undo_broker(keep_device, device.id);
+                self.undo_rows(keep_device, &device, &certificate);
                 return Err(e);
             }
         };
@@ -383,22 +416,7 @@ impl Onboard {
     }
 
     pub(crate) fn mqtt_info(&self, model: &Option<DeviceModel>, device: &Device) -> MqttInfo {
-        let b = &self.settings().broker;
-        let templates = |list: Option<&Vec<String>>| -> Vec<String> {
-            match list {
-                Some(l) if !l.is_empty() => l.iter().map(|t| render_topic(t, device)).collect(),
-                _ => vec![render_topic(DEFAULT_TOPIC, device)],
-            }
-        };
-        MqttInfo {
-            host: b.public_host.clone(),
-            port: b.public_port,
-            client_id: device.id.to_string(),
-            publish: templates(model.as_ref().map(|m| &m.publish_topics)),
-            subscribe: templates(model.as_ref().map(|m| &m.subscribe_topics)),
-            max_qos: model.as_ref().map(|m| m.max_qos).unwrap_or(1),
-            retain_allowed: model.as_ref().is_some_and(|m| m.retain_allowed),
-        }
+        mqtt_info(&self.settings().broker, model.as_ref(), device)
     }
 
     /// The device's configuration: the service defaults, then the model's, then the

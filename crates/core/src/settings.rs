@@ -227,6 +227,20 @@ pub struct BrokerSettings {
     pub public_host: String,
     /// The broker's TLS port for devices.
     pub public_port: u16,
+    /// Onboard's own MQTT client id / username on `mqtt_url` (the CN of its client
+    /// certificate on an mTLS listener); the ACL file grants it read access to
+    /// `status_topic`.
+    pub service_client_id: String,
+    /// Username and password on `mqtt_url` (when not using a client certificate).
+    pub username: String,
+    pub password: Secret,
+    /// CA chain (PEM) that signed the broker's server certificate (`mqtts://`).
+    pub ca_file: String,
+    /// Onboard's client certificate and key (PEM) for an mTLS listener.
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    /// Where devices report in; the first message marks a device active.
+    pub status_topic: String,
 }
 
 impl Default for BrokerSettings {
@@ -240,6 +254,13 @@ impl Default for BrokerSettings {
             mqtt_url: String::new(),
             public_host: "localhost".into(),
             public_port: 8883,
+            service_client_id: "onboard-service".into(),
+            username: String::new(),
+            password: Secret::default(),
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
+            status_topic: "devices/+/status".into(),
         }
     }
 }
@@ -526,6 +547,18 @@ impl Settings {
         }
         if self.broker.kind == BrokerKind::MosquittoFile && self.broker.acl_file.trim().is_empty() {
             return Err(invalid("broker.acl_file", "must be set for mosquitto-file"));
+        }
+        if self.broker.client_cert_file.is_empty() != self.broker.client_key_file.is_empty() {
+            return Err(invalid(
+                "broker.client_cert_file",
+                "broker.client_cert_file and broker.client_key_file go together",
+            ));
+        }
+        if !self.broker.status_topic.contains('+') || self.broker.status_topic.contains('#') {
+            return Err(invalid(
+                "broker.status_topic",
+                "must be a topic filter with one + where the client id stands, e.g. devices/+/status",
+            ));
         }
         if self.broker.kind == BrokerKind::MosquittoDynsec && self.broker.mqtt_url.is_empty() {
             return Err(invalid(

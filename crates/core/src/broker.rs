@@ -1,0 +1,226 @@
+//! The broker as settings choose it (`broker.kind`), the grants the registry
+//! implies, `acl sync`, and activation from status messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use onboard_broker::{
+    DynsecConfig, FileConfig, MosquittoDynsec, MosquittoFile, MqttEndpoint, Reload, StatusConfig,
+};
+use onboard_domain::{
+    AuditOutcome, AuditRepository, BrokerAccess, BrokerGrant, DeviceFilter, DeviceId,
+    DeviceModelRepository, DeviceRepository, DeviceStatus, DeviceUpdate, NoBroker, PageRequest,
+    PortError, RepoError, SecretString, Store,
+};
+use onboard_registry::Database;
+use serde_json::json;
+
+use crate::app::Onboard;
+use crate::audit::{Actor, Audit};
+use crate::error::CoreError;
+use crate::provision::{grant_of, mqtt_info};
+use crate::settings::{BrokerKind, BrokerSettings, Settings};
+
+/// Every grant the registry implies: devices that are registered or active, with
+/// their model's topics. The source of truth the broker files are written from.
+pub fn grants_from_registry(
+    db: &Database,
+    settings: &BrokerSettings,
+) -> Result<Vec<BrokerGrant>, RepoError> {
+    db.transaction(|tx| {
+        let models: HashMap<_, _> = tx
+            .list_models()?
+            .into_iter()
+            .map(|m| (m.code.clone(), m))
+            .collect();
+        let mut grants = Vec::new();
+        for status in [DeviceStatus::Registered, DeviceStatus::Active] {
+            let filter = DeviceFilter {
+                status: Some(status),
+                ..DeviceFilter::default()
+            };
+            let mut page = PageRequest::first(onboard_domain::MAX_PAGE_SIZE)
+                .map_err(|e| RepoError::Database(e.to_string()))?;
+            loop {
+                let found = tx.list_devices(&filter, &page)?;
+                for device in &found.items {
+                    let model = device.model.as_ref().and_then(|c| models.get(c));
+                    grants.push(grant_of(device, &mqtt_info(settings, model, device)));
+                }
+                match found.next_cursor {
+                    Some(c) => {
+                        page = PageRequest::new(onboard_domain::MAX_PAGE_SIZE, Some(c))
+                            .map_err(|e| RepoError::Database(e.to_string()))?
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(grants)
+    })
+}
+
+fn read(path: &str, setting: &str) -> Result<String, CoreError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CoreError::Setup(format!("cannot read {setting} {path}: {}", e.kind())))
+}
+
+/// Onboard's own connection to the broker (`broker.mqtt_url` and its credentials).
+pub fn service_endpoint(b: &BrokerSettings) -> Result<MqttEndpoint, CoreError> {
+    let mut e = MqttEndpoint::from_url(&b.mqtt_url, b.service_client_id.clone())
+        .map_err(|e| CoreError::Setup(format!("broker.mqtt_url: {e}")))?;
+    if !b.ca_file.is_empty() {
+        e.ca_pem = Some(read(&b.ca_file, "broker.ca_file")?);
+    }
+    if !b.client_cert_file.is_empty() {
+        e.client_cert = Some((
+            read(&b.client_cert_file, "broker.client_cert_file")?,
+            SecretString::new(read(&b.client_key_file, "broker.client_key_file")?),
+        ));
+    }
+    if !b.username.is_empty() {
+        e.credentials = Some((b.username.clone(), SecretString::new(b.password.expose())));
+    }
+    Ok(e)
+}
+
+fn reload(b: &BrokerSettings) -> Reload {
+    if b.reload_pid_file.is_empty() {
+        Reload::None
+    } else {
+        Reload::Signal {
+            pid_file: b.reload_pid_file.clone().into(),
+        }
+    }
+}
+
+fn optional(path: &str) -> Option<std::path::PathBuf> {
+    (!path.is_empty()).then(|| path.into())
+}
+
+/// The broker integration `broker.kind` names.
+pub(crate) fn broker_for(
+    settings: &Settings,
+    db: &Database,
+) -> Result<Arc<dyn BrokerAccess>, CoreError> {
+    let b = &settings.broker;
+    Ok(match b.kind {
+        BrokerKind::None => Arc::new(NoBroker),
+        BrokerKind::MosquittoFile => {
+            // The files (and their directory) appear with the first change.
+            let mut config = FileConfig::new(&b.acl_file, "");
+            config.reload = reload(b);
+            config.password_file = optional(&b.password_file);
+            config.crl_file = optional(&b.crl_file);
+            // Onboard's own client reads the status topic (activation).
+            config.acl_preamble = format!(
+                "user {}\ntopic read {}\n",
+                b.service_client_id, b.status_topic
+            );
+            let (db, broker_settings) = (db.clone(), b.clone());
+            let loader = Arc::new(move || {
+                grants_from_registry(&db, &broker_settings)
+                    .map_err(|e| PortError::Unavailable(e.to_string()))
+            });
+            Arc::new(MosquittoFile::new(config, loader))
+        }
+        BrokerKind::MosquittoDynsec => {
+            let mut config = DynsecConfig::new(service_endpoint(b)?);
+            config.crl_file = optional(&b.crl_file);
+            config.reload = reload(b);
+            Arc::new(MosquittoDynsec::new(config))
+        }
+    })
+}
+
+/// The status listener's configuration, when a service connection is set.
+pub fn status_config(settings: &Settings) -> Result<Option<StatusConfig>, CoreError> {
+    let b = &settings.broker;
+    if b.mqtt_url.is_empty() {
+        return Ok(None);
+    }
+    let mut config = StatusConfig::new(service_endpoint(b)?);
+    config.topic_filter = b.status_topic.clone();
+    Ok(Some(config))
+}
+
+/// What `acl sync` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclSync {
+    pub granted: usize,
+    pub crl_number: i64,
+}
+
+impl Onboard {
+    /// Rebuilds the broker's state from the registry (repairs drift): exactly the
+    /// registered and active devices get access, and the current CRL is installed.
+    pub fn acl_sync(&self) -> Result<AclSync, CoreError> {
+        let grants = grants_from_registry(self.store(), &self.settings().broker)?;
+        let broker = &self.ports().broker;
+        broker
+            .sync(&grants)
+            .map_err(|e| CoreError::Unavailable(format!("broker: {e}")))?;
+        let crl = self.current_crl()?;
+        broker
+            .publish_crl(&crl.pem)
+            .map_err(|e| CoreError::Unavailable(format!("broker: {e}")))?;
+        Ok(AclSync {
+            granted: grants.len(),
+            crl_number: crl.number,
+        })
+    }
+
+    /// Devices seen on the status topic: the first message marks a registered
+    /// device active; every message updates `last_seen_at`. One transaction for the
+    /// batch; unknown, revoked and decommissioned client ids are ignored. Returns
+    /// how many devices were activated.
+    pub fn record_activity(&self, seen: &[(String, DateTime<Utc>)]) -> Result<usize, CoreError> {
+        let mut latest: HashMap<DeviceId, DateTime<Utc>> = HashMap::new();
+        for (client_id, at) in seen {
+            if let Ok(id) = client_id.parse::<DeviceId>() {
+                let e = latest.entry(id).or_insert(*at);
+                *e = (*e).max(*at);
+            }
+        }
+        let now = self.clock().now();
+        self.store().transaction(|tx| -> Result<usize, CoreError> {
+            let mut activated = 0;
+            for (id, at) in &latest {
+                let device = match tx.device(*id) {
+                    Ok(d) => d,
+                    Err(RepoError::NotFound { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let update = match device.status {
+                    DeviceStatus::Registered => {
+                        activated += 1;
+                        let audit = Audit::new(
+                            self.clock(),
+                            &Actor::device(None),
+                            "device.activate",
+                            AuditOutcome::Success,
+                        )
+                        .device(*id)
+                        .serial(device.serial.as_str())
+                        .details(json!({"via": "mqtt"}));
+                        tx.append_audit(audit.event())?;
+                        DeviceUpdate {
+                            status: Some(DeviceStatus::Active),
+                            activated_at: Some(*at),
+                            last_seen_at: Some(*at),
+                            ..DeviceUpdate::default()
+                        }
+                    }
+                    DeviceStatus::Active => DeviceUpdate {
+                        last_seen_at: Some(*at),
+                        ..DeviceUpdate::default()
+                    },
+                    DeviceStatus::Revoked | DeviceStatus::Decommissioned => continue,
+                };
+                tx.update_device(*id, &update, now)?;
+            }
+            Ok(activated)
+        })
+    }
+}
