@@ -108,7 +108,40 @@ pub fn run(settings: Settings) -> Result<(), ServerError> {
         onboard.migrate()?;
     }
     let state = AppState::new(onboard)?;
+    let _listener = start_activation(&state.onboard)?;
     actix_web::rt::System::new().block_on(serve(state))
+}
+
+/// With `broker.mqtt_url` set, listens on `broker.status_topic`: a device's first
+/// message marks it active, later ones update `last_seen_at`, in batches. The
+/// listener runs on its own thread until it is dropped.
+pub fn start_activation(
+    onboard: &Onboard,
+) -> Result<Option<onboard_core::StatusListener>, ServerError> {
+    let Some(config) = onboard_core::status_config(onboard.settings())? else {
+        return Ok(None);
+    };
+    let topic = config.topic_filter.clone();
+    let recorder = onboard.clone();
+    let listener = onboard_core::StatusListener::start(config, move |batch| {
+        // Instants from the listener become wall-clock times through the Clock.
+        let now = recorder.clock().now();
+        let seen: Vec<(String, chrono::DateTime<chrono::Utc>)> = batch
+            .into_iter()
+            .map(|(client_id, at)| {
+                let age = chrono::Duration::from_std(at.elapsed()).unwrap_or_default();
+                (client_id, now - age)
+            })
+            .collect();
+        match recorder.record_activity(&seen) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(activated = n, "devices reported in"),
+            Err(e) => tracing::warn!(error = %e, "could not record device activity"),
+        }
+    })
+    .map_err(|e| ServerError::Core(CoreError::Setup(format!("status listener: {e}"))))?;
+    tracing::info!(%topic, "listening for device status messages");
+    Ok(Some(listener))
 }
 
 pub async fn serve(state: AppState) -> Result<(), ServerError> {

@@ -62,11 +62,24 @@ pub enum Command {
         #[command(subcommand)]
         command: fleet::AuditCommand,
     },
+    /// Broker permissions.
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
+    },
     /// Admin API credentials.
     Admin {
         #[command(subcommand)]
         command: fleet::AdminCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Rebuild broker permissions from the registry (repairs drift): registered and
+    /// active devices get their topics, everything else loses access, and the
+    /// current CRL is installed.
+    Sync,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +132,20 @@ pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliErr
         Command::Devices { command } => fleet::devices(command, &onboard),
         Command::Audit { command } => fleet::audit(command, &onboard),
         Command::Admin { command } => fleet::admin(command),
+        Command::Acl {
+            command: AclCommand::Sync,
+        } => {
+            let done = onboard.acl_sync()?;
+            Ok(Rendered::table(
+                json!({"granted": done.granted, "crl_number": done.crl_number}),
+                vec![],
+                vec![],
+            )
+            .with_note(format!(
+                "broker permissions rebuilt: {} device(s) granted; CRL number {} installed",
+                done.granted, done.crl_number
+            )))
+        }
     }
 }
 

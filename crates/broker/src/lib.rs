@@ -28,6 +28,8 @@ mod passwd;
 mod reload;
 mod status;
 #[cfg(feature = "test-support")]
+mod test_client;
+#[cfg(feature = "test-support")]
 pub mod testing;
 
 pub use dynsec::{DynsecConfig, MosquittoDynsec, ROLE_PREFIX};

@@ -18,6 +18,7 @@
 //! The binary is `$ONBOARD_TEST_MOSQUITTO` or `/usr/sbin/mosquitto`; Mosquitto
 //! runs with `user root` so it can read the files this process writes.
 
+pub use crate::test_client::{Mqtt, Msg, WAIT};
 use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};

@@ -12,6 +12,8 @@ use onboard_registry::testing::{TestBackend, TestDb};
 
 #[path = "core/lifecycle.rs"]
 mod lifecycle;
+#[path = "core/mqtt.rs"]
+mod mqtt;
 #[path = "core/register.rs"]
 mod register;
 
@@ -34,6 +36,10 @@ on_both_backends!(lifecycle_tests for lifecycle:
     revocation_puts_the_serial_in_the_crl_and_is_idempotent,
     decommissioning_keeps_the_record_and_edits_are_validated,
     import_of_a_thousand_rows_with_ten_bad_ones,
+);
+
+on_both_backends!(mqtt_tests for mqtt:
+    devices_reach_their_topics_activate_and_are_cut_off_by_revocation,
 );
 
 on_both_backends!(register_tests for register:
