@@ -158,12 +158,36 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
     // Once a minute: forget idle clients of the rate limiter (bounded memory) and
     // drop the content of expired credential bundles (no private key outlives its
     // download link).
+    // Every ten minutes: report (and, when configured, revoke) devices that never
+    // reported in.
     let limiter = state.guard.limiter.clone();
     let sweeper = state.onboard.clone();
+    let unactivated = state.registrations.clone();
     actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(std::time::Duration::from_secs(60));
+        let mut minutes: u64 = 0;
         loop {
             tick.tick().await;
+            minutes += 1;
+            if minutes % 10 == 1 {
+                let onboard = sweeper.clone();
+                match web::block(move || onboard.unactivated_devices(true)).await {
+                    Ok(Ok(found)) => {
+                        unactivated.set_unactivated(found.devices.len());
+                        if !found.devices.is_empty() {
+                            tracing::warn!(
+                                devices = found.devices.len(),
+                                revoked = found.revoked.len(),
+                                "devices registered but never activated"
+                            );
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "could not check for unactivated devices")
+                    }
+                    Err(_) => tracing::warn!("the activation check task failed"),
+                }
+            }
             limiter.retain_recent();
             let onboard = sweeper.clone();
             match web::block(move || onboard.purge_expired_bundles()).await {

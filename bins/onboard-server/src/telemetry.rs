@@ -69,6 +69,7 @@ pub async fn log_request(
 pub struct RegistrationMetrics {
     total: prometheus::IntCounterVec,
     steps: prometheus::HistogramVec,
+    unactivated: prometheus::IntGauge,
 }
 
 impl RegistrationMetrics {
@@ -98,7 +99,11 @@ impl RegistrationMetrics {
         registry
             .register(Box::new(steps.clone()))
             .map_err(|e| e.to_string())?;
-        Ok(Self { total, steps })
+        Ok(Self {
+            total,
+            steps,
+            unactivated,
+        })
     }
 
     pub fn success(&self, timings: &[(&'static str, f64)], reregistered: bool) {
@@ -111,6 +116,10 @@ impl RegistrationMetrics {
         for (step, seconds) in timings {
             self.steps.with_label_values(&[step]).observe(*seconds);
         }
+    }
+
+    pub fn set_unactivated(&self, n: usize) {
+        self.unactivated.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn failure(&self, reason: &str) {

@@ -70,6 +70,12 @@ pub enum DevicesCommand {
     },
     /// Decommission a device: revoke it and keep its record as decommissioned.
     Delete { id: String },
+    /// Devices still `registered` after activation.report_after_hours; with
+    /// --revoke, revoke those past activation.revoke_after_hours.
+    Unactivated {
+        #[arg(long)]
+        revoke: bool,
+    },
     /// Change a device's name or location.
     Update {
         id: String,
@@ -220,6 +226,19 @@ pub fn devices(command: &DevicesCommand, onboard: &Onboard) -> Result<Rendered, 
         DevicesCommand::Import { csv, out } => crate::provisioning::import(onboard, csv, out),
         DevicesCommand::Revoke { id, reason } => crate::provisioning::revoke(onboard, id, reason),
         DevicesCommand::Delete { id } => crate::provisioning::delete(onboard, id),
+        DevicesCommand::Unactivated { revoke } => {
+            let found = onboard.unactivated_devices(*revoke)?;
+            let out = Rendered::table(
+                json!({"items": found.devices, "revoked": found.revoked}),
+                DEVICE_HEADERS.to_vec(),
+                found.devices.iter().map(device_row).collect(),
+            );
+            Ok(out.with_note(format!(
+                "{} device(s) not activated; {} revoked now",
+                found.devices.len(),
+                found.revoked.len()
+            )))
+        }
         DevicesCommand::Update { id, name, location } => {
             crate::provisioning::update(onboard, id, name.as_deref(), location.as_deref())
         }

@@ -224,3 +224,67 @@ impl Onboard {
         })
     }
 }
+
+/// Devices still `registered` long after registering.
+#[derive(Debug, Clone)]
+pub struct Unactivated {
+    pub devices: Vec<onboard_domain::Device>,
+    /// Those revoked now because they passed `activation.revoke_after_hours`.
+    pub revoked: Vec<DeviceId>,
+}
+
+impl Onboard {
+    /// Devices registered more than `activation.report_after_hours` ago that never
+    /// reported in; with `revoke` and `activation.revoke_after_hours` set, those
+    /// past that age are revoked (privilegeWithdrawn), as a rollback of credentials
+    /// nobody took up.
+    pub fn unactivated_devices(&self, revoke: bool) -> Result<Unactivated, CoreError> {
+        let a = &self.settings().activation;
+        if a.report_after_hours == 0 {
+            return Ok(Unactivated {
+                devices: Vec::new(),
+                revoked: Vec::new(),
+            });
+        }
+        let now = self.clock().now();
+        let report_before = now - chrono::Duration::hours(i64::from(a.report_after_hours));
+        let filter = DeviceFilter {
+            status: Some(DeviceStatus::Registered),
+            ..DeviceFilter::default()
+        };
+        let mut devices = Vec::new();
+        let mut page = PageRequest::first(onboard_domain::MAX_PAGE_SIZE)?;
+        loop {
+            let found = self
+                .store()
+                .transaction(|tx| tx.list_devices(&filter, &page))?;
+            devices.extend(
+                found
+                    .items
+                    .into_iter()
+                    .filter(|d| d.created_at <= report_before),
+            );
+            match found.next_cursor {
+                Some(c) => page = PageRequest::new(onboard_domain::MAX_PAGE_SIZE, Some(c))?,
+                None => break,
+            }
+        }
+        let mut revoked = Vec::new();
+        if revoke && a.revoke_after_hours > 0 {
+            let revoke_before = now - chrono::Duration::hours(i64::from(a.revoke_after_hours));
+            let system = Actor {
+                name: "system".into(),
+                remote_addr: None,
+            };
+            for d in devices.iter().filter(|d| d.created_at <= revoke_before) {
+                self.revoke_device(
+                    &system,
+                    d.id,
+                    onboard_domain::RevocationReason::PrivilegeWithdrawn,
+                )?;
+                revoked.push(d.id);
+            }
+        }
+        Ok(Unactivated { devices, revoked })
+    }
+}

@@ -22,7 +22,7 @@ pub use adapters::{InternalIssuer, Ports};
 pub use admin::AdminSetup;
 pub use app::{NotReady, Onboard, READINESS_TIMEOUT};
 pub use audit::Actor;
-pub use broker::{grants_from_registry, service_endpoint, status_config, AclSync};
+pub use broker::{grants_from_registry, service_endpoint, status_config, AclSync, Unactivated};
 pub use ca::{CaInit, CaSummary, CrlStatus, PublishedCrl};
 pub use devices::DeviceDetails;
 pub use error::CoreError;

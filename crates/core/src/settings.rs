@@ -72,7 +72,29 @@ pub struct Settings {
     pub rotation: RotationSettings,
     pub assets: AssetsSettings,
     pub device: DeviceSettings,
+    pub activation: ActivationSettings,
     pub log: LogSettings,
+}
+
+/// Devices that register but never report in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActivationSettings {
+    /// Report (log, metric, `onboardctl devices unactivated`) devices still
+    /// `registered` this many hours after registering; 0 turns it off.
+    pub report_after_hours: u32,
+    /// Revoke them (rollback of credentials nobody uses) after this many hours;
+    /// 0 never does. At least `report_after_hours` when both are set.
+    pub revoke_after_hours: u32,
+}
+
+impl Default for ActivationSettings {
+    fn default() -> Self {
+        Self {
+            report_after_hours: 24,
+            revoke_after_hours: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -595,6 +617,13 @@ impl Settings {
             return Err(invalid(
                 "rotation.topic_prefix",
                 "must be a topic without wildcards or spaces",
+            ));
+        }
+        let a = &self.activation;
+        if a.revoke_after_hours > 0 && a.report_after_hours > a.revoke_after_hours {
+            return Err(invalid(
+                "activation.revoke_after_hours",
+                "must be at least activation.report_after_hours",
             ));
         }
         tracing_filter_is_plausible(&self.log.level)?;

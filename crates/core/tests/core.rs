@@ -36,6 +36,7 @@ on_both_backends!(lifecycle_tests for lifecycle:
     revocation_puts_the_serial_in_the_crl_and_is_idempotent,
     decommissioning_keeps_the_record_and_edits_are_validated,
     import_of_a_thousand_rows_with_ten_bad_ones,
+    unactivated_devices_are_reported_then_rolled_back,
 );
 
 on_both_backends!(mqtt_tests for mqtt:

@@ -408,3 +408,49 @@ pub fn import_of_a_thousand_rows_with_ten_bad_ones(backend: TestBackend) {
         "{r:?}"
     );
 }
+
+pub fn unactivated_devices_are_reported_then_rolled_back(backend: TestBackend) {
+    let f = fixture(backend, |s| {
+        s.activation.report_after_hours = 24;
+        s.activation.revoke_after_hours = 48;
+    });
+    let quiet = register(&f, "quiet");
+    let lively = register(&f, "lively");
+    f.onboard
+        .record_activity(&[(lively.device.id.to_string(), f.clock.now())])
+        .unwrap();
+    assert!(
+        f.onboard
+            .unactivated_devices(true)
+            .unwrap()
+            .devices
+            .is_empty(),
+        "too early"
+    );
+    f.clock.advance(Duration::hours(25));
+    let found = f.onboard.unactivated_devices(true).unwrap();
+    assert_eq!(
+        found.devices.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [quiet.device.id]
+    );
+    assert!(found.revoked.is_empty(), "reported, not yet revoked");
+    f.clock.advance(Duration::hours(24));
+    let found = f.onboard.unactivated_devices(true).unwrap();
+    assert_eq!(found.revoked, [quiet.device.id]);
+    let d = f.onboard.device(quiet.device.id).unwrap();
+    assert_eq!(d.device.status, DeviceStatus::Revoked);
+    assert_eq!(
+        d.certificates[0].revocation_reason,
+        Some(RevocationReason::PrivilegeWithdrawn)
+    );
+    assert_eq!(
+        f.onboard.device(lively.device.id).unwrap().device.status,
+        DeviceStatus::Active
+    );
+    assert!(f
+        .onboard
+        .unactivated_devices(true)
+        .unwrap()
+        .devices
+        .is_empty());
+}
