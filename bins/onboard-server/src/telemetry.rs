@@ -99,6 +99,14 @@ impl RegistrationMetrics {
         registry
             .register(Box::new(steps.clone()))
             .map_err(|e| e.to_string())?;
+        let unactivated = prometheus::IntGauge::new(
+            "onboard_devices_unactivated",
+            "Devices still registered after activation.report_after_hours",
+        )
+        .map_err(|e| e.to_string())?;
+        registry
+            .register(Box::new(unactivated.clone()))
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             total,
             steps,
