@@ -331,6 +331,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(crate::devices::revoke_device)
             .service(crate::devices::decommission_device)
             .service(crate::devices::update_device)
+            .service(crate::models::create_model)
+            .service(crate::models::list_models)
+            .service(crate::models::show_model)
+            .service(crate::models::update_model)
+            .service(crate::models::delete_model)
             .service(list_audit),
     );
 }

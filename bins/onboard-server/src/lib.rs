@@ -17,6 +17,7 @@ pub mod devices;
 pub mod docs;
 pub mod error;
 pub mod health;
+pub mod models;
 pub mod public;
 pub mod ratelimit;
 pub mod register;

@@ -14,6 +14,7 @@ use serde_json::json;
 mod ca;
 mod fleet;
 mod keys;
+mod models;
 pub mod output;
 mod provisioning;
 
@@ -61,6 +62,11 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: fleet::AuditCommand,
+    },
+    /// Device models and their topic templates.
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
     },
     /// Broker permissions.
     Acl {
@@ -132,6 +138,7 @@ pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliErr
         Command::Devices { command } => fleet::devices(command, &onboard),
         Command::Audit { command } => fleet::audit(command, &onboard),
         Command::Admin { command } => fleet::admin(command),
+        Command::Models { command } => models::run(command, &onboard),
         Command::Acl {
             command: AclCommand::Sync,
         } => {

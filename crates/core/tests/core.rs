@@ -37,6 +37,7 @@ on_both_backends!(lifecycle_tests for lifecycle:
     decommissioning_keeps_the_record_and_edits_are_validated,
     import_of_a_thousand_rows_with_ten_bad_ones,
     unactivated_devices_are_reported_then_rolled_back,
+    model_templates_shape_grants_and_follow_updates,
 );
 
 on_both_backends!(mqtt_tests for mqtt:

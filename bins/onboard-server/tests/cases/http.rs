@@ -483,6 +483,16 @@ async fn openapi_documents_every_route() {
         ("/private/v1/admin/devices", "get"),
         ("/private/v1/admin/devices/{id}", "get"),
         ("/private/v1/admin/audit", "get"),
+        ("/private/v1/admin/devices", "post"),
+        ("/private/v1/admin/devices/{id}", "patch"),
+        ("/private/v1/admin/devices/{id}", "delete"),
+        ("/private/v1/admin/devices/{id}/revoke", "post"),
+        ("/public/v1/bundles/{token}", "get"),
+        ("/private/v1/admin/models", "post"),
+        ("/private/v1/admin/models", "get"),
+        ("/private/v1/admin/models/{code}", "get"),
+        ("/private/v1/admin/models/{code}", "patch"),
+        ("/private/v1/admin/models/{code}", "delete"),
     ] {
         let op = &doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} is not documented");

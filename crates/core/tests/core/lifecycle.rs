@@ -454,3 +454,84 @@ pub fn unactivated_devices_are_reported_then_rolled_back(backend: TestBackend) {
         .devices
         .is_empty());
 }
+
+pub fn model_templates_shape_grants_and_follow_updates(backend: TestBackend) {
+    let f = fixture(backend, |_| {});
+    let ops = Actor::cli();
+    let bad = onboard_core::ModelRequest {
+        publish_topics: Some(vec!["fleet/all".into()]),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.onboard.create_model(&ops, "tempsensor", &bad),
+        Err(CoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        f.onboard
+            .create_model(&ops, "Bad Code", &Default::default()),
+        Err(CoreError::Invalid(_))
+    ));
+    let m = f
+        .onboard
+        .create_model(
+            &ops,
+            "tempsensor",
+            &onboard_core::ModelRequest {
+                publish_topics: Some(vec!["telemetry/{model}/{serial}".into()]),
+                subscribe_topics: Some(vec![
+                    "cmd/{device_id}/#".into(),
+                    "fleet/{model}/announce".into(),
+                ]),
+                max_qos: Some(2),
+                config: Some(serde_json::json!({"interval": 60})),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(m.name, "tempsensor");
+    let r = register(&f, "sensor 1");
+    let d = f.onboard.device(r.device.id).unwrap().device;
+    assert_eq!(d.model.as_ref().map(|m| m.as_str()), Some("tempsensor"));
+    let acl = std::fs::read_to_string(&f.onboard.settings().broker.acl_file).unwrap();
+    assert!(
+        acl.contains(&format!("telemetry/tempsensor/{}", d.serial)),
+        "{acl}"
+    );
+    assert!(acl.contains(&format!("cmd/{}/#", d.id)), "{acl}");
+    // The bundle's connection settings carry the model's topics and configuration.
+    let files = pyzipper_open(f.dir.path(), &r.bundle_zip, r.bundle_password.expose()).unwrap();
+    let conn: serde_json::Value = serde_json::from_str(
+        &files
+            .iter()
+            .find(|(n, _)| n == "connection.json")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(conn["mqtt"]["max_qos"], 2);
+    assert_eq!(conn["config"]["interval"], 60);
+
+    f.onboard
+        .update_model(
+            &ops,
+            "tempsensor",
+            &onboard_core::ModelRequest {
+                publish_topics: Some(vec!["v2/{device_id}/up".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let acl = std::fs::read_to_string(&f.onboard.settings().broker.acl_file).unwrap();
+    assert!(
+        acl.contains(&format!("v2/{}/up", d.id)) && !acl.contains("telemetry/tempsensor"),
+        "{acl}"
+    );
+    assert!(matches!(
+        f.onboard.delete_model(&ops, "tempsensor"),
+        Err(CoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        f.onboard.model("nope"),
+        Err(CoreError::NotFound { .. })
+    ));
+}
