@@ -144,8 +144,20 @@ pub fn import(onboard: &Onboard, csv_path: &Path, out: &Path) -> Result<Rendered
     }
     ensure_dir(out)?;
     let stamp = onboard.clock().now().format("%Y%m%dT%H%M%SZ");
-    let manifest_path = out.join(format!("manifest-{stamp}.csv"));
-    let mut manifest = create_private(&manifest_path)?;
+    // Never overwrite an earlier manifest: its passwords exist nowhere else.
+    let mut n = 1;
+    let (manifest_path, mut manifest) = loop {
+        let name = if n == 1 {
+            format!("manifest-{stamp}.csv")
+        } else {
+            format!("manifest-{stamp}-{n}.csv")
+        };
+        let path = out.join(name);
+        if !path.exists() {
+            break (path.clone(), create_private(&path)?);
+        }
+        n += 1;
+    };
 
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(rows.len() as u64),

@@ -192,3 +192,120 @@ fn ca_init_show_and_crl() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no passphrase"), "{stderr}");
 }
+
+#[test]
+fn devices_register_import_and_revoke() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new(TestBackend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ONBOARD__DATABASE__URL", db.url.as_str())];
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &[
+            "--output", "json", "devices", "register", "--name", "boiler", "--serial", "SN-REG-1",
+            "--out", "single",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let reg: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(reg["bundle_password"].as_str().unwrap().len() >= 20);
+    assert_eq!(mode(&dir.path().join("single/SN-REG-1.zip")), 0o600);
+
+    let mut csv = String::from("name,model,location,firmware\n");
+    for i in 0..20 {
+        let model = if i % 10 == 3 {
+            "Bad Model"
+        } else {
+            "tempsensor"
+        };
+        csv.push_str(&format!("dev {i},{model},hall {i},1.0.{i}\n"));
+    }
+    std::fs::write(dir.path().join("devices.csv"), csv).unwrap();
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &[
+            "devices",
+            "import",
+            "--csv",
+            "devices.csv",
+            "--out",
+            "bundles",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("18 created, 0 already registered, 2 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid model"),
+        "row errors are shown: {stdout}"
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("bundles"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let manifests: Vec<_> = files
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("manifest-"))
+        .collect();
+    assert_eq!(manifests.len(), 1);
+    assert_eq!(mode(manifests[0]), 0o600);
+    let manifest = std::fs::read_to_string(manifests[0]).unwrap();
+    assert_eq!(manifest.lines().count(), 19, "a header and 18 devices");
+    assert_eq!(
+        files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+            .count(),
+        18
+    );
+
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &[
+            "--output",
+            "json",
+            "devices",
+            "import",
+            "--csv",
+            "devices.csv",
+            "--out",
+            "bundles",
+        ],
+    );
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (again["created"].as_u64(), again["existing"].as_u64()),
+        (Some(0), Some(18))
+    );
+
+    let id = reg["device_id"].as_str().unwrap();
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &["devices", "revoke", id, "--reason", "keyCompromise"],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("revoked"));
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &["devices", "revoke", id, "--reason", "nonsense"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &["--output", "json", "devices", "list", "--status", "revoked"],
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["items"][0]["serial"], "SN-REG-1");
+}
