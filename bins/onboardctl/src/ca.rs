@@ -36,6 +36,78 @@ pub enum CaCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Issue the broker's TLS server certificate from this CA (devices then verify
+    /// the broker with the chain they already have). Writes NAME.crt, NAME.key
+    /// (0600) and chain.pem to --out.
+    ServerCert {
+        /// Subject CN, usually the broker's host name.
+        #[arg(long)]
+        cn: String,
+        /// A DNS name for the certificate (repeat for several).
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// An IP address for the certificate (repeat for several).
+        #[arg(long = "ip")]
+        ip: Vec<std::net::IpAddr>,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+    /// Issue a client certificate for Onboard's own MQTT account (CN =
+    /// broker.service_client_id by default), for broker.client_cert_file.
+    ServiceCert {
+        #[arg(long)]
+        cn: Option<String>,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+fn write_infra(
+    dir: &std::path::Path,
+    name: &str,
+    cert: &onboard_core::InfraCertificate,
+) -> Result<Rendered, CliError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        CliError::Core(CoreError::Setup(format!(
+            "cannot create {}: {}",
+            dir.display(),
+            e.kind()
+        )))
+    })?;
+    let key_path = dir.join(format!("{name}.key"));
+    let mut key = crate::keys::create_private(&key_path)?;
+    use std::io::Write;
+    key.write_all(cert.private_key_pem.expose().as_bytes())
+        .map_err(|e| {
+            CliError::Core(CoreError::Setup(format!(
+                "cannot write {}: {}",
+                key_path.display(),
+                e.kind()
+            )))
+        })?;
+    for (file, text) in [
+        (format!("{name}.crt"), &cert.certificate_pem),
+        ("chain.pem".to_owned(), &cert.chain_pem),
+    ] {
+        let path = dir.join(&file);
+        std::fs::write(&path, text).map_err(|e| {
+            CliError::Core(CoreError::Setup(format!(
+                "cannot write {}: {}",
+                path.display(),
+                e.kind()
+            )))
+        })?;
+    }
+    Ok(Rendered::table(
+        json!({"certificate": dir.join(format!("{name}.crt")), "key": key_path, "chain": dir.join("chain.pem"), "not_after": cert.not_after}),
+        vec![],
+        vec![],
+    )
+    .with_note(format!("{name}.crt, {name}.key (0600) and chain.pem written to {}", dir.display())))
 }
 
 fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, CliError> {
@@ -153,6 +225,23 @@ pub fn run(command: &CaCommand, onboard: &Onboard) -> Result<Rendered, CliError>
                 rows,
             )
             .with_note(note))
+        }
+        CaCommand::ServerCert {
+            cn,
+            dns,
+            ip,
+            days,
+            out,
+        } => {
+            let cert = onboard.issue_server_certificate(cn, dns, ip, *days)?;
+            write_infra(out, "server", &cert)
+        }
+        CaCommand::ServiceCert { cn, days, out } => {
+            let name = cn
+                .clone()
+                .unwrap_or_else(|| onboard.settings().broker.service_client_id.clone());
+            let cert = onboard.issue_service_certificate(&name, *days)?;
+            write_infra(out, &name, &cert)
         }
         CaCommand::Crl { out } => {
             let crl = onboard.current_crl()?;

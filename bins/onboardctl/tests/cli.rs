@@ -309,3 +309,62 @@ fn devices_register_import_and_revoke() {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["items"][0]["serial"], "SN-REG-1");
 }
+
+#[test]
+fn ca_issues_the_broker_and_service_certificates() {
+    let db = TestDb::new(TestBackend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ONBOARD__DATABASE__URL", db.url.as_str())];
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &[
+            "ca",
+            "server-cert",
+            "--cn",
+            "mqtt.local",
+            "--dns",
+            "mqtt.local",
+            "--ip",
+            "127.0.0.1",
+            "--out",
+            "certs",
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = onboardctl(dir.path(), &env, &["ca", "service-cert", "--out", "certs"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    for (file, purpose) in [
+        ("certs/server.crt", "sslserver"),
+        ("certs/onboard-service.crt", "sslclient"),
+    ] {
+        let v = Command::new("openssl")
+            .current_dir(dir.path())
+            .args([
+                "verify",
+                "-CAfile",
+                "certs/chain.pem",
+                "-purpose",
+                purpose,
+                file,
+            ])
+            .output()
+            .unwrap();
+        assert!(v.status.success(), "{file}: {v:?}");
+    }
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &["ca", "server-cert", "--cn", "x", "--out", "certs2"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a server certificate needs a DNS name or an IP"
+    );
+    assert!(
+        text(&out).1.contains("alternative names"),
+        "{:?}",
+        text(&out)
+    );
+}

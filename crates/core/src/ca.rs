@@ -286,3 +286,73 @@ fn already_exists_is_conflict(e: PkiError) -> CoreError {
         other => pki_error(other),
     }
 }
+
+/// A certificate for infrastructure (the broker's TLS server, or Onboard's own MQTT
+/// client), with its new key.
+#[derive(Debug)]
+pub struct InfraCertificate {
+    pub certificate_pem: String,
+    pub private_key_pem: onboard_domain::SecretString,
+    pub chain_pem: String,
+    pub not_after: DateTime<Utc>,
+}
+
+impl Onboard {
+    /// A TLS server certificate for the broker (serverAuth, the given DNS names and
+    /// IP addresses), so devices verify the broker with the chain they already have.
+    pub fn issue_server_certificate(
+        &self,
+        common_name: &str,
+        dns_names: &[String],
+        ip_addresses: &[std::net::IpAddr],
+        validity_days: u32,
+    ) -> Result<InfraCertificate, CoreError> {
+        let ca = self.ca()?;
+        let issued = ca
+            .issue_server_certificate(&onboard_pki::ServerCertParams {
+                common_name: common_name.to_owned(),
+                dns_names: dns_names.to_vec(),
+                ip_addresses: ip_addresses.to_vec(),
+                validity_days,
+                now: self.clock().now(),
+            })
+            .map_err(infra_error)?;
+        Ok(infra(&ca, issued))
+    }
+
+    /// A client certificate for one of Onboard's own MQTT accounts (CN =
+    /// `broker.service_client_id`, clientAuth).
+    pub fn issue_service_certificate(
+        &self,
+        common_name: &str,
+        validity_days: u32,
+    ) -> Result<InfraCertificate, CoreError> {
+        let ca = self.ca()?;
+        let issued = ca
+            .issue_service_certificate(&onboard_pki::ServiceCertParams {
+                common_name: common_name.to_owned(),
+                validity_days,
+                now: self.clock().now(),
+            })
+            .map_err(infra_error)?;
+        Ok(infra(&ca, issued))
+    }
+}
+
+fn infra_error(e: PkiError) -> CoreError {
+    match e {
+        PkiError::InvalidInput { field, reason } => {
+            CoreError::Invalid(InvalidValue::new(field, reason))
+        }
+        other => pki_error(other),
+    }
+}
+
+fn infra(ca: &CertificateAuthority, issued: onboard_pki::GeneratedCredential) -> InfraCertificate {
+    InfraCertificate {
+        not_after: issued.certificate.not_after,
+        certificate_pem: issued.certificate.pem,
+        private_key_pem: onboard_domain::SecretString::new(issued.private_key.expose_secret()),
+        chain_pem: ca.chain_pem().to_owned(),
+    }
+}

@@ -24,7 +24,7 @@ pub use admin::AdminSetup;
 pub use app::{NotReady, Onboard, READINESS_TIMEOUT};
 pub use audit::Actor;
 pub use broker::{grants_from_registry, service_endpoint, status_config, AclSync, Unactivated};
-pub use ca::{CaInit, CaSummary, CrlStatus, PublishedCrl};
+pub use ca::{CaInit, CaSummary, CrlStatus, InfraCertificate, PublishedCrl};
 pub use devices::DeviceDetails;
 pub use error::CoreError;
 pub use import::{ImportOutcome, ImportResult, ImportRow, IMPORT_CHUNK};
