@@ -35,6 +35,7 @@ use crate::health::{HealthBody, ReadyBody};
         crate::devices::decommission_device,
         crate::devices::update_device,
         crate::devices::download_bundle,
+        crate::public::ca_info,
         crate::models::create_model,
         crate::models::list_models,
         crate::models::show_model,

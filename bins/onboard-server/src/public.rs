@@ -102,3 +102,60 @@ pub async fn crl(req: HttpRequest, onboard: web::Data<Onboard>) -> Result<HttpRe
         res.content_type(PEM).body(current.pem)
     })
 }
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CaCertificateView {
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: chrono::DateTime<chrono::Utc>,
+    pub not_after: chrono::DateTime<chrono::Utc>,
+    /// `ecdsa-p256`, `rsa-2048`, ...
+    pub key: String,
+    pub fingerprint_sha256: String,
+    pub self_signed: bool,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CaInfoView {
+    /// Issuing CA first, root last.
+    pub chain: Vec<CaCertificateView>,
+    pub key_encrypted: bool,
+    /// The latest published CRL's number, when one was published.
+    pub crl_number: Option<i64>,
+    pub crl_this_update: Option<chrono::DateTime<chrono::Utc>>,
+    pub crl_next_update: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The CA: its certificates, whether its key is encrypted at rest, the CRL number
+/// and next update.
+#[utoipa::path(context_path = "/private/v1/admin", tag = "admin", security(("admin_token" = [])), responses(
+    (status = 200, body = CaInfoView), (status = 401, body = ErrorBody),
+))]
+#[get("/ca")]
+pub async fn ca_info(
+    _admin: crate::auth::Admin,
+    onboard: web::Data<Onboard>,
+) -> Result<web::Json<CaInfoView>, ApiError> {
+    let s = crate::admin::blocking(move || onboard.ca_summary()).await?;
+    Ok(web::Json(CaInfoView {
+        chain: s
+            .chain
+            .iter()
+            .map(|c| CaCertificateView {
+                subject: c.subject.clone(),
+                issuer: c.issuer.clone(),
+                serial: c.serial.to_string(),
+                not_before: c.not_before,
+                not_after: c.not_after,
+                key: c.key_description.clone(),
+                fingerprint_sha256: c.fingerprint.to_string(),
+                self_signed: c.self_signed,
+            })
+            .collect(),
+        key_encrypted: s.key_encrypted,
+        crl_number: s.crl.as_ref().map(|c| c.number),
+        crl_this_update: s.crl.as_ref().map(|c| c.this_update),
+        crl_next_update: s.crl.as_ref().map(|c| c.next_update),
+    }))
+}

@@ -125,7 +125,7 @@ impl Onboard {
         if let Some(after) = page.after() {
             uuid_cursor(after)?;
         }
-        Ok(self.store().transaction(|tx| tx.list_audit(filter, page))?)
+        Ok(self.store().read(|tx| tx.list_audit(filter, page))?)
     }
 }
 

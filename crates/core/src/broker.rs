@@ -28,7 +28,7 @@ pub fn grants_from_registry(
     db: &Database,
     settings: &BrokerSettings,
 ) -> Result<Vec<BrokerGrant>, RepoError> {
-    db.transaction(|tx| {
+    db.read(|tx| {
         let models: HashMap<_, _> = tx
             .list_models()?
             .into_iter()
@@ -255,9 +255,7 @@ impl Onboard {
         let mut devices = Vec::new();
         let mut page = PageRequest::first(onboard_domain::MAX_PAGE_SIZE)?;
         loop {
-            let found = self
-                .store()
-                .transaction(|tx| tx.list_devices(&filter, &page))?;
+            let found = self.store().read(|tx| tx.list_devices(&filter, &page))?;
             devices.extend(
                 found
                     .items

@@ -185,14 +185,11 @@ impl Onboard {
     pub fn ca_summary(&self) -> Result<CaSummary, CoreError> {
         let ca = self.ca()?;
         let chain = ca.chain_info().map_err(pki_error)?;
-        let crl = self
-            .store()
-            .transaction(|tx| tx.latest_crl())?
-            .map(|c| CrlStatus {
-                number: c.number,
-                this_update: c.this_update,
-                next_update: c.next_update,
-            });
+        let crl = self.store().read(|tx| tx.latest_crl())?.map(|c| CrlStatus {
+            number: c.number,
+            this_update: c.this_update,
+            next_update: c.next_update,
+        });
         Ok(CaSummary {
             dir: self.settings().ca.dir.clone(),
             chain,
@@ -205,7 +202,7 @@ impl Onboard {
     /// its validity, otherwise a freshly signed one.
     pub fn current_crl(&self) -> Result<PublishedCrl, CoreError> {
         let now = self.clock().now();
-        let latest = self.store().transaction(|tx| tx.latest_crl())?;
+        let latest = self.store().read(|tx| tx.latest_crl())?;
         match latest {
             Some(crl) if now < crl.this_update + (crl.next_update - crl.this_update) / 2 => {
                 self.published(crl)
@@ -258,7 +255,7 @@ impl Onboard {
             }
             // Another replica published the same number first: serve theirs.
             Err(CoreError::Conflict(_)) => {
-                let latest = self.store().transaction(|tx| tx.latest_crl())?;
+                let latest = self.store().read(|tx| tx.latest_crl())?;
                 let latest = latest.ok_or(RepoError::NotFound { entity: "CRL" })?;
                 self.published(latest)
             }

@@ -34,13 +34,11 @@ impl Onboard {
                 "must be at most 128 characters",
             )));
         }
-        Ok(self
-            .store()
-            .transaction(|tx| tx.list_devices(filter, page))?)
+        Ok(self.store().read(|tx| tx.list_devices(filter, page))?)
     }
 
     pub fn device(&self, id: DeviceId) -> Result<DeviceDetails, CoreError> {
-        let (device, certificates) = self.store().transaction(|tx| -> Result<_, CoreError> {
+        let (device, certificates) = self.store().read(|tx| -> Result<_, CoreError> {
             Ok((tx.device(id)?, tx.certificates_of_device(id)?))
         })?;
         let current_certificate = certificates

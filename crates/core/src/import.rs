@@ -106,7 +106,7 @@ impl Onboard {
     ) -> Result<Vec<ImportResult>, CoreError> {
         let mut results = Vec::new();
         // Skip what an earlier run created.
-        let existing: Vec<bool> = self.store().transaction(|tx| -> Result<_, CoreError> {
+        let existing: Vec<bool> = self.store().read(|tx| -> Result<_, CoreError> {
             chunk
                 .iter()
                 .map(|p| Ok(tx.device_by_serial(&p.spec.serial)?.is_some()))

@@ -171,11 +171,11 @@ impl Onboard {
         }
         Ok(self
             .store()
-            .transaction(|tx| tx.list_bootstrap_keys(filter, page))?)
+            .read(|tx| tx.list_bootstrap_keys(filter, page))?)
     }
 
     pub fn key(&self, id: BootstrapKeyId) -> Result<BootstrapKey, CoreError> {
-        Ok(self.store().transaction(|tx| tx.bootstrap_key(id))?)
+        Ok(self.store().read(|tx| tx.bootstrap_key(id))?)
     }
 
     /// Activates or deactivates a key. An expired key cannot be activated again.

@@ -143,14 +143,14 @@ impl Onboard {
     }
 
     pub fn models(&self) -> Result<Vec<DeviceModel>, CoreError> {
-        Ok(self.store().transaction(|tx| tx.list_models())?)
+        Ok(self.store().read(|tx| tx.list_models())?)
     }
 
     pub fn model(&self, code: &str) -> Result<DeviceModel, CoreError> {
         let code = ModelCode::parse(code).map_err(|_| CoreError::NotFound {
             entity: "device model",
         })?;
-        Ok(self.store().transaction(|tx| tx.model(&code))?)
+        Ok(self.store().read(|tx| tx.model(&code))?)
     }
 
     /// Changes a model; the broker permissions of its devices follow (the broker is

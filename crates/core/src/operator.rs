@@ -115,7 +115,7 @@ impl Onboard {
             .map(ModelCode::parse)
             .transpose()?;
         let model = match &code {
-            Some(code) => match self.store().transaction(|tx| tx.model(code)) {
+            Some(code) => match self.store().read(|tx| tx.model(code)) {
                 Ok(m) => Some(m),
                 Err(RepoError::NotFound { .. }) => None,
                 Err(e) => return Err(e.into()),

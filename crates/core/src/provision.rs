@@ -143,9 +143,7 @@ impl Onboard {
         // create the device between our lookup and our insert; then we issue again
         // for that device, as a re-registration.
         for _ in 0..2 {
-            let existing = self
-                .store()
-                .transaction(|tx| tx.device_by_serial(&c.serial))?;
+            let existing = self.store().read(|tx| tx.device_by_serial(&c.serial))?;
             if let Some(d) = &existing {
                 // Only a device's own bootstrap key batch may replace the
                 // credentials of a device that has not reported in; anything else

@@ -129,7 +129,7 @@ impl Onboard {
             .transaction(|tx| tx.consume_bootstrap_key_use(key_id, now))?;
         if !taken {
             // Tell the audit log why: the row as it is now explains the refusal.
-            let key = self.store().transaction(|tx| tx.bootstrap_key(key_id))?;
+            let key = self.store().read(|tx| tx.bootstrap_key(key_id))?;
             let reason = key
                 .check_usable(now)
                 .err()
@@ -178,7 +178,7 @@ impl Onboard {
         trail.prefix = Some(prefix.to_owned());
         let key = self
             .store()
-            .transaction(|tx| tx.bootstrap_key_by_prefix(prefix))?
+            .read(|tx| tx.bootstrap_key_by_prefix(prefix))?
             .filter(|k| matches_hash(presented.expose(), &k.key_hash))
             .ok_or(CoreError::Unauthorized("key_unknown"))?;
         if let Err(rejection) = key.check_usable(self.clock().now()) {
@@ -199,7 +199,7 @@ impl Onboard {
             (None, asked) => asked,
         };
         let model = match &model_code {
-            Some(code) => match self.store().transaction(|tx| tx.model(code)) {
+            Some(code) => match self.store().read(|tx| tx.model(code)) {
                 Ok(m) => Some(m),
                 // A device model nobody created yet is not an error: the device
                 // gets the default topics and no model defaults.

@@ -316,6 +316,18 @@ pub trait Store: Send + Sync + 'static {
         F: FnOnce(&mut Self::Tx) -> Result<T, E>,
         E: From<RepoError>;
 
+    /// Runs `f` in a transaction meant for reading: it does not take the write lock
+    /// up front, so on a single-writer backend readers never queue behind writers.
+    /// Writes inside `f` still work but may fail to get the lock; use
+    /// [`Store::transaction`] for those.
+    fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self::Tx) -> Result<T, E>,
+        E: From<RepoError>,
+    {
+        self.transaction(f)
+    }
+
     /// Checks that the database answers.
     fn ping(&self) -> Result<(), RepoError>;
 }

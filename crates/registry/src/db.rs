@@ -319,6 +319,29 @@ impl Store for Database {
         write_transaction(&mut conn, f)
     }
 
+    fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E>,
+        E: From<RepoError>,
+    {
+        let mut conn = self.connection().map_err(|e| E::from(e.into()))?;
+        // A plain (deferred) BEGIN: a consistent snapshot on both backends without
+        // SQLite's write lock.
+        let conn: &mut DbConnection = &mut conn;
+        <DbConnection as Connection>::TransactionManager::begin_transaction(conn)
+            .map_err(|e| E::from(from_diesel(e, "transaction")))?;
+        let result = f(conn);
+        let end = match &result {
+            Ok(_) => <DbConnection as Connection>::TransactionManager::commit_transaction(conn),
+            Err(_) => <DbConnection as Connection>::TransactionManager::rollback_transaction(conn),
+        };
+        match (result, end) {
+            (Ok(value), Ok(())) => Ok(value),
+            (Ok(_), Err(e)) => Err(E::from(from_diesel(e, "transaction"))),
+            (Err(err), _) => Err(err),
+        }
+    }
+
     fn ping(&self) -> Result<(), RepoError> {
         let mut conn = self.connection()?;
         conn.ping()

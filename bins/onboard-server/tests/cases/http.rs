@@ -385,6 +385,12 @@ async fn admin_routes_validate_and_authenticate() {
         let res = atest::call_service(&svc, get(uri.clone())).await;
         assert_eq!(res.status(), status, "{uri}");
     }
+    let ca: Value =
+        atest::read_body_json(atest::call_service(&svc, get("/private/v1/admin/ca".into())).await)
+            .await;
+    assert_eq!(ca["chain"].as_array().unwrap().len(), 1);
+    assert_eq!(ca["chain"][0]["self_signed"], true);
+    assert_eq!(ca["chain"][0]["key"], "ecdsa-p256");
     let page: Value = atest::read_body_json(
         atest::call_service(&svc, get("/private/v1/admin/bootstrap-keys?limit=1".into())).await,
     )
@@ -488,6 +494,7 @@ async fn openapi_documents_every_route() {
         ("/private/v1/admin/devices/{id}", "delete"),
         ("/private/v1/admin/devices/{id}/revoke", "post"),
         ("/public/v1/bundles/{token}", "get"),
+        ("/private/v1/admin/ca", "get"),
         ("/private/v1/admin/models", "post"),
         ("/private/v1/admin/models", "get"),
         ("/private/v1/admin/models/{code}", "get"),
