@@ -8,9 +8,8 @@
 use std::collections::HashMap;
 
 use onboard_domain::{
-    new_id, AuditOutcome, AuditRepository, BrokerGrant, CertificateId, CertificateIssuer,
-    CertificateRepository, CloudDevice, DeviceId, DeviceRepository, IssuedCert, NewCertificate,
-    NewDevice, SecretString, Store,
+    new_id, AuditOutcome, AuditRepository, BrokerGrant, CertificateIssuer, CertificateRepository,
+    CloudDevice, DeviceId, DeviceRepository, IssuedCert, NewDevice, SecretString, Store,
 };
 use serde_json::json;
 
@@ -292,19 +291,7 @@ impl Onboard {
                     metadata: s.metadata.clone(),
                     created_at: now,
                 })?;
-                let certificate = tx.insert_certificate(&NewCertificate {
-                    id: CertificateId(new_id(self.clock())),
-                    device_id: p.id,
-                    serial: issued.serial.clone(),
-                    fingerprint: issued.fingerprint.clone(),
-                    subject: issued.subject.clone(),
-                    issuer: issued.issuer.clone(),
-                    key_algorithm: issued.key_algorithm,
-                    not_before: issued.not_before,
-                    not_after: issued.not_after,
-                    pem: issued.pem.clone(),
-                    created_at: now,
-                })?;
+                let certificate = tx.insert_certificate(&self.certificate_row(p.id, issued))?;
                 let audit = Audit::new(self.clock(), &s.actor, s.action, AuditOutcome::Success)
                     .device(p.id)
                     .serial(s.serial.as_str())

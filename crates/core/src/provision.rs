@@ -233,19 +233,7 @@ impl Onboard {
         issued: &IssuedCert,
     ) -> Result<(Device, Certificate), CoreError> {
         let now = self.clock().now();
-        let cert = NewCertificate {
-            id: CertificateId(new_id(self.clock())),
-            device_id,
-            serial: issued.serial.clone(),
-            fingerprint: issued.fingerprint.clone(),
-            subject: issued.subject.clone(),
-            issuer: issued.issuer.clone(),
-            key_algorithm: issued.key_algorithm,
-            not_before: issued.not_before,
-            not_after: issued.not_after,
-            pem: issued.pem.clone(),
-            created_at: now,
-        };
+        let cert = self.certificate_row(device_id, issued);
         self.store().transaction(|tx| -> Result<_, CoreError> {
             let device = match existing {
                 Some(_) => tx.update_device(
@@ -410,6 +398,27 @@ impl Onboard {
         });
         if let Err(e) = result {
             tracing::error!(error = %e, device = %device.id, "could not undo a registration's rows");
+        }
+    }
+
+    /// The registry row for a certificate just issued to `device_id`.
+    pub(crate) fn certificate_row(
+        &self,
+        device_id: DeviceId,
+        issued: &IssuedCert,
+    ) -> NewCertificate {
+        NewCertificate {
+            id: CertificateId(new_id(self.clock())),
+            device_id,
+            serial: issued.serial.clone(),
+            fingerprint: issued.fingerprint.clone(),
+            subject: issued.subject.clone(),
+            issuer: issued.issuer.clone(),
+            key_algorithm: issued.key_algorithm,
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+            pem: issued.pem.clone(),
+            created_at: self.clock().now(),
         }
     }
 
