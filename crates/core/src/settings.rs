@@ -588,8 +588,12 @@ impl Settings {
                 "must be set for mosquitto-dynsec",
             ));
         }
-        if self.aws.enabled && self.aws.region.trim().is_empty() {
-            return Err(invalid("aws.region", "must be set when aws.enabled"));
+        if self.aws.enabled {
+            // Refused rather than silently ignored until the aws-iot adapter lands.
+            return Err(invalid(
+                "aws.enabled",
+                "the AWS IoT Core integration is not available in this version; leave it false",
+            ));
         }
         if !self.aws.endpoint_url.is_empty() {
             check_http_url("aws.endpoint_url", &self.aws.endpoint_url)?;

@@ -166,6 +166,7 @@ fn invalid_values_name_the_setting() {
             "broker.mqtt_url",
         ),
         (None, &[("ONBOARD__NOPE__KEY", "1")], "nope"),
+        (None, &[("ONBOARD__AWS__ENABLED", "true")], "aws.enabled"),
         (Some("[server]\nbindd = \"x\"\n"), &[], "bindd"),
         (
             Some("[ca]\nvalidity_days = \"long\"\n"),
