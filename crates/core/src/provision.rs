@@ -330,8 +330,13 @@ impl Onboard {
             let mut revoked = 0;
             for old in certificates {
                 if old.status == CertificateStatus::Active && old.id < certificate.id {
-                    tx.revoke_certificate(old.id, now, RevocationReason::Superseded)?;
-                    revoked += 1;
+                    match tx.revoke_certificate(old.id, now, RevocationReason::Superseded) {
+                        Ok(_) => revoked += 1,
+                        // A concurrent registration that lost to this one removed its
+                        // certificate meanwhile: nothing left to revoke.
+                        Err(RepoError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
             tx.append_audit(audit.event())?;
