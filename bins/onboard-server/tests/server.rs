@@ -40,22 +40,8 @@ pub(crate) fn state_with_clock(
     clock: std::sync::Arc<dyn onboard_core::domain::Clock>,
 ) -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
+    let mut settings = Settings::default().with_files_under(dir.path());
     settings.database.url = t.url.clone();
-    settings.ca.dir = dir.path().join("ca").display().to_string();
-    for (file, name) in [
-        (&mut settings.broker.acl_file, "acl"),
-        (&mut settings.broker.password_file, "passwd"),
-        (&mut settings.broker.crl_file, "crl.pem"),
-    ] {
-        *file = dir
-            .path()
-            .join("mosquitto")
-            .join(name)
-            .display()
-            .to_string();
-    }
-    settings.admin.token_file = dir.path().join("admin.token").display().to_string();
     configure(&mut settings);
     let onboard = Onboard::with_clock(settings, clock).unwrap();
     onboard.migrate().unwrap();

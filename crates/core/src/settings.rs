@@ -660,6 +660,20 @@ impl Settings {
         Ok(Some(Secret(line)))
     }
 
+    /// The same settings with every file Onboard keeps (CA, admin token, broker
+    /// files, assets) under `dir` instead of `./data/`: a second instance on one
+    /// machine, or a test that must not write into the working directory.
+    pub fn with_files_under(mut self, dir: &Path) -> Self {
+        let at = |rest: &str| dir.join(rest).display().to_string();
+        self.ca.dir = at("ca");
+        self.admin.token_file = at("admin.token");
+        self.broker.acl_file = at("mosquitto/acl");
+        self.broker.password_file = at("mosquitto/passwd");
+        self.broker.crl_file = at("mosquitto/crl.pem");
+        self.assets.dir = at("assets");
+        self
+    }
+
     pub fn ca_dir(&self) -> PathBuf {
         PathBuf::from(&self.ca.dir)
     }

@@ -66,21 +66,8 @@ pub struct Fixture {
 pub fn fixture(backend: TestBackend, configure: impl FnOnce(&mut Settings)) -> Fixture {
     let db = TestDb::migrated(backend);
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
+    let mut settings = Settings::default().with_files_under(dir.path());
     settings.database.url = db.url.clone();
-    settings.ca.dir = dir.path().join("ca").display().to_string();
-    for (file, name) in [
-        (&mut settings.broker.acl_file, "acl"),
-        (&mut settings.broker.password_file, "passwd"),
-        (&mut settings.broker.crl_file, "crl.pem"),
-    ] {
-        *file = dir
-            .path()
-            .join("mosquitto")
-            .join(name)
-            .display()
-            .to_string();
-    }
     configure(&mut settings);
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap(),

@@ -234,3 +234,25 @@ fn the_ca_passphrase_comes_from_the_setting_or_a_file() {
     )
     .contains("ca.passphrase"));
 }
+
+#[test]
+fn every_kept_file_moves_under_one_directory() {
+    let dir = Path::new("/srv/onboard-b");
+    let s = Settings::default().with_files_under(dir);
+    for path in [
+        &s.ca.dir,
+        &s.admin.token_file,
+        &s.broker.acl_file,
+        &s.broker.password_file,
+        &s.broker.crl_file,
+        &s.assets.dir,
+    ] {
+        assert!(path.starts_with("/srv/onboard-b/"), "{path}");
+    }
+    assert_eq!(
+        s.database,
+        DatabaseSettings::default(),
+        "the database is chosen separately"
+    );
+    s.validate().unwrap();
+}
