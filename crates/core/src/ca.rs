@@ -193,7 +193,13 @@ impl Onboard {
         Ok(CaSummary {
             dir: self.settings().ca.dir.clone(),
             chain,
-            key_encrypted: self.passphrase()?.is_some(),
+            // What the key file holds, not what is configured: an unencrypted key
+            // still loads while a passphrase is set.
+            key_encrypted: std::fs::read_to_string(
+                self.settings().ca_dir().join(onboard_pki::ca_files::CA_KEY),
+            )
+            .map(|pem| pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----"))
+            .unwrap_or(false),
             crl,
         })
     }

@@ -104,6 +104,7 @@ fn the_ca_is_created_on_first_use_encrypted_and_loaded_after() {
     let key = std::fs::read_to_string(f.dir.path().join("ca/ca.key")).unwrap();
     assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
     assert!(ca.subject().contains("Onboard Device CA"));
+    assert!(f.onboard.ca_summary().unwrap().key_encrypted);
 
     // A second process with the same settings loads the same CA.
     let mut settings = f.onboard.settings().clone();
@@ -164,6 +165,10 @@ fn ca_init_with_intermediate_refuses_to_overwrite() {
     assert_eq!(summary.chain.len(), 2);
     assert!(summary.chain[1].self_signed);
     assert!(summary.crl.is_none());
+    assert!(
+        !summary.key_encrypted,
+        "no passphrase: the key file is plain"
+    );
 }
 
 #[test]
