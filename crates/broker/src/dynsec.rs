@@ -672,4 +672,31 @@ mod tests {
         assert_eq!(changed[0]["command"], "modifyRole");
         assert_eq!(changed[1]["command"], "addClientRole");
     }
+
+    #[test]
+    fn the_crl_is_installed_before_mosquitto_runs() {
+        // At start-up, before Mosquitto (which needs the CRL file) runs: no pid
+        // file yet. publish_crl needs no admin connection.
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            DynsecConfig::new(MqttEndpoint::from_url("mqtt://127.0.0.1:1", "x").unwrap());
+        config.crl_file = Some(dir.path().join("crl.pem"));
+        config.reload = Reload::Signal {
+            pid_file: dir.path().join("mosquitto.pid"),
+        };
+        let pem = "-----BEGIN X509 CRL-----\nMA==\n-----END X509 CRL-----\n";
+        MosquittoDynsec::new(config.clone())
+            .publish_crl(pem)
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("crl.pem")).unwrap(),
+            pem
+        );
+        // A pid file without a pid is an error.
+        std::fs::write(dir.path().join("mosquitto.pid"), "\n").unwrap();
+        assert!(matches!(
+            MosquittoDynsec::new(config).publish_crl(pem),
+            Err(PortError::Unavailable(m)) if m.contains("holds no process id")
+        ));
+    }
 }

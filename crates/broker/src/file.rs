@@ -412,4 +412,46 @@ mod tests {
             pem
         );
     }
+
+    #[test]
+    fn before_mosquitto_runs_the_files_are_written_and_the_reload_skipped() {
+        // A fresh install: Mosquitto's pid file (and its directory) do not exist
+        // yet, and Mosquitto will not start without the CRL file.
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = FileConfig::new(
+            dir.path().join("acl"),
+            dir.path().join("run").join("mosquitto.pid"),
+        );
+        config.password_file = Some(dir.path().join("passwd"));
+        config.crl_file = Some(dir.path().join("crl.pem"));
+        let rows = vec![grant(1)];
+        let file = MosquittoFile::new(config.clone(), Arc::new(move || Ok(rows.clone())));
+        file.sync(&[grant(1)]).unwrap();
+        file.grant(&grant(1)).unwrap();
+        let pem = "-----BEGIN X509 CRL-----\nMA==\n-----END X509 CRL-----\n";
+        file.publish_crl(pem).unwrap();
+        let acl = std::fs::read_to_string(dir.path().join("acl")).unwrap();
+        assert!(acl.contains(&format!("user {}\n", grant(1).client_id)));
+        assert!(dir.path().join("passwd").exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("crl.pem")).unwrap(),
+            pem
+        );
+
+        // A pid file that exists but holds no pid is still an error (the files
+        // are written all the same).
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        std::fs::write(dir.path().join("run").join("mosquitto.pid"), "garbage\n").unwrap();
+        let file = MosquittoFile::new(config, Arc::new(|| Ok(vec![])));
+        match file.revoke(grant(1).device_id) {
+            Err(PortError::Unavailable(m)) => assert!(m.contains("holds no process id"), "{m}"),
+            other => panic!("expected a reload error, got {other:?}"),
+        }
+        match file.publish_crl(pem) {
+            Err(PortError::Unavailable(m)) => assert!(m.contains("holds no process id"), "{m}"),
+            other => panic!("expected a reload error, got {other:?}"),
+        }
+        let acl = std::fs::read_to_string(dir.path().join("acl")).unwrap();
+        assert!(!acl.contains(&grant(1).client_id));
+    }
 }

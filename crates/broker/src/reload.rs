@@ -26,6 +26,12 @@ use crate::error::BrokerError;
 pub enum Reload {
     /// Send `SIGHUP` to the pid in this file (Mosquitto's `pid_file`). The
     /// process must be allowed to signal Mosquitto: same user, or root.
+    ///
+    /// A pid file that does not exist means Mosquitto is not running yet (a
+    /// fresh install, the files written before Mosquitto starts): the reload is
+    /// skipped with a log line and the call succeeds, since Mosquitto reads the
+    /// files when it starts. A pid file that exists but cannot be read or holds
+    /// no process id is an error.
     Signal { pid_file: PathBuf },
     /// Run this program with these arguments (`systemctl reload mosquitto`,
     /// `docker kill -s HUP mosquitto`); a non-zero exit is an error.
@@ -50,17 +56,32 @@ impl Reloader {
     /// Asks Mosquitto to reload and, unless confirmation is off or there is no
     /// reload, waits until it has read `watched` (which must exist).
     pub(crate) fn reload(&self, watched: &Path) -> Result<(), BrokerError> {
-        if self.reload == Reload::None {
-            return Ok(());
-        }
+        // The pid is read before the watch is set up: a missing pid file means
+        // there is no Mosquitto to reload (nor to wait for).
+        let pid = match &self.reload {
+            Reload::None => return Ok(()),
+            Reload::Signal { pid_file } => match read_pid(pid_file)? {
+                Some(pid) => Some((pid, pid_file)),
+                None => {
+                    tracing::info!(
+                        pid_file = %pid_file.display(),
+                        file = %watched.display(),
+                        "Mosquitto's pid file does not exist (Mosquitto not running yet): \
+                         file written, reload skipped"
+                    );
+                    return Ok(());
+                }
+            },
+            Reload::Command { .. } => None,
+        };
         let watch = match self.confirm_timeout {
             Some(timeout) => Some((watch_reads(watched)?, timeout)),
             None => None,
         };
-        match &self.reload {
-            Reload::Signal { pid_file } => signal(pid_file)?,
-            Reload::Command { program, args } => run(program, args)?,
-            Reload::None => {}
+        match (&self.reload, pid) {
+            (_, Some((pid, pid_file))) => signal(pid, pid_file)?,
+            (Reload::Command { program, args }, None) => run(program, args)?,
+            _ => {}
         }
         if let Some((inotify, timeout)) = watch {
             wait_for_read(&inotify, watched, timeout)?;
@@ -96,12 +117,20 @@ fn wait_for_read(inotify: &Inotify, path: &Path, timeout: Duration) -> Result<()
     }
 }
 
-fn signal(pid_file: &Path) -> Result<(), BrokerError> {
-    let text = fs::read_to_string(pid_file)
-        .map_err(|e| BrokerError::io("read the pid file", pid_file, e))?;
+/// The pid in Mosquitto's pid file; `None` when the file does not exist.
+fn read_pid(pid_file: &Path) -> Result<Option<i32>, BrokerError> {
+    let text = match fs::read_to_string(pid_file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(BrokerError::io("read the pid file", pid_file, e)),
+    };
     let pid: i32 = text.trim().parse().ok().filter(|p| *p > 1).ok_or_else(|| {
         BrokerError::Reload(format!("{} holds no process id", pid_file.display()))
     })?;
+    Ok(Some(pid))
+}
+
+fn signal(pid: i32, pid_file: &Path) -> Result<(), BrokerError> {
     kill(Pid::from_raw(pid), Signal::SIGHUP).map_err(|e| {
         BrokerError::Reload(format!(
             "SIGHUP to pid {pid} (from {}): {e}",
@@ -177,13 +206,20 @@ mod tests {
             confirm_timeout: None,
         };
         assert!(matches!(failing.reload(&file), Err(BrokerError::Reload(_))));
-        let no_pid = Reloader {
+        // A pid file that exists but cannot be read (here: a directory).
+        let unreadable = Reloader {
             reload: Reload::Signal {
-                pid_file: dir.path().join("missing.pid"),
+                pid_file: dir.path().to_path_buf(),
             },
             confirm_timeout: None,
         };
-        assert!(matches!(no_pid.reload(&file), Err(BrokerError::Io { .. })));
+        assert!(matches!(
+            unreadable.reload(&file),
+            Err(BrokerError::Io {
+                action: "read the pid file",
+                ..
+            })
+        ));
         let junk = dir.path().join("junk.pid");
         fs::write(&junk, "not a pid\n").unwrap();
         let junk_pid = Reloader {
@@ -192,7 +228,7 @@ mod tests {
         };
         assert!(matches!(
             junk_pid.reload(&file),
-            Err(BrokerError::Reload(_))
+            Err(BrokerError::Reload(m)) if m.contains("holds no process id")
         ));
         Reloader {
             reload: Reload::None,
@@ -200,5 +236,21 @@ mod tests {
         }
         .reload(&file)
         .unwrap();
+    }
+
+    #[test]
+    fn a_missing_pid_file_means_mosquitto_is_not_running_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("acl");
+        fs::write(&file, "x").unwrap();
+        // Not even the pid file's directory exists (as /run/mosquitto before
+        // Mosquitto's first start); confirmation on, and nothing would read.
+        let missing = Reloader {
+            reload: Reload::Signal {
+                pid_file: dir.path().join("run").join("mosquitto.pid"),
+            },
+            confirm_timeout: Some(DEFAULT_CONFIRM_TIMEOUT),
+        };
+        missing.reload(&file).unwrap();
     }
 }
