@@ -9,7 +9,7 @@ use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use crate::error::BrokerError;
 
 /// One MQTT connection's settings. `Debug` never shows the key or the password.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct MqttEndpoint {
     /// Host name or IP address; with TLS it must be in the broker certificate's
     /// subjectAltName.
@@ -29,12 +29,52 @@ pub struct MqttEndpoint {
     pub keep_alive: Duration,
 }
 
+impl std::fmt::Debug for MqttEndpoint {
+    /// The CA chain and the certificate as their presence only; the key and the
+    /// password never (the username is shown).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttEndpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("tls", &self.ca_pem.is_some())
+            .field(
+                "client_cert",
+                &self.client_cert.as_ref().map(|_| "<certificate and key>"),
+            )
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|(user, _)| (user, "<password>")),
+            )
+            .field("keep_alive", &self.keep_alive)
+            .finish()
+    }
+}
+
+/// `url` as it may appear in a message: everything between the scheme and the
+/// last `@` (a user name and password, perhaps with characters a URL would have
+/// to escape) is replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(at) = url.rfind('@') else {
+        return url.to_owned();
+    };
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let start = if start <= at { start } else { 0 };
+    format!("{}***{}", &url[..start], &url[at..])
+}
+
 impl MqttEndpoint {
     /// From a URL as in the settings: `mqtt://host:port` (plain, default port
     /// 1883) or `mqtts://host:port` (TLS, default 8883; `ca_pem` must be set
-    /// before connecting). Credentials and certificates are set on the result.
+    /// before connecting). Credentials and certificates are set on the result;
+    /// a URL with a user (`mqtts://user:password@host`) is refused, and the
+    /// error shows it without the user and password.
     pub fn from_url(url: &str, client_id: impl Into<String>) -> Result<Self, BrokerError> {
-        let bad = |why: &str| BrokerError::InvalidConfig(format!("MQTT URL {url:?}: {why}"));
+        let shown = redact_url(url);
+        let bad = |why: &str| BrokerError::InvalidConfig(format!("MQTT URL {shown:?}: {why}"));
         let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
             (true, rest)
         } else if let Some(rest) = url.strip_prefix("mqtt://") {
@@ -43,7 +83,12 @@ impl MqttEndpoint {
             return Err(bad("must start with mqtt:// or mqtts://"));
         };
         let rest = rest.trim_end_matches('/');
-        if rest.contains(['/', '@', '?', '#']) {
+        if rest.contains('@') {
+            return Err(bad(
+                "must not carry a user or password (set the broker's username and password settings)",
+            ));
+        }
+        if rest.contains(['/', '?', '#']) {
             return Err(bad("must be scheme://host[:port] without path or user"));
         }
         let default_port = if tls { 8883 } else { 1883 };
@@ -118,6 +163,7 @@ impl MqttEndpoint {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use onboard_domain::PortError;
 
     #[test]
     fn urls_parse() {
@@ -147,5 +193,45 @@ mod tests {
         // TLS without a CA chain cannot connect.
         let e = MqttEndpoint::from_url("mqtts://h", "x").unwrap();
         assert!(e.options(1024).is_err());
+    }
+
+    #[test]
+    fn credentials_in_a_url_never_show() {
+        for url in [
+            "mqtts://user:s3cr3t-pw@broker.example",
+            "mqtts://user:s3cr3t-pw@broker.example:8883",
+            "mqtts://user:s3cr3t-pw@broker.example:port",
+            "mqtts://user:s3cr3t-pw@broker.example/path",
+            "mqtt://user:s3/cr3t-pw@broker.example",
+            "mqtt://user:s3cr3t@pw@broker.example",
+            "http://user:s3cr3t-pw@broker.example",
+            "user:s3cr3t-pw@broker.example",
+        ] {
+            let e = MqttEndpoint::from_url(url, "x").unwrap_err();
+            for shown in [
+                e.to_string(),
+                format!("{e:?}"),
+                PortError::from(e).to_string(),
+            ] {
+                assert!(!shown.contains("s3cr3t"), "{url}: {shown}");
+                assert!(!shown.contains("user:"), "{url}: {shown}");
+                assert!(shown.contains("***@"), "{url}: {shown}");
+            }
+        }
+        assert_eq!(redact_url("mqtts://u:p@h:1"), "mqtts://***@h:1".to_string());
+        assert_eq!(redact_url("mqtts://h:1"), "mqtts://h:1".to_string());
+
+        // Debug of an endpoint shows neither the password nor the key.
+        let mut e = MqttEndpoint::from_url("mqtts://broker.example", "svc").unwrap();
+        e.credentials = Some(("svc".into(), SecretString::new("s3cr3t-pw")));
+        e.client_cert = Some(("CERT".into(), SecretString::new("PRIVATE-KEY-PEM")));
+        let shown = format!("{e:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(!shown.contains("PRIVATE-KEY-PEM"), "{shown}");
+        assert!(shown.contains("svc"), "{shown}");
+        let config = crate::StatusConfig::new(e.clone());
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        let config = crate::DynsecConfig::new(e);
+        assert!(!format!("{config:?}").contains("s3cr3t"));
     }
 }
