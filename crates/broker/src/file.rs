@@ -80,6 +80,8 @@ struct Coordination {
     running: bool,
     last_ok: u64,
     last_err: Option<PortError>,
+    /// Calls waiting for a running rewrite to finish.
+    waiting: usize,
 }
 
 /// [`BrokerAccess`] through Mosquitto's files. Every call returns once Mosquitto
@@ -90,6 +92,8 @@ pub struct MosquittoFile {
     reloader: Reloader,
     coordination: Mutex<Coordination>,
     changed: Condvar,
+    /// Signalled when a call starts waiting (for [`MosquittoFile::wait_for_waiting_calls`]).
+    arrived: Condvar,
     rewrites: AtomicU64,
 }
 
@@ -116,6 +120,7 @@ impl MosquittoFile {
             reloader,
             coordination: Mutex::new(Coordination::default()),
             changed: Condvar::new(),
+            arrived: Condvar::new(),
             rewrites: AtomicU64::new(0),
         }
     }
@@ -125,16 +130,40 @@ impl MosquittoFile {
         self.rewrites.load(Ordering::Relaxed)
     }
 
+    /// How many calls are waiting for a running rewrite to finish (they will be
+    /// served together by the next one).
+    pub fn waiting_calls(&self) -> usize {
+        self.lock().waiting
+    }
+
+    /// Waits up to `timeout` until at least `calls` calls are waiting for a
+    /// running rewrite; true if they are. For tests that hold a rewrite (in
+    /// their loader) and need the other calls queued behind it.
+    pub fn wait_for_waiting_calls(&self, calls: usize, timeout: Duration) -> bool {
+        let c = self.lock();
+        let (c, _) = self
+            .arrived
+            .wait_timeout_while(c, timeout, |c| c.waiting < calls)
+            .unwrap_or_else(PoisonError::into_inner);
+        c.waiting >= calls
+    }
+
     fn lock(&self) -> MutexGuard<'_, Coordination> {
         self.coordination
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn wait<'a>(&self, guard: MutexGuard<'a, Coordination>) -> MutexGuard<'a, Coordination> {
-        self.changed
+    /// Waits for the running rewrite to finish, counted in `waiting`.
+    fn wait<'a>(&self, mut guard: MutexGuard<'a, Coordination>) -> MutexGuard<'a, Coordination> {
+        guard.waiting += 1;
+        self.arrived.notify_all();
+        let mut guard = self
+            .changed
             .wait(guard)
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        guard.waiting -= 1;
+        guard
     }
 
     /// Waits for a loader-based rewrite that starts after this call, running it
@@ -296,41 +325,74 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::acl::tests::grant;
-    use std::sync::Barrier;
+    use std::sync::mpsc::{channel, Receiver, Sender};
 
-    fn setup(dir: &std::path::Path, grants: Arc<Mutex<Vec<BrokerGrant>>>) -> MosquittoFile {
+    /// A generous bound for waiting on another thread (not a speed check).
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn config(dir: &std::path::Path) -> FileConfig {
         let mut config = FileConfig::new(dir.join("acl"), dir.join("pid"));
         config.reload = Reload::None;
         config.password_file = Some(dir.join("passwd"));
+        config
+    }
+
+    fn setup(dir: &std::path::Path, grants: Arc<Mutex<Vec<BrokerGrant>>>) -> MosquittoFile {
+        let loader: GrantLoader = Arc::new(move || Ok(grants.lock().unwrap().clone()));
+        MosquittoFile::new(config(dir), loader)
+    }
+
+    /// Like `setup`, but the loader's first call says so on `entered` and then
+    /// waits until the test sends on `release`: the test holds the first rewrite.
+    fn setup_gated(
+        dir: &std::path::Path,
+        grants: Arc<Mutex<Vec<BrokerGrant>>>,
+    ) -> (MosquittoFile, Receiver<()>, Sender<()>) {
+        let (entered_tx, entered) = channel();
+        let (release, release_rx) = channel();
+        let gate = Mutex::new(Some((entered_tx, release_rx)));
         let loader: GrantLoader = Arc::new(move || {
-            // A registry query takes a moment: lets concurrent calls pile up.
-            std::thread::sleep(Duration::from_millis(20));
+            let first = gate.lock().unwrap().take();
+            if let Some((entered, release)) = first {
+                entered.send(()).unwrap();
+                release.recv().unwrap();
+            }
             Ok(grants.lock().unwrap().clone())
         });
-        MosquittoFile::new(config, loader)
+        (MosquittoFile::new(config(dir), loader), entered, release)
     }
 
     #[test]
     fn concurrent_grants_share_rewrites() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Arc::new(Mutex::new(Vec::new()));
-        let file = Arc::new(setup(dir.path(), registry.clone()));
-        let barrier = Arc::new(Barrier::new(20));
-        let threads: Vec<_> = (0..20)
-            .map(|i| {
-                let (file, registry, barrier) = (file.clone(), registry.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    let g = grant(i);
-                    registry.lock().unwrap().push(g.clone());
-                    barrier.wait();
-                    file.grant(&g).unwrap();
-                })
+        let (file, entered, release) = setup_gated(dir.path(), registry.clone());
+        let file = Arc::new(file);
+        let spawn = |i: u32| {
+            let (file, registry) = (file.clone(), registry.clone());
+            std::thread::spawn(move || {
+                let g = grant(i);
+                registry.lock().unwrap().push(g.clone());
+                file.grant(&g).unwrap();
             })
-            .collect();
+        };
+        // The first grant's rewrite starts and is held in the loader...
+        let mut threads = vec![spawn(0)];
+        entered.recv_timeout(WAIT).unwrap();
+        // ...while the other 19 arrive and queue behind it.
+        threads.extend((1..20).map(spawn));
+        assert!(
+            file.wait_for_waiting_calls(19, WAIT),
+            "{} calls waiting",
+            file.waiting_calls()
+        );
+        release.send(()).unwrap();
         for t in threads {
             t.join().unwrap();
         }
-        assert!(file.rewrites() < 20, "{} rewrites", file.rewrites());
+        // The held rewrite, then one for all 19 that waited.
+        assert_eq!(file.rewrites(), 2);
+        assert_eq!(file.waiting_calls(), 0);
         let text = std::fs::read_to_string(dir.path().join("acl")).unwrap();
         for i in 0..20 {
             assert!(text.contains(&format!("user {}\n", grant(i).client_id)));

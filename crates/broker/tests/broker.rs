@@ -6,7 +6,7 @@ mod support;
 
 use std::process::Command;
 use std::sync::mpsc::channel;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use onboard_broker::testing::{Auth, TestBroker, SERVICE_USER};
@@ -366,28 +366,37 @@ fn concurrent_grants_share_rewrites_and_a_bulk_import_is_one() {
     let ca = ca();
     let broker = broker(&ca, Auth::Files, false);
     let registry = Registry::default();
-    let files = Arc::new(MosquittoFile::new(broker.file_config(), registry.loader()));
+    // The test holds the first rewrite in the loader while the other grants
+    // arrive.
+    let (loader, entered, release) = registry.gated_loader();
+    let files = Arc::new(MosquittoFile::new(broker.file_config(), loader));
 
-    let barrier = Arc::new(Barrier::new(20));
-    let threads: Vec<_> = (0..20u32)
-        .map(|n| {
-            let (files, registry, barrier) = (files.clone(), registry.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                let id = format!("3f0c2a8e-0000-7000-8000-{:012}", 100 + n)
-                    .parse()
-                    .unwrap();
-                let g = grant(id, 100 + n);
-                registry.add(&g);
-                barrier.wait();
-                files.grant(&g).unwrap();
-            })
+    let spawn = |n: u32| {
+        let (files, registry) = (files.clone(), registry.clone());
+        std::thread::spawn(move || {
+            let id = format!("3f0c2a8e-0000-7000-8000-{:012}", 100 + n)
+                .parse()
+                .unwrap();
+            let g = grant(id, 100 + n);
+            registry.add(&g);
+            files.grant(&g).unwrap();
         })
-        .collect();
+    };
+    let mut threads = vec![spawn(0)];
+    entered.recv_timeout(WAIT).unwrap();
+    threads.extend((1..20).map(spawn));
+    assert!(
+        files.wait_for_waiting_calls(19, WAIT),
+        "{} calls waiting",
+        files.waiting_calls()
+    );
+    release.send(()).unwrap();
     for t in threads {
         t.join().unwrap();
     }
+    // The held rewrite, and one for the 19 grants that waited behind it.
     let after_threads = files.rewrites();
-    assert!(after_threads < 20, "{after_threads} rewrites for 20 grants");
+    assert_eq!(after_threads, 2);
     let acl = std::fs::read_to_string(broker.acl_file()).unwrap();
     assert_eq!(acl.matches("\nuser 3f0c2a8e").count(), 20);
 
@@ -400,9 +409,7 @@ fn concurrent_grants_share_rewrites_and_a_bulk_import_is_one() {
     for g in &bulk {
         registry.add(g);
     }
-    let started = Instant::now();
     files.grant_many(&bulk).unwrap();
-    eprintln!("grant_many of 10,000: {:?}", started.elapsed());
     assert_eq!(files.rewrites(), after_threads + 1);
     let acl = std::fs::read_to_string(broker.acl_file()).unwrap();
     assert_eq!(acl.matches("\nuser 3f0c2a8e").count(), 10_020);

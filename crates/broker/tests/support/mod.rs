@@ -1,6 +1,7 @@
 //! Fixtures for the broker tests: a CA, devices with certificates and grants, a
 //! registry-like loader, and a small synchronous MQTT test client.
 
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -101,6 +102,25 @@ impl Registry {
     pub fn loader(&self) -> GrantLoader {
         let inner = self.0.clone();
         Arc::new(move || Ok(inner.lock().unwrap().clone()))
+    }
+
+    /// A loader whose first call says so on the returned receiver, then waits
+    /// until the test sends on the returned sender: the test holds the first
+    /// rewrite. Later calls load at once.
+    pub fn gated_loader(&self) -> (GrantLoader, Receiver<()>, Sender<()>) {
+        let inner = self.0.clone();
+        let (entered_tx, entered) = channel();
+        let (release, release_rx) = channel::<()>();
+        let gate = Mutex::new(Some((entered_tx, release_rx)));
+        let loader: GrantLoader = Arc::new(move || {
+            let first = gate.lock().unwrap().take();
+            if let Some((entered, release)) = first {
+                entered.send(()).unwrap();
+                release.recv().unwrap();
+            }
+            Ok(inner.lock().unwrap().clone())
+        });
+        (loader, entered, release)
     }
 }
 
