@@ -44,6 +44,8 @@ pub const SERVICE_USER: &str = "onboard-service";
 /// The dynamic-security admin's username on the password listener.
 pub const ADMIN_USER: &str = "onboard-admin";
 
+const STDERR_FILE: &str = "mosquitto.stderr";
+
 /// The ACL preamble for the service account in [`Auth::Files`] mode.
 pub const SERVICE_ACL_PREAMBLE: &str =
     "user onboard-service\ntopic read devices/+/status\ntopic read devices/#\n";
@@ -137,22 +139,53 @@ fn write(path: &Path, contents: &str) -> io::Result<()> {
     fs::write(path, contents).map_err(|e| other(format!("write {}: {e}", path.display())))
 }
 
+/// Why an attempt to start Mosquitto failed.
+#[derive(Debug)]
+enum StartError {
+    /// Mosquitto could not bind a port: another process took it between
+    /// [`free_port`] and Mosquitto's start. Worth another try on new ports.
+    PortTaken(io::Error),
+    /// Anything else: trying again would fail the same way.
+    Failed(io::Error),
+}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// Mosquitto's words for a port that is taken.
+const PORT_TAKEN: &str = "Address already in use";
+
 impl TestBroker {
     /// Starts Mosquitto and waits until its listeners accept connections (and,
-    /// with the plugin, until the service account exists). Retries with new
-    /// ports if one was taken meanwhile.
+    /// with the plugin, until the service account exists). If Mosquitto exits
+    /// because a port was taken meanwhile ("Address already in use" in its log
+    /// or on its stderr), tries again with new ports, three attempts in all; any
+    /// other failure is returned at once, with Mosquitto's log.
     pub fn start(spec: &TestBrokerSpec<'_>) -> io::Result<Self> {
-        let mut last = other("not started");
-        for _ in 0..3 {
-            match Self::try_start(spec) {
-                Ok(b) => return Ok(b),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        Self::start_with(spec, &mosquitto_binary(), &mut 0)
     }
 
-    fn try_start(spec: &TestBrokerSpec<'_>) -> io::Result<Self> {
+    /// [`TestBroker::start`] with this binary, counting the attempts.
+    fn start_with(
+        spec: &TestBrokerSpec<'_>,
+        binary: &Path,
+        attempts: &mut usize,
+    ) -> io::Result<Self> {
+        const ATTEMPTS: usize = 3;
+        loop {
+            *attempts += 1;
+            match Self::try_start(spec, binary) {
+                Ok(b) => return Ok(b),
+                Err(StartError::PortTaken(_)) if *attempts < ATTEMPTS => {}
+                Err(StartError::PortTaken(e) | StartError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    fn try_start(spec: &TestBrokerSpec<'_>, binary: &Path) -> Result<Self, StartError> {
         let dir = tempfile::Builder::new()
             .prefix("onboard-mosquitto-")
             .tempdir()?;
@@ -251,10 +284,10 @@ impl TestBroker {
                     .output()
                     .map_err(|e| other(format!("mosquitto_ctrl: {e}")))?;
                 if !out.status.success() {
-                    return Err(other(format!(
+                    return Err(StartError::Failed(other(format!(
                         "mosquitto_ctrl dynsec init failed: {}",
                         String::from_utf8_lossy(&out.stderr)
-                    )));
+                    ))));
                 }
                 conf.push_str(&format!(
                     "\nplugin {}\nplugin_opt_config_file {}\n",
@@ -265,14 +298,17 @@ impl TestBroker {
         }
         write(&d.join("mosquitto.conf"), &conf)?;
 
-        let child = Command::new(mosquitto_binary())
+        // What Mosquitto says before its log file is open goes to stderr.
+        let stderr = fs::File::create(d.join(STDERR_FILE))
+            .map_err(|e| other(format!("create {}: {e}", d.join(STDERR_FILE).display())))?;
+        let child = Command::new(binary)
             .arg("-c")
             .arg(d.join("mosquitto.conf"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
-            .map_err(|e| other(format!("cannot run {}: {e}", mosquitto_binary().display())))?;
+            .map_err(|e| other(format!("cannot run {}: {e}", binary.display())))?;
         let mut broker = Self {
             child,
             dir,
@@ -293,17 +329,20 @@ impl TestBroker {
         Ok(broker)
     }
 
-    fn wait_listening(&mut self) -> io::Result<()> {
+    fn wait_listening(&mut self) -> Result<(), StartError> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let ports: Vec<u16> = std::iter::once(self.tls_port)
             .chain(self.password_port)
             .collect();
         loop {
             if let Some(status) = self.child.try_wait()? {
-                return Err(other(format!(
-                    "mosquitto exited with {status}: {}",
-                    self.log()
-                )));
+                let said = self.output();
+                let e = other(format!("mosquitto exited with {status}: {said}"));
+                return Err(if said.contains(PORT_TAKEN) {
+                    StartError::PortTaken(e)
+                } else {
+                    StartError::Failed(e)
+                });
             }
             let pid_written = self.pid_file().exists();
             if pid_written
@@ -314,7 +353,10 @@ impl TestBroker {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(other(format!("mosquitto does not listen: {}", self.log())));
+                return Err(StartError::Failed(other(format!(
+                    "mosquitto does not listen: {}",
+                    self.output()
+                ))));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -377,6 +419,15 @@ impl TestBroker {
     /// Mosquitto's log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// The log and whatever Mosquitto wrote to stderr (before the log was open).
+    fn output(&self) -> String {
+        let stderr = fs::read_to_string(self.dir().join(STDERR_FILE)).unwrap_or_default();
+        if stderr.trim().is_empty() {
+            return self.log();
+        }
+        format!("{}\nstderr: {}", self.log(), stderr.trim())
     }
 
     /// Sends `SIGHUP`: Mosquitto re-reads its files.
@@ -467,5 +518,53 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use onboard_pki::CaSpec;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("fake-mosquitto");
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn only_a_taken_port_is_retried() {
+        let now = onboard_domain::Clock::now(&onboard_domain::SystemClock);
+        let ca = CertificateAuthority::generate(&CaSpec::new("Start Test CA"), now).unwrap();
+        let spec = TestBrokerSpec {
+            ca: &ca,
+            now,
+            auth: Auth::Files,
+            password_listener: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+
+        // Any other failure: one attempt, and Mosquitto's words in the error.
+        let broken = script(
+            dir.path(),
+            "echo 'Error: Unable to open config file' >&2\nexit 3",
+        );
+        let mut attempts = 0;
+        let e = TestBroker::start_with(&spec, &broken, &mut attempts).unwrap_err();
+        assert_eq!(attempts, 1);
+        assert!(e.to_string().contains("Unable to open config file"), "{e}");
+
+        // A port taken meanwhile: three attempts on new ports.
+        let taken = script(
+            dir.path(),
+            "echo 'Error: Address already in use' >&2\nexit 1",
+        );
+        let mut attempts = 0;
+        let e = TestBroker::start_with(&spec, &taken, &mut attempts).unwrap_err();
+        assert_eq!(attempts, 3);
+        assert!(e.to_string().contains(PORT_TAKEN), "{e}");
     }
 }
