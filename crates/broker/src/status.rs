@@ -11,12 +11,22 @@
 //! than the listener itself. It reconnects after any failure with exponential
 //! backoff and subscribes again on every connection (clean sessions: messages
 //! sent while it was away are not replayed; a device that keeps running publishes
-//! its status again). The broker's ACLs make sure only device X can publish to
-//! X's status topic.
+//! its status again). [`StatusListener::wait_subscribed`] tells when the broker
+//! has acknowledged the subscription.
+//!
+//! Retained messages are not activity: the broker hands them to every new
+//! subscription, long after (or without) the device's last connection, so the
+//! listener ignores messages delivered with the retain flag. A live message
+//! always comes without it, even when the device set it (MQTT 3.1.1, 3.3.1.3).
+//!
+//! The listener takes the client id from the topic. That only device X can
+//! publish to X's status topic is up to the broker's ACLs: the grants Onboard
+//! writes allow it when each device's publish topics contain its own client id
+//! (as the default topic templates do).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -62,6 +72,34 @@ pub struct StatusListener {
     stop: Arc<AtomicBool>,
     client: Client,
     thread: Option<JoinHandle<()>>,
+    subscription: Arc<SubscriptionState>,
+    topic_filter: String,
+}
+
+/// Where the subscription of the current connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subscription {
+    /// Not connected, or the SUBACK has not arrived yet.
+    Pending,
+    Granted,
+    Refused,
+}
+
+#[derive(Debug)]
+struct SubscriptionState {
+    state: Mutex<Subscription>,
+    changed: Condvar,
+}
+
+impl SubscriptionState {
+    fn set(&self, to: Subscription) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = to;
+        self.changed.notify_all();
+    }
+
+    fn get(&self) -> Subscription {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl StatusListener {
@@ -92,11 +130,17 @@ impl StatusListener {
         let options = config.endpoint.options(1 << 20)?;
         let (client, connection) = Client::new(options, 64);
         let stop = Arc::new(AtomicBool::new(false));
+        let subscription = Arc::new(SubscriptionState {
+            state: Mutex::new(Subscription::Pending),
+            changed: Condvar::new(),
+        });
+        let topic_filter = config.topic_filter.clone();
         let worker = Worker {
             config,
             level,
             client: client.clone(),
             stop: stop.clone(),
+            subscription: subscription.clone(),
             pending: HashMap::new(),
             first: None,
         };
@@ -108,7 +152,45 @@ impl StatusListener {
             stop,
             client,
             thread: Some(thread),
+            subscription,
+            topic_filter,
         })
+    }
+
+    /// True when the broker has acknowledged the subscription on the current
+    /// connection (false while connecting, after a refusal, or after the
+    /// connection dropped until the next acknowledgement).
+    pub fn is_subscribed(&self) -> bool {
+        self.subscription.get() == Subscription::Granted
+    }
+
+    /// Waits up to `timeout` until the broker has acknowledged the subscription
+    /// (its SUBACK arrived): from then on, every status message the broker
+    /// accepts reaches the listener, as long as the connection lasts. Fails at
+    /// once if the broker refused the subscription (the service account's ACL),
+    /// or when `timeout` passes first.
+    pub fn wait_subscribed(&self, timeout: Duration) -> Result<(), BrokerError> {
+        let state = self
+            .subscription
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (state, _) = self
+            .subscription
+            .changed
+            .wait_timeout_while(state, timeout, |s| *s == Subscription::Pending)
+            .unwrap_or_else(PoisonError::into_inner);
+        match *state {
+            Subscription::Granted => Ok(()),
+            Subscription::Refused => Err(BrokerError::Mqtt(format!(
+                "the broker refused the subscription to {:?} (check the service account's ACL)",
+                self.topic_filter
+            ))),
+            Subscription::Pending => Err(BrokerError::Mqtt(format!(
+                "the status listener was not subscribed to {:?} within {timeout:?}",
+                self.topic_filter
+            ))),
+        }
     }
 
     /// Stops the listener (see the type's documentation).
@@ -146,6 +228,7 @@ struct Worker {
     level: usize,
     client: Client,
     stop: Arc<AtomicBool>,
+    subscription: Arc<SubscriptionState>,
     pending: HashMap<String, Instant>,
     first: Option<Instant>,
 }
@@ -170,6 +253,7 @@ impl Worker {
             match connection.recv_timeout(wait) {
                 Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                     connected = true;
+                    self.subscription.set(Subscription::Pending);
                     backoff = self.config.min_backoff;
                     if let Err(e) = self
                         .client
@@ -184,12 +268,21 @@ impl Worker {
                             filter = %self.config.topic_filter,
                             "status listener: the broker refused the subscription (check the service account's ACL)"
                         );
+                        self.subscription.set(Subscription::Refused);
+                    } else {
+                        self.subscription.set(Subscription::Granted);
                     }
+                }
+                // A retained message is an old one the broker replays to a new
+                // subscription: no sign of life.
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) if p.retain => {
+                    tracing::debug!(topic = %p.topic, "status listener: retained message ignored");
                 }
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => self.seen(&p.topic),
                 Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
                 Ok(Err(e)) => {
                     connected = false;
+                    self.subscription.set(Subscription::Pending);
                     if self.stop.load(Ordering::Relaxed) {
                         break;
                     }
@@ -207,6 +300,7 @@ impl Worker {
                 self.flush(&mut on_batch);
             }
         }
+        self.subscription.set(Subscription::Pending);
         self.flush(&mut on_batch);
     }
 

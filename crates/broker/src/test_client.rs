@@ -130,6 +130,15 @@ impl Mqtt {
             .map(|_| ())
     }
 
+    /// Publishes a retained message at QoS 1 and waits for the PUBACK.
+    pub fn publish_retained(&mut self, topic: &str, payload: &str) -> Result<(), String> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload.as_bytes().to_vec())
+            .map_err(|e| e.to_string())?;
+        self.next_until(WAIT, |m| matches!(m, Msg::PubAck))
+            .map(|_| ())
+    }
+
     /// Waits up to `wait` for a message with this topic and payload; true when it
     /// came. Other messages stay in `received`.
     pub fn expect(&mut self, topic: &str, payload: &str, wait: Duration) -> bool {

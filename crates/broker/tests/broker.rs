@@ -5,7 +5,7 @@
 mod support;
 
 use std::process::Command;
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -440,40 +440,108 @@ fn concurrent_grants_share_rewrites_and_a_bulk_import_is_one() {
     assert!(m.expect(&topic, "bulk", WAIT));
 }
 
-#[test]
-fn status_listener_reports_the_client_id_of_a_status_message() {
-    let ca = ca();
-    let broker = broker(&ca, Auth::Files, false);
-    let a = Device::new(&ca, 5);
+/// A Files broker with these devices granted, and a status listener on it whose
+/// batches arrive on the receiver; the listener's subscription is acknowledged.
+fn status_setup(
+    ca: &CertificateAuthority,
+    devices: &[&Device],
+) -> (TestBroker, StatusListener, Receiver<Vec<(String, Instant)>>) {
+    let broker = broker(ca, Auth::Files, false);
     let registry = Registry::default();
-    registry.add(&a.grant);
+    for d in devices {
+        registry.add(&d.grant);
+    }
     let files = MosquittoFile::new(broker.file_config(), registry.loader());
-    files.grant(&a.grant).unwrap();
+    files
+        .grant_many(&devices.iter().map(|d| d.grant.clone()).collect::<Vec<_>>())
+        .unwrap();
+    let (broker, listener, rx) = start_listener(broker);
+    (broker, listener, rx)
+}
 
+fn start_listener(
+    broker: TestBroker,
+) -> (TestBroker, StatusListener, Receiver<Vec<(String, Instant)>>) {
     let (tx, rx) = channel();
     let mut config = StatusConfig::new(broker.service_endpoint());
-    config.max_delay = Duration::from_millis(200);
+    config.max_delay = Duration::from_millis(50);
     let listener = StatusListener::start(config, move |batch| {
         let _ = tx.send(batch);
     })
     .unwrap();
+    listener.wait_subscribed(WAIT).unwrap();
+    assert!(listener.is_subscribed());
+    (broker, listener, rx)
+}
 
-    // The listener subscribes once connected: publish until a batch arrives.
-    let mut ma = Mqtt::connect(&a.endpoint(&broker)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let batch = loop {
-        ma.publish(&a.topic("status"), "online").unwrap();
-        if let Ok(batch) = rx.recv_timeout(Duration::from_millis(300)) {
-            break batch;
+/// The client ids of the batches received until one holds `marker`, in order.
+fn ids_until(rx: &Receiver<Vec<(String, Instant)>>, marker: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    loop {
+        let batch = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("no batch with {marker} ({e}); so far {ids:?}"));
+        ids.extend(batch.into_iter().map(|(id, _)| id));
+        if ids.iter().any(|id| id == marker) {
+            return ids;
         }
-        assert!(Instant::now() < deadline, "no status batch");
-    };
+    }
+}
+
+#[test]
+fn status_listener_reports_the_client_id_of_a_status_message() {
+    let ca = ca();
+    let (a, b) = (Device::new(&ca, 5), Device::new(&ca, 6));
+    let (broker, listener, rx) = status_setup(&ca, &[&a, &b]);
+
+    // Subscribed: one status message is enough.
+    let mut ma = Mqtt::connect(&a.endpoint(&broker)).unwrap();
+    ma.publish(&a.topic("status"), "online").unwrap();
+    let batch = rx.recv_timeout(WAIT).expect("no status batch");
     let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, vec![a.client_id()]);
-    // Other topics of the device are no status.
+
+    // Other topics of the device are no status. B's status message, published
+    // after A's telemetry was handled, reaches the listener after it would have.
     ma.publish(&a.topic("telemetry"), "x").unwrap();
+    let mut mb = Mqtt::connect(&b.endpoint(&broker)).unwrap();
+    mb.publish(&b.topic("status"), "online").unwrap();
+    assert_eq!(ids_until(&rx, b.client_id()), vec![b.client_id()]);
     listener.stop();
-    while let Ok(batch) = rx.try_recv() {
-        assert!(batch.iter().all(|(id, _)| id == a.client_id()));
-    }
+}
+
+#[test]
+fn status_listener_ignores_retained_status_messages() {
+    let ca = ca();
+    let (a, b) = (Device::new(&ca, 7), Device::new(&ca, 8));
+    let broker = broker(&ca, Auth::Files, false);
+    let registry = Registry::default();
+    registry.add(&a.grant);
+    registry.add(&b.grant);
+    let files = MosquittoFile::new(broker.file_config(), registry.loader());
+    files
+        .grant_many(&[a.grant.clone(), b.grant.clone()])
+        .unwrap();
+
+    // A's retained status is on the broker before the listener subscribes...
+    let mut ma = Mqtt::connect(&a.endpoint(&broker)).unwrap();
+    ma.publish_retained(&a.topic("status"), "online").unwrap();
+    // ...and the broker keeps it: a new subscriber gets it, flagged retained.
+    let mut check = Mqtt::connect(&broker.service_endpoint()).unwrap();
+    assert!(granted_ok(&check.subscribe(&a.topic("status"))));
+    assert!(check.expect(&a.topic("status"), "online", WAIT));
+    drop(check);
+
+    let (broker, listener, rx) = start_listener(broker);
+    // The broker sends retained messages right after the SUBACK, before routing
+    // any later message: once B's live status is reported, A's retained one
+    // has been seen and ignored.
+    let mut mb = Mqtt::connect(&b.endpoint(&broker)).unwrap();
+    mb.publish(&b.topic("status"), "online").unwrap();
+    assert_eq!(ids_until(&rx, b.client_id()), vec![b.client_id()]);
+
+    // A live message of A counts, even one sent with the retain flag.
+    ma.publish_retained(&a.topic("status"), "online").unwrap();
+    assert_eq!(ids_until(&rx, a.client_id()), vec![a.client_id()]);
+    listener.stop();
 }
