@@ -85,7 +85,9 @@ struct Coordination {
 }
 
 /// [`BrokerAccess`] through Mosquitto's files. Every call returns once Mosquitto
-/// has read the new file (or fails with [`PortError::Unavailable`]).
+/// has read the new file (or fails with [`PortError::Unavailable`]); before
+/// Mosquitto runs (no pid file, see [`Reload::Signal`]) once the files are
+/// written.
 pub struct MosquittoFile {
     config: FileConfig,
     loader: GrantLoader,

@@ -14,7 +14,8 @@
 //!   for integration tests.
 //!
 //! Every [`onboard_domain::BrokerAccess`] call blocks until the broker enforces
-//! the change (call it from a blocking context: `web::block`,
+//! the change, or, while Mosquitto is not running yet (its pid file does not
+//! exist), until the files are written (call it from a blocking context: `web::block`,
 //! `spawn_blocking`, or a plain thread). `docs/mosquitto.md` gives the matching
 //! Mosquitto configuration.
 
