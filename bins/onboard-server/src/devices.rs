@@ -67,12 +67,7 @@ pub async fn register_device(
         config: b.config,
         metadata: b.metadata,
     };
-    let (done, link) = blocking(move || {
-        let done = onboard.register_device(&admin.0, &req)?;
-        let link = onboard.offer_bundle(&done)?;
-        Ok((done, link))
-    })
-    .await?;
+    let (done, link) = blocking(move || onboard.register_device_with_link(&admin.0, &req)).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(RegisteredDeviceView {

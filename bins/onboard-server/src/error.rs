@@ -101,6 +101,7 @@ impl From<CoreError> for ApiError {
                 "the credential is missing, unknown, inactive, expired or used up",
             ),
             CoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            CoreError::Takeover(m) => ApiError::new(StatusCode::CONFLICT, "serial_taken", m),
             CoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "dependency unavailable");
                 ApiError::new(

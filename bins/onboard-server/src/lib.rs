@@ -108,9 +108,71 @@ pub fn run(settings: Settings) -> Result<(), ServerError> {
     if onboard.settings().database.run_migrations {
         onboard.migrate()?;
     }
+    start_broker(&onboard);
     let state = AppState::new(onboard)?;
     let _listener = start_activation(&state.onboard)?;
     actix_web::rt::System::new().block_on(serve(state))
+}
+
+/// Writes the broker's ACL, password and CRL files from the registry (Mosquitto
+/// needs them to start; a Mosquitto that is not running yet is not an error) and
+/// applies every effect a previous run left pending. Failures are logged; the
+/// reconciler keeps trying.
+pub fn start_broker(onboard: &Onboard) {
+    match onboard.acl_sync() {
+        Ok(done) => {
+            tracing::info!(
+                granted = done.granted,
+                crl = done.crl_number,
+                "broker files written"
+            )
+        }
+        Err(e) => tracing::error!(error = %e, "could not write the broker's files at start"),
+    }
+    match onboard.reconcile(true) {
+        Ok(r) if r.applied + r.failed > 0 => {
+            tracing::info!(
+                applied = r.applied,
+                failed = r.failed,
+                "applied pending effects"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not apply pending effects at start"),
+    }
+}
+
+/// One reconciler pass, off the async runtime; updates the CRL and effect gauges.
+async fn reconcile_once(onboard: Onboard, metrics: telemetry::RegistrationMetrics) {
+    let result = web::block(move || {
+        let report = onboard.reconcile(false);
+        let pending = onboard.pending_effects();
+        (report, pending, onboard.installed_crl())
+    })
+    .await;
+    match result {
+        Ok((report, pending, installed)) => {
+            if let Some(crl) = installed {
+                metrics.set_crl_next_update(crl.next_update);
+            }
+            if let Ok((n, _)) = pending {
+                metrics.set_pending_effects(n);
+            }
+            match report {
+                Ok(r) if r.applied > 0 || r.crl_refreshed => {
+                    tracing::info!(
+                        applied = r.applied,
+                        failed = r.failed,
+                        crl_refreshed = r.crl_refreshed,
+                        "reconciled"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "the reconciler could not run"),
+            }
+        }
+        Err(_) => tracing::warn!("the reconciler task failed"),
+    }
 }
 
 /// With `broker.mqtt_url` set, listens on `broker.status_topic`: a device's first
@@ -161,6 +223,19 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
     // download link).
     // Every ten minutes: report (and, when configured, revoke) devices that never
     // reported in.
+    // Every `broker.reconcile_seconds`: the reconciler (CRL kept fresh and
+    // installed, pending broker and cloud effects applied).
+    let reconciler = state.onboard.clone();
+    let metrics = state.registrations.clone();
+    let every =
+        std::time::Duration::from_secs(reconciler.settings().broker.reconcile_seconds.max(1));
+    actix_web::rt::spawn(async move {
+        let mut tick = actix_web::rt::time::interval(every);
+        loop {
+            tick.tick().await;
+            reconcile_once(reconciler.clone(), metrics.clone()).await;
+        }
+    });
     let limiter = state.guard.limiter.clone();
     let sweeper = state.onboard.clone();
     let unactivated = state.registrations.clone();

@@ -70,6 +70,8 @@ pub struct RegistrationMetrics {
     total: prometheus::IntCounterVec,
     steps: prometheus::HistogramVec,
     unactivated: prometheus::IntGauge,
+    crl_next_update: prometheus::IntGauge,
+    pending_effects: prometheus::IntGauge,
 }
 
 impl RegistrationMetrics {
@@ -107,10 +109,27 @@ impl RegistrationMetrics {
         registry
             .register(Box::new(unactivated.clone()))
             .map_err(|e| e.to_string())?;
+        let crl_next_update = prometheus::IntGauge::new(
+            "onboard_crl_next_update_timestamp_seconds",
+            "nextUpdate of the CRL this server installed in the broker (Unix time); Mosquitto refuses every device after it",
+        )
+        .map_err(|e| e.to_string())?;
+        let pending_effects = prometheus::IntGauge::new(
+            "onboard_pending_effects",
+            "Committed changes whose broker or cloud update is still pending",
+        )
+        .map_err(|e| e.to_string())?;
+        for g in [&crl_next_update, &pending_effects] {
+            registry
+                .register(Box::new(g.clone()))
+                .map_err(|e| e.to_string())?;
+        }
         Ok(Self {
             total,
             steps,
             unactivated,
+            crl_next_update,
+            pending_effects,
         })
     }
 
@@ -124,6 +143,14 @@ impl RegistrationMetrics {
         for (step, seconds) in timings {
             self.steps.with_label_values(&[step]).observe(*seconds);
         }
+    }
+
+    pub fn set_crl_next_update(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.crl_next_update.set(at.timestamp());
+    }
+
+    pub fn set_pending_effects(&self, n: i64) {
+        self.pending_effects.set(n);
     }
 
     pub fn set_unactivated(&self, n: usize) {

@@ -73,6 +73,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AclCommand,
     },
+    /// Apply once what the server's reconciler does continuously: sign a new CRL
+    /// when the newest is past half its validity, install it in the broker, and
+    /// apply every pending broker and cloud change (after a crash or an outage).
+    /// Exits 3 when something is still pending afterwards.
+    Reconcile,
     /// Admin API credentials.
     Admin {
         #[command(subcommand)]
@@ -139,6 +144,33 @@ pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliErr
         Command::Audit { command } => fleet::audit(command, &onboard),
         Command::Admin { command } => fleet::admin(command),
         Command::Models { command } => models::run(command, &onboard),
+        Command::Reconcile => {
+            let r = onboard.reconcile(true)?;
+            let (pending, _) = onboard.pending_effects()?;
+            let crl = r
+                .installed_crl
+                .as_ref()
+                .map(|c| json!({"number": c.number, "next_update": c.next_update.to_rfc3339()}));
+            if !r.errors.is_empty() {
+                return Err(CliError::Core(CoreError::Unavailable(format!(
+                    "{} change(s) applied, {} still pending: {}",
+                    r.applied,
+                    pending,
+                    r.errors.join("; ")
+                ))));
+            }
+            Ok(Rendered::table(
+                json!({"applied": r.applied, "pending": pending, "crl_refreshed": r.crl_refreshed, "installed_crl": crl}),
+                vec![],
+                vec![],
+            )
+            .with_note(format!(
+                "{} pending change(s) applied; CRL {} installed{}",
+                r.applied,
+                r.installed_crl.map(|c| c.number).unwrap_or_default(),
+                if r.crl_refreshed { " (newly signed)" } else { "" }
+            )))
+        }
         Command::Acl {
             command: AclCommand::Sync,
         } => {

@@ -34,7 +34,7 @@ fn migrate_applies_once(backend: TestBackend) {
     );
     assert!(out.status.success(), "{:?}", text(&out));
     let pending: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(pending["pending"].as_array().unwrap().len(), 1);
+    assert_eq!(pending["pending"].as_array().unwrap().len(), 2);
 
     let out = onboardctl(dir.path(), &env, &["migrate"]);
     let (stdout, stderr) = text(&out);
@@ -215,6 +215,8 @@ fn devices_register_import_and_revoke() {
     assert!(reg["bundle_password"].as_str().unwrap().len() >= 20);
     assert_eq!(mode(&dir.path().join("single/SN-REG-1.zip")), 0o600);
 
+    let out = onboardctl(dir.path(), &env, &["models", "create", "tempsensor"]);
+    assert!(out.status.success(), "{:?}", text(&out));
     let mut csv = String::from("name,model,location,firmware\n");
     for i in 0..20 {
         let model = if i % 10 == 3 {

@@ -25,6 +25,7 @@ pub struct Onboard {
     ca: Arc<OnceLock<Arc<CertificateAuthority>>>,
     ca_init: Arc<Mutex<()>>,
     ports: Arc<Ports>,
+    installed_crl: Arc<crate::effects::InstalledCrl>,
 }
 
 /// Why the service cannot serve requests now.
@@ -64,6 +65,7 @@ impl Onboard {
             ca: Arc::new(OnceLock::new()),
             ca_init: Arc::new(Mutex::new(())),
             ports: Arc::new(ports),
+            installed_crl: Arc::default(),
         })
     }
 
@@ -84,6 +86,10 @@ impl Onboard {
 
     pub(crate) fn ports(&self) -> &Ports {
         &self.ports
+    }
+
+    pub(crate) fn installed_crl_cell(&self) -> &crate::effects::InstalledCrl {
+        &self.installed_crl
     }
 
     pub(crate) fn store(&self) -> &Database {

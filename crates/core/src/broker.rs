@@ -162,9 +162,7 @@ impl Onboard {
             .sync(&grants)
             .map_err(|e| CoreError::Unavailable(format!("broker: {e}")))?;
         let crl = self.current_crl()?;
-        broker
-            .publish_crl(&crl.pem)
-            .map_err(|e| CoreError::Unavailable(format!("broker: {e}")))?;
+        self.install_crl(&crl)?;
         Ok(AclSync {
             granted: grants.len(),
             crl_number: crl.number,

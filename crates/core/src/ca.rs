@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use onboard_domain::{
-    CertificateRepository, CrlRecord, CrlRepository, InvalidValue, RepoError, Store,
-};
+use onboard_domain::{CertificateRepository, CrlRecord, CrlRepository, InvalidValue, Store};
 use onboard_pki::{
     CaSpec, CertificateAuthority, CertificateInfo, CrlParams, IntermediateSpec, PkiError,
     RevokedCertificate,
@@ -16,6 +14,9 @@ use onboard_pki::{
 use crate::app::Onboard;
 use crate::error::CoreError;
 use crate::settings::Secret;
+
+/// How often a publisher signs again when revocations keep arriving meanwhile.
+const CRL_ATTEMPTS: usize = 5;
 
 /// Root validity for a CA Onboard creates; an intermediate gets half.
 const ROOT_VALIDITY_DAYS: u32 = 20 * 365;
@@ -210,25 +211,48 @@ impl Onboard {
         let now = self.clock().now();
         let latest = self.store().read(|tx| tx.latest_crl())?;
         match latest {
-            Some(crl) if now < crl.this_update + (crl.next_update - crl.this_update) / 2 => {
-                self.published(crl)
-            }
-            _ => self.publish_crl(),
+            Some(crl) if fresh(&crl, now) => self.published(crl),
+            _ => self.sign_crl(true),
         }
     }
 
     /// Signs a new CRL with the next number from every revoked, unexpired
-    /// certificate, and stores it. Called after every revocation.
+    /// certificate, and stores it. One publisher at a time across replicas (a
+    /// database lock); the signing happens outside any write transaction, from a
+    /// snapshot, and the CRL is stored only if no revocation and no other CRL was
+    /// committed meanwhile (otherwise it is signed again), so a published CRL
+    /// always lists every revocation committed before it.
     pub fn publish_crl(&self) -> Result<PublishedCrl, CoreError> {
+        self.sign_crl(false)
+    }
+
+    /// With `if_stale`, a CRL another publisher signed while this one waited for
+    /// the lock is served instead (replicas refreshing at once sign one CRL).
+    fn sign_crl(&self, if_stale: bool) -> Result<PublishedCrl, CoreError> {
         let ca = self.ca()?;
-        let now = self.clock().now();
         let validity = Duration::hours(i64::from(self.settings().ca.crl_validity_hours));
-        let record = self
-            .store()
-            .transaction(|tx| -> Result<CrlRecord, CoreError> {
-                let number = tx.latest_crl()?.map(|c| c.number).unwrap_or(0) + 1;
-                let revoked: Vec<RevokedCertificate> = tx
-                    .revoked_certificates(now)?
+        self.store().exclusive("crl", || {
+            if if_stale {
+                let now = self.clock().now();
+                if let Some(crl) = self.store().read(|tx| tx.latest_crl())? {
+                    if fresh(&crl, now) {
+                        return self.published(crl);
+                    }
+                }
+            }
+            for _ in 0..CRL_ATTEMPTS {
+                let now = self.clock().now();
+                // The revocation count first: a revocation committed between the two
+                // reads is then in the list but not in the count, and the check
+                // below signs again rather than miss one.
+                let (latest, watermark, revoked) =
+                    self.store().read(|tx| -> Result<_, CoreError> {
+                        let watermark = tx.revocation_count()?;
+                        let latest = tx.latest_crl()?.map(|c| c.number);
+                        Ok((latest, watermark, tx.revoked_certificates(now)?))
+                    })?;
+                let number = latest.unwrap_or(0) + 1;
+                let revoked: Vec<RevokedCertificate> = revoked
                     .into_iter()
                     .map(|(serial, revoked_at, reason)| RevokedCertificate {
                         serial,
@@ -251,22 +275,32 @@ impl Onboard {
                     next_update: crl.next_update,
                     der: crl.der,
                 };
-                tx.insert_crl(&record)?;
-                Ok(record)
-            });
-        match record {
-            Ok(record) => {
-                tracing::info!(number = record.number, "published a new CRL");
-                self.published(record)
+                let stored = self.store().transaction(|tx| -> Result<bool, CoreError> {
+                    let unchanged = tx.revocation_count()? == watermark
+                        && tx.latest_crl()?.map(|c| c.number) == latest;
+                    if unchanged {
+                        tx.insert_crl(&record)?;
+                    }
+                    Ok(unchanged)
+                });
+                match stored {
+                    Ok(true) => {
+                        tracing::info!(
+                            number = record.number,
+                            entries = revoked.len(),
+                            "published a new CRL"
+                        );
+                        return self.published(record);
+                    }
+                    // Something was revoked or published meanwhile: sign again.
+                    Ok(false) | Err(CoreError::Conflict(_)) => continue,
+                    Err(e) => return Err(e),
+                }
             }
-            // Another replica published the same number first: serve theirs.
-            Err(CoreError::Conflict(_)) => {
-                let latest = self.store().read(|tx| tx.latest_crl())?;
-                let latest = latest.ok_or(RepoError::NotFound { entity: "CRL" })?;
-                self.published(latest)
-            }
-            Err(e) => Err(e),
-        }
+            Err(CoreError::Unavailable(
+                "the CRL changed during every attempt to publish it; retry".into(),
+            ))
+        })
     }
 
     fn published(&self, crl: CrlRecord) -> Result<PublishedCrl, CoreError> {
@@ -279,6 +313,12 @@ impl Onboard {
             pem,
         })
     }
+}
+
+/// A CRL is served until half its validity has passed; then a new one is signed,
+/// so the broker always has one with at least half its validity left.
+fn fresh(crl: &CrlRecord, now: DateTime<Utc>) -> bool {
+    now < crl.this_update + (crl.next_update - crl.this_update) / 2
 }
 
 fn already_exists_is_conflict(e: PkiError) -> CoreError {

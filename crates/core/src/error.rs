@@ -18,6 +18,11 @@ pub enum CoreError {
     /// The request contradicts the current state (a taken serial, a used token).
     #[error("{0}")]
     Conflict(String),
+    /// A registration for a serial that belongs to a device, without proof that
+    /// the caller is that device: refused (409) and audited as a possible
+    /// takeover.
+    #[error("{0}")]
+    Takeover(String),
     /// Storage or another dependency cannot be reached now; retrying may help.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -37,6 +42,7 @@ impl CoreError {
             CoreError::NotFound { .. } => "not_found",
             CoreError::Unauthorized(code) => code,
             CoreError::Conflict(_) => "conflict",
+            CoreError::Takeover(_) => "possible_takeover",
             CoreError::Unavailable(_) => "unavailable",
             CoreError::Setup(_) => "setup",
             CoreError::Internal(_) => "internal",

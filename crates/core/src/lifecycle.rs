@@ -1,14 +1,16 @@
 //! Revocation, decommissioning and edits of a device's record.
 //!
 //! The registry is the source of truth: a revocation is committed first (device,
-//! certificates, audit in one transaction), then the CRL is re-signed and handed to
-//! the broker and the device's broker access removed. When the broker cannot be
-//! reached the revocation stays recorded and the call fails with `Unavailable`;
-//! calling it again (it is idempotent) or `onboardctl acl sync` finishes the job.
+//! certificates, audit and the pending broker and cloud effects in one
+//! transaction), then a new CRL is signed and installed in the broker and the
+//! device's broker access removed. When the broker cannot be reached the
+//! revocation stays recorded, the call fails with `Unavailable`, and the
+//! reconciler applies it once the broker is back; calling it again (it is
+//! idempotent) or `onboardctl reconcile` does it at once.
 
 use onboard_domain::{
     AuditOutcome, AuditRepository, CertificateRepository, CertificateStatus, Device, DeviceId,
-    DeviceRepository, DeviceStatus, DeviceUpdate, RevocationReason, Store,
+    DeviceRepository, DeviceStatus, DeviceUpdate, Effect, RevocationReason, Store,
 };
 use serde_json::{json, Value};
 
@@ -47,19 +49,13 @@ impl Onboard {
         actor: &Actor,
         id: DeviceId,
     ) -> Result<DeviceDetails, CoreError> {
-        let details = self.retire(
+        self.retire(
             actor,
             id,
             RevocationReason::CessationOfOperation,
             DeviceStatus::Decommissioned,
             "device.decommission",
-        )?;
-        self.ports().cloud.deregister(id).map_err(|e| {
-            CoreError::Unavailable(format!(
-                "decommission recorded; cloud registry not updated: {e}"
-            ))
-        })?;
-        Ok(details)
+        )
     }
 
     fn retire(
@@ -71,15 +67,32 @@ impl Onboard {
         action: &str,
     ) -> Result<DeviceDetails, CoreError> {
         let now = self.clock().now();
+        let from: Vec<DeviceStatus> = [
+            DeviceStatus::Registered,
+            DeviceStatus::Active,
+            DeviceStatus::Revoked,
+        ]
+        .into_iter()
+        .filter(|s| s.transition(to).is_ok())
+        .collect();
+        let mut todo = vec![Effect::BrokerDevice(id), Effect::BrokerCrl];
+        if to == DeviceStatus::Decommissioned {
+            todo.push(Effect::CloudDevice(id));
+        }
+        let mut effects = Vec::new();
         let changed = self.store().transaction(|tx| -> Result<bool, CoreError> {
-            let device = tx.device(id)?;
-            if device.status == to || device.status == DeviceStatus::Decommissioned {
+            // The status change first: it holds the device's row, so a concurrent
+            // registration either committed before (and its certificate is
+            // revoked below) or waits and then finds the device retired.
+            let update = DeviceUpdate {
+                status: Some(to),
+                decommissioned_at: (to == DeviceStatus::Decommissioned).then_some(now),
+                ..DeviceUpdate::default()
+            };
+            let Some(device) = tx.update_device_if(id, &from, &update, now)? else {
+                // Already retired this way (or decommissioned): nothing to change.
                 return Ok(false);
-            }
-            device
-                .status
-                .transition(to)
-                .map_err(|e| CoreError::Conflict(e.to_string()))?;
+            };
             let mut revoked = Vec::new();
             for cert in tx.certificates_of_device(id)? {
                 if cert.status == CertificateStatus::Active {
@@ -87,35 +100,27 @@ impl Onboard {
                     revoked.push(cert.serial.to_string());
                 }
             }
-            tx.update_device(
-                id,
-                &DeviceUpdate {
-                    status: Some(to),
-                    decommissioned_at: (to == DeviceStatus::Decommissioned).then_some(now),
-                    ..DeviceUpdate::default()
-                },
-                now,
-            )?;
             let audit = Audit::new(self.clock(), actor, action, AuditOutcome::Success)
                 .device(id)
                 .serial(device.serial.as_str())
                 .details(json!({"reason": reason, "revoked_certificates": revoked}));
             tx.append_audit(audit.event())?;
+            self.enqueue(tx, &todo, &mut effects)?;
             Ok(true)
         })?;
         if changed {
             tracing::info!(device = %id, %reason, status = %to, "device retired");
+            self.apply_effects(&effects)
+        } else {
+            // A repeated call finishes what the first could not apply (its
+            // effects also stay queued for the reconciler).
+            self.apply_effects(&todo.iter().map(|e| (uuid::Uuid::nil(), *e)).collect::<Vec<_>>())
         }
-        // Also when nothing changed: a repeated call finishes a broker update that
-        // failed the first time.
-        let crl = self.publish_crl()?;
-        let broker = &self.ports().broker;
-        broker
-            .revoke(id)
-            .and_then(|()| broker.publish_crl(&crl.pem))
-            .map_err(|e| {
-                CoreError::Unavailable(format!("revocation recorded; broker not updated: {e}"))
-            })?;
+        .map_err(|e| {
+            CoreError::Unavailable(format!(
+                "{action} recorded; it reaches the broker when the broker is back (retried automatically): {e}"
+            ))
+        })?;
         self.device(id)
     }
 

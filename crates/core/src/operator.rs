@@ -5,8 +5,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{
-    new_id, AuditOutcome, Certificate, CredentialBundleRepository, Device, DeviceModelRepository,
-    ModelCode, NewCredentialBundle, RepoError, SecretString, Serial, Store,
+    new_id, AuditOutcome, Certificate, CredentialBundleRepository, Device, DeviceId,
+    DeviceModelRepository, DeviceRepository, ModelCode, NewCredentialBundle, RepoError,
+    SecretString, Serial, Store,
 };
 use onboard_pki::{build_bundle, BundleContents, PrivateKeyPem};
 use serde_json::{json, Value};
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 use crate::app::Onboard;
 use crate::audit::{Actor, Audit};
 use crate::error::CoreError;
-use crate::provision::{invalid, DeviceSpec, Provisioned, Trail};
+use crate::provision::{check_serial_is_not_an_id, invalid, DeviceSpec, Prepared, Trail};
 use crate::register::MqttInfo;
 
 /// What an operator registers.
@@ -117,12 +118,19 @@ impl Onboard {
         let model = match &code {
             Some(code) => match self.store().read(|tx| tx.model(code)) {
                 Ok(m) => Some(m),
-                Err(RepoError::NotFound { .. }) => None,
+                // An operator names a model on purpose: a typo must not create a
+                // device without one.
+                Err(RepoError::NotFound { .. }) => {
+                    return Err(invalid("model", format!("no device model {code} exists")))
+                }
                 Err(e) => return Err(e.into()),
             },
             None => None,
         };
         let id = onboard_domain::DeviceId(new_id(self.clock()));
+        if let Some(s) = &serial {
+            check_serial_is_not_an_id(s, Some(id))?;
+        }
         Ok(DeviceSpec {
             actor: actor.clone(),
             action: "device.create",
@@ -150,11 +158,73 @@ impl Onboard {
         actor: &Actor,
         req: &NewDeviceRequest,
     ) -> Result<OperatorRegistered, CoreError> {
+        self.register_device_with(actor, req, false)
+            .map(|(done, _)| done)
+    }
+
+    /// As [`Onboard::register_device`], and keeps the bundle for one download
+    /// through a link that expires after `delivery.download_expiry_minutes`, in the
+    /// same transaction as the device: there is never a device whose bundle link
+    /// was lost, nor a link to a device that does not exist.
+    pub fn register_device_with_link(
+        &self,
+        actor: &Actor,
+        req: &NewDeviceRequest,
+    ) -> Result<(OperatorRegistered, BundleLink), CoreError> {
+        let (done, link) = self.register_device_with(actor, req, true)?;
+        let link = link.ok_or_else(|| CoreError::Internal("a bundle link went missing".into()))?;
+        Ok((done, link))
+    }
+
+    fn register_device_with(
+        &self,
+        actor: &Actor,
+        req: &NewDeviceRequest,
+        link: bool,
+    ) -> Result<(OperatorRegistered, Option<BundleLink>), CoreError> {
         let mut trail = Trail::default();
         let result = self.operator_spec(actor, req).and_then(|spec| {
             trail.serial = Some(spec.serial.to_string());
-            let done = self.provision(&spec, &mut trail, &mut Vec::new())?;
-            self.bundle(done)
+            if self
+                .store()
+                .read(|tx| tx.device_by_serial(&spec.serial))?
+                .is_some()
+            {
+                return Err(CoreError::Conflict(format!(
+                    "serial {} is already registered",
+                    spec.serial
+                )));
+            }
+            let issuer = self.issuer()?;
+            let id = spec
+                .device_id
+                .unwrap_or_else(|| DeviceId(new_id(self.clock())));
+            let (issued, key) = self.issue_for(issuer.as_ref(), &spec, id)?;
+            let prepared = self.prepare(&spec, id, &issued, key);
+            let (zip, password) = self.bundle(&prepared, &issuer.ca_chain_pem())?;
+            let offer = if link {
+                Some(self.bundle_offer(id, &zip)?)
+            } else {
+                None
+            };
+            let mut effects = Vec::new();
+            let (device, certificate) = self.store().transaction(|tx| -> Result<_, CoreError> {
+                let rows = self.store_new(tx, &spec, &prepared, json!({}), &mut effects)?;
+                if let Some((row, _)) = &offer {
+                    tx.insert_bundle(row)?;
+                }
+                Ok(rows)
+            })?;
+            self.apply_or_defer(&effects);
+            Ok((
+                OperatorRegistered {
+                    device,
+                    certificate,
+                    bundle_zip: zip,
+                    bundle_password: password,
+                },
+                offer.map(|(_, l)| l),
+            ))
         });
         if let Err(e) = &result {
             let mut audit = Audit::new(self.clock(), actor, "device.create", AuditOutcome::Failure)
@@ -167,39 +237,44 @@ impl Onboard {
         result
     }
 
-    /// Packs a provisioned device's credentials. The private key exists only inside
-    /// the encrypted ZIP afterwards.
-    pub(crate) fn bundle(&self, done: Provisioned) -> Result<OperatorRegistered, CoreError> {
-        let key = done
+    /// Packs a prepared device's credentials into the encrypted ZIP and its
+    /// password. The private key exists only inside the ZIP afterwards.
+    pub(crate) fn bundle(
+        &self,
+        p: &Prepared,
+        ca_chain_pem: &str,
+    ) -> Result<(Vec<u8>, SecretString), CoreError> {
+        let key = p
             .private_key_pem
             .as_ref()
             .ok_or_else(|| CoreError::Internal("a generated credential without its key".into()))?;
         let key = PrivateKeyPem::new(key.expose().to_owned());
         let connection = connection_json(
-            &done.device,
-            &done.mqtt,
-            &done.config,
+            &p.device,
+            &p.mqtt,
+            &p.config,
             &self.settings().server.public_base_url,
         );
         let bundle = build_bundle(&BundleContents {
-            certificate_pem: &done.certificate.pem,
+            certificate_pem: &p.cert_row.pem,
             private_key: &key,
-            ca_chain_pem: &done.ca_chain_pem,
+            ca_chain_pem,
             connection_json: connection.as_bytes(),
             created_at: self.clock().now(),
         })
         .map_err(|e| CoreError::Internal(e.to_string()))?;
-        Ok(OperatorRegistered {
-            device: done.device,
-            certificate: done.certificate,
-            bundle_zip: bundle.zip,
-            bundle_password: SecretString::new(bundle.password.expose_secret()),
-        })
+        Ok((
+            bundle.zip,
+            SecretString::new(bundle.password.expose_secret()),
+        ))
     }
 
-    /// Keeps the bundle for one download through a link that expires after
-    /// `delivery.download_expiry_minutes`. Only the token's hash is stored.
-    pub fn offer_bundle(&self, registered: &OperatorRegistered) -> Result<BundleLink, CoreError> {
+    /// The bundle row and its link; only the token's hash is stored.
+    fn bundle_offer(
+        &self,
+        device: DeviceId,
+        zip: &[u8],
+    ) -> Result<(NewCredentialBundle, BundleLink), CoreError> {
         let token = onboard_pki::secrets::random_token()
             .map_err(|e| CoreError::Internal(format!("the random generator failed: {e}")))?;
         let now = self.clock().now();
@@ -207,20 +282,20 @@ impl Onboard {
             now + Duration::minutes(i64::from(self.settings().delivery.download_expiry_minutes));
         let row = NewCredentialBundle {
             id: new_id(self.clock()),
-            device_id: registered.device.id,
+            device_id: device,
             token_hash: onboard_pki::secrets::sha256_hex(token.as_bytes()),
-            content: registered.bundle_zip.clone(),
+            content: zip.to_vec(),
             expires_at,
             created_at: now,
         };
-        self.store().transaction(|tx| tx.insert_bundle(&row))?;
-        Ok(BundleLink {
+        let link = BundleLink {
             url: format!(
                 "{}/public/v1/bundles/{token}",
                 self.settings().server.public_base_url
             ),
             expires_at,
-        })
+        };
+        Ok((row, link))
     }
 
     /// The bundle behind a download token, once. Unknown, used, expired and

@@ -1,25 +1,30 @@
-//! Provisioning one device: certificate, rows, broker, cloud, confirmation. Shared
-//! by self-registration (with a bootstrap key), operator registration and bulk
-//! import, so all of them are all or nothing in the same way:
+//! Provisioning one device, shared by self-registration (with a bootstrap key),
+//! operator registration and bulk import, so all of them are all or nothing in
+//! the same way:
 //!
-//! the certificate is issued; the device and certificate rows are written in one
-//! transaction; broker permissions are granted; the cloud registry is told; earlier
-//! certificates of a re-registering device are revoked and the success audited. A
-//! failure undoes the steps already done, in reverse order.
+//! 1. the certificate is issued (signing takes no database lock) and the answer
+//!    prepared ([`Prepared`]);
+//! 2. one transaction writes the device, its certificate, the audit event, the
+//!    key use when there is one, and the effects outside the database (broker
+//!    access, cloud registry) as pending rows;
+//! 3. after the commit the effects are applied (see `effects`); what cannot be
+//!    applied now is applied by the reconciler.
+//!
+//! A failure before the commit leaves nothing behind; after it, nothing is undone.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use onboard_domain::{
-    new_id, AuditOutcome, AuditRepository, BootstrapKey, BrokerGrant, Certificate, CertificateId,
-    CertificateIssuer, CertificateRepository, CertificateStatus, CloudDevice, Device, DeviceId,
-    DeviceModel, DeviceRepository, DeviceUpdate, InvalidValue, IssuedCert, ModelCode,
-    NewCertificate, NewDevice, PortError, RepoError, RevocationReason, SecretString, Serial, Store,
+    new_id, AuditOutcome, BootstrapKey, BrokerGrant, Certificate, CertificateId, CertificateIssuer,
+    Device, DeviceId, DeviceModel, DeviceModelRepository, DeviceStatus, Effect, InvalidValue,
+    IssuedCert, ModelCode, NewCertificate, NewDevice, PortError, RepoError, Repositories,
+    SecretString, Serial, Store,
 };
 use serde_json::{json, Value};
 
 use crate::app::Onboard;
 use crate::audit::{Actor, Audit};
+use crate::effects::Enqueued;
 use crate::error::CoreError;
 use crate::register::{MqttInfo, DEFAULT_TOPIC};
 
@@ -56,18 +61,6 @@ pub(crate) struct Trail {
     pub device: Option<DeviceId>,
 }
 
-/// A provisioned device and what it needs to connect.
-#[derive(Debug)]
-pub(crate) struct Provisioned {
-    pub device: Device,
-    pub certificate: Certificate,
-    pub private_key_pem: Option<SecretString>,
-    pub ca_chain_pem: String,
-    pub mqtt: MqttInfo,
-    pub config: Value,
-    pub reregistered: bool,
-}
-
 pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> CoreError {
     CoreError::Invalid(InvalidValue::new(field, reason))
 }
@@ -77,6 +70,22 @@ fn port(step: &'static str, e: PortError) -> CoreError {
         PortError::Rejected(m) if step == "issue" => invalid("csr", m),
         PortError::Rejected(m) => CoreError::Conflict(format!("{step}: {m}")),
         PortError::Unavailable(m) => CoreError::Unavailable(format!("{step}: {m}")),
+    }
+}
+
+/// Refuses a serial shaped like a device id (a UUID) unless it is the device's
+/// own: topic templates put `{serial}` and `{device_id}` in the same places, so
+/// such a serial could name another device's topics.
+pub(crate) fn check_serial_is_not_an_id(
+    serial: &Serial,
+    own_id: Option<DeviceId>,
+) -> Result<(), CoreError> {
+    match serial.as_str().parse::<uuid::Uuid>() {
+        Ok(u) if own_id.map(|d| d.0) != Some(u) => Err(invalid(
+            "serial",
+            "must not be shaped like a device id (a UUID): it could name another device's topics",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -129,280 +138,150 @@ pub(crate) fn grant_of(device: &Device, mqtt: &MqttInfo) -> BrokerGrant {
     }
 }
 
+/// A new device ready to be stored: its rows and its answer, computed before the
+/// transaction.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub new_device: NewDevice,
+    pub cert_row: NewCertificate,
+    /// The device as it will be stored.
+    pub device: Device,
+    pub private_key_pem: Option<SecretString>,
+    pub mqtt: MqttInfo,
+    pub config: Value,
+}
+
+/// The device as `insert_device` stores it.
+fn stored_form(d: &NewDevice) -> Device {
+    Device {
+        id: d.id,
+        serial: d.serial.clone(),
+        name: d.name.clone(),
+        model: d.model.clone(),
+        location: d.location.clone(),
+        firmware_version: d.firmware_version.clone(),
+        status: DeviceStatus::Registered,
+        bootstrap_key_id: d.bootstrap_key_id,
+        batch: d.batch.clone(),
+        config: d.config.clone(),
+        metadata: d.metadata.clone(),
+        created_at: d.created_at,
+        updated_at: d.created_at,
+        activated_at: None,
+        last_seen_at: None,
+        decommissioned_at: None,
+    }
+}
+
 impl Onboard {
-    /// Steps 3 to 7. On error, whatever this function did is undone before it
-    /// returns; the caller gives the key use back.
-    pub(crate) fn provision(
+    /// Issues the certificate for a new device: from the CSR, or with a key pair
+    /// generated here.
+    pub(crate) fn issue_for(
         &self,
+        issuer: &dyn CertificateIssuer,
         c: &DeviceSpec,
-        trail: &mut Trail,
-        timings: &mut Vec<(&'static str, f64)>,
-    ) -> Result<Provisioned, CoreError> {
-        let issuer = self.issuer()?;
-        // Two rounds at most: a concurrent registration of the same serial may
-        // create the device between our lookup and our insert; then we issue again
-        // for that device, as a re-registration.
-        for _ in 0..2 {
-            let existing = self.store().read(|tx| tx.device_by_serial(&c.serial))?;
-            if let Some(d) = &existing {
-                // Only a device's own bootstrap key batch may replace the
-                // credentials of a device that has not reported in; anything else
-                // (an operator registration, another batch) finds the serial taken.
-                let same_batch = c.key.as_ref().map(|k| k.batch.as_str());
-                if same_batch.is_none() {
-                    return Err(CoreError::Conflict(format!(
-                        "serial {} is already registered",
-                        c.serial
-                    )));
-                }
-                if !d.status.may_reregister() {
-                    return Err(CoreError::Conflict(format!(
-                        "serial {} is already registered and {}",
-                        c.serial, d.status
-                    )));
-                }
-                if d.batch.as_deref() != same_batch {
-                    return Err(CoreError::Conflict(format!(
-                        "serial {} is registered with another key batch",
-                        c.serial
-                    )));
-                }
+        device_id: DeviceId,
+    ) -> Result<(IssuedCert, Option<SecretString>), CoreError> {
+        let now = self.clock().now();
+        match &c.csr {
+            Some(csr) => Ok((
+                issuer
+                    .issue_from_csr(device_id, csr, now)
+                    .map_err(|e| port("issue", e))?,
+                None,
+            )),
+            None => {
+                let (cert, key) = issuer
+                    .issue_with_new_key(device_id, now)
+                    .map_err(|e| port("issue", e))?;
+                Ok((cert, Some(key)))
             }
-            let device_id = existing
-                .as_ref()
-                .map(|d| d.id)
-                .or(c.device_id)
-                .unwrap_or_else(|| DeviceId(new_id(self.clock())));
-            trail.device = Some(device_id);
-
-            let step = Instant::now();
-            let now = self.clock().now();
-            let (issued, private_key) = match &c.csr {
-                Some(csr) => (
-                    issuer
-                        .issue_from_csr(device_id, csr, now)
-                        .map_err(|e| port("issue", e))?,
-                    None,
-                ),
-                None => {
-                    let (cert, key) = issuer
-                        .issue_with_new_key(device_id, now)
-                        .map_err(|e| port("issue", e))?;
-                    (cert, Some(key))
-                }
-            };
-            timings.push(("issue", step.elapsed().as_secs_f64()));
-
-            let step = Instant::now();
-            let stored = self.store_registration(c, existing.as_ref(), device_id, &issued);
-            let (device, certificate) = match stored {
-                Ok(rows) => rows,
-                Err(CoreError::Conflict(_)) if existing.is_none() => continue,
-                Err(e) => return Err(e),
-            };
-            timings.push(("store", step.elapsed().as_secs_f64()));
-
-            let done =
-                self.connect_and_confirm(c, existing.is_some(), device, certificate, timings);
-            return match done {
-                Ok((device, certificate, mqtt, reregistered)) => Ok(Provisioned {
-                    config: self.device_config(&c.model, &device),
-                    device,
-                    certificate,
-                    private_key_pem: private_key,
-                    ca_chain_pem: issuer.ca_chain_pem(),
-                    mqtt,
-                    reregistered,
-                }),
-                Err(e) => Err(e),
-            };
         }
-        Err(CoreError::Conflict(format!(
-            "serial {} is being registered concurrently; retry",
-            c.serial
-        )))
     }
 
-    /// Step 4: the device (new, or refreshed on re-registration) and its new
-    /// certificate, in one transaction.
-    fn store_registration(
+    /// The rows and the answer of a new device whose certificate was issued.
+    pub(crate) fn prepare(
         &self,
         c: &DeviceSpec,
-        existing: Option<&Device>,
         device_id: DeviceId,
         issued: &IssuedCert,
-    ) -> Result<(Device, Certificate), CoreError> {
-        let now = self.clock().now();
-        let cert = self.certificate_row(device_id, issued);
-        self.store().transaction(|tx| -> Result<_, CoreError> {
-            let device = match existing {
-                Some(_) => tx.update_device(
-                    device_id,
-                    &DeviceUpdate {
-                        firmware_version: Some(c.firmware_version.clone()),
-                        metadata: Some(c.metadata.clone()),
-                        ..DeviceUpdate::default()
-                    },
-                    now,
-                )?,
-                None => tx.insert_device(&NewDevice {
-                    id: device_id,
-                    serial: c.serial.clone(),
-                    name: c.name.clone(),
-                    model: c.model_code.clone(),
-                    location: c.location.clone(),
-                    firmware_version: c.firmware_version.clone(),
-                    bootstrap_key_id: c.key.as_ref().map(|k| k.id),
-                    batch: c.key.as_ref().map(|k| k.batch.clone()),
-                    config: c.config.clone(),
-                    metadata: c.metadata.clone(),
-                    created_at: now,
-                })?,
-            };
-            let certificate = tx.insert_certificate(&cert)?;
-            Ok((device, certificate))
-        })
-    }
-
-    /// Steps 5 to 7, undoing 4 to 6 on failure.
-    fn connect_and_confirm(
-        &self,
-        c: &DeviceSpec,
-        reregistration: bool,
-        device: Device,
-        certificate: Certificate,
-        timings: &mut Vec<(&'static str, f64)>,
-    ) -> Result<(Device, Certificate, MqttInfo, bool), CoreError> {
-        let ports = self.ports();
+        private_key_pem: Option<SecretString>,
+    ) -> Prepared {
+        let new_device = NewDevice {
+            id: device_id,
+            serial: c.serial.clone(),
+            name: c.name.clone(),
+            model: c.model_code.clone(),
+            location: c.location.clone(),
+            firmware_version: c.firmware_version.clone(),
+            bootstrap_key_id: c.key.as_ref().map(|k| k.id),
+            batch: c.key.as_ref().map(|k| k.batch.clone()),
+            config: c.config.clone(),
+            metadata: c.metadata.clone(),
+            created_at: self.clock().now(),
+        };
+        let device = stored_form(&new_device);
         let mqtt = self.mqtt_info(&c.model, &device);
-        let grant = grant_of(&device, &mqtt);
-        let step = Instant::now();
-        if let Err(e) = ports.broker.grant(&grant) {
-            self.undo_rows(reregistration, &device, &certificate);
-            return Err(port("broker", e));
+        let config = self.device_config(&c.model, &device);
+        Prepared {
+            cert_row: self.certificate_row(device_id, issued),
+            new_device,
+            device,
+            private_key_pem,
+            mqtt,
+            config,
         }
-        timings.push(("broker", step.elapsed().as_secs_f64()));
+    }
 
-        let step = Instant::now();
-        let cloud_device = CloudDevice {
-            device_id: device.id,
-            serial: device.serial.clone(),
-            certificate_pem: certificate.pem.clone(),
-        };
-        if let Err(e) = ports.cloud.register(&cloud_device) {
-            self.undo_broker(reregistration, device.id);
-            self.undo_rows(reregistration, &device, &certificate);
-            return Err(port("cloud", e));
-        }
-        timings.push(("cloud", step.elapsed().as_secs_f64()));
-
-        let step = Instant::now();
-        let now = self.clock().now();
-        let audit = Audit::new(self.clock(), &c.actor, c.action, AuditOutcome::Success)
+    /// Writes a new device inside the caller's transaction: device, certificate,
+    /// success audit event and its effects. A taken serial is a `Conflict`.
+    pub(crate) fn store_new<T: Repositories>(
+        &self,
+        tx: &mut T,
+        c: &DeviceSpec,
+        p: &Prepared,
+        details: Value,
+        effects: &mut Vec<Enqueued>,
+    ) -> Result<(Device, Certificate), CoreError> {
+        let device = tx.insert_device(&p.new_device).map_err(|e| match e {
+            RepoError::Conflict { .. } => {
+                CoreError::Conflict(format!("serial {} is already registered", c.serial))
+            }
+            other => other.into(),
+        })?;
+        let certificate = tx.insert_certificate(&p.cert_row)?;
+        let mut audit = Audit::new(self.clock(), &c.actor, c.action, AuditOutcome::Success)
             .device(device.id)
-            .serial(device.serial.as_str())
-            .details(json!({
-                "certificate_serial": certificate.serial,
-                "reregistration": reregistration,
-                "csr": c.csr.is_some(),
-            }));
-        let audit = match &c.key {
-            Some(k) => audit.key_prefix(&k.prefix),
-            None => audit,
-        };
-        let confirmed = self.store().transaction(|tx| -> Result<usize, CoreError> {
-            // Concurrent registrations of one serial: the newest certificate wins,
-            // whatever order these transactions commit in. A registration that
-            // finds a newer one is refused (and undone) instead of handing out a
-            // certificate that is already superseded.
-            let certificates = tx.certificates_of_device(device.id)?;
-            let newest_active = certificates
-                .iter()
-                .filter(|c| c.status == CertificateStatus::Active)
-                .map(|c| c.id)
-                .max();
-            if newest_active != Some(certificate.id) {
-                return Err(CoreError::Conflict(format!(
-                    "a newer registration of serial {} replaced this one; retry",
-                    device.serial
-                )));
-            }
-            let mut revoked = 0;
-            for old in certificates {
-                if old.status == CertificateStatus::Active && old.id < certificate.id {
-                    match tx.revoke_certificate(old.id, now, RevocationReason::Superseded) {
-                        Ok(_) => revoked += 1,
-                        // A concurrent registration that lost to this one removed its
-                        // certificate meanwhile: nothing left to revoke.
-                        Err(RepoError::NotFound { .. }) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            tx.append_audit(audit.event())?;
-            Ok(revoked)
-        });
-        let revoked = match confirmed {
-            Ok(n) => n,
+            .serial(device.serial.as_str());
+        let mut details = details;
+        if let Value::Object(map) = &mut details {
+            map.insert("certificate_serial".into(), json!(certificate.serial));
+        }
+        audit = audit.details(details);
+        if let Some(k) = &c.key {
+            audit = audit.key_prefix(&k.prefix);
+        }
+        tx.append_audit(audit.event())?;
+        self.enqueue(
+            tx,
+            &[
+                Effect::BrokerDevice(device.id),
+                Effect::CloudDevice(device.id),
+            ],
+            effects,
+        )?;
+        Ok((device, certificate))
+    }
+
+    /// Applies a committed change's effects. A failure is logged and left to the
+    /// reconciler: the change stands, and the broker or cloud catches up.
+    pub(crate) fn apply_or_defer(&self, effects: &[Enqueued]) -> bool {
+        match self.apply_effects(effects) {
+            Ok(()) => true,
             Err(e) => {
-                // Superseded by a newer registration of the same serial: the device
-                // (and its grants) now belong to that one; only this certificate
-                // goes.
-                let keep_device = reregistration || matches!(e, CoreError::Conflict(_));
-                self.undo_cloud(keep_device, device.id);
-                self.undo_broker(keep_device, device.id);
-                self.undo_rows(keep_device, &device, &certificate);
-                return Err(e);
+                tracing::warn!(error = %e, "committed; an external update is pending and will be retried");
+                false
             }
-        };
-        if revoked > 0 {
-            // The revocation is committed; if the CRL cannot be published now, the
-            // next CRL request or revocation publishes it.
-            match self.publish_crl() {
-                Ok(crl) => {
-                    if let Err(e) = ports.broker.publish_crl(&crl.pem) {
-                        tracing::warn!(error = %e, "could not hand the new CRL to the broker");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not publish the CRL after a re-registration")
-                }
-            }
-        }
-        timings.push(("confirm", step.elapsed().as_secs_f64()));
-        Ok((device, certificate, mqtt, reregistration))
-    }
-
-    /// A re-registering device keeps its cloud record; a new one loses it.
-    fn undo_cloud(&self, reregistration: bool, device: DeviceId) {
-        if !reregistration {
-            if let Err(e) = self.ports().cloud.deregister(device) {
-                tracing::error!(error = %e, %device, "could not undo a cloud registration");
-            }
-        }
-    }
-
-    /// A re-registering device keeps the permissions it had; a new one loses them.
-    fn undo_broker(&self, reregistration: bool, device: DeviceId) {
-        if !reregistration {
-            if let Err(e) = self.ports().broker.revoke(device) {
-                tracing::error!(error = %e, %device, "could not undo a broker grant");
-            }
-        }
-    }
-
-    /// Removes the rows step 4 wrote: the new certificate, and the device when it
-    /// was new.
-    fn undo_rows(&self, reregistration: bool, device: &Device, certificate: &Certificate) {
-        let result = self.store().transaction(|tx| -> Result<(), RepoError> {
-            if reregistration {
-                tx.delete_certificate(certificate.id)
-            } else {
-                tx.delete_device(device.id)
-            }
-        });
-        if let Err(e) = result {
-            tracing::error!(error = %e, device = %device.id, "could not undo a registration's rows");
         }
     }
 
@@ -424,6 +303,18 @@ impl Onboard {
             not_after: issued.not_after,
             pem: issued.pem.clone(),
             created_at: self.clock().now(),
+        }
+    }
+
+    /// The device's model, when it has one that exists.
+    pub(crate) fn model_of(&self, device: &Device) -> Result<Option<DeviceModel>, CoreError> {
+        match &device.model {
+            Some(code) => match self.store().read(|tx| tx.model(code)) {
+                Ok(m) => Ok(Some(m)),
+                Err(RepoError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            None => Ok(None),
         }
     }
 

@@ -1,28 +1,32 @@
 //! Device self-registration with a bootstrap key (`POST /public/v1/register`).
 //!
-//! The order, and what undoes what:
 //! 1. the key is looked up by its public prefix and its hash compared in constant
 //!    time; the request body is validated (nothing is spent on a bad request);
-//! 2. one use of the key is taken in a single conditional update (committed, so
-//!    concurrent registrations can never take more than `max_uses`);
-//! 3. to 7.: the certificate, the rows, broker, cloud, confirmation, as for every
-//!    device (see `provision`).
+//! 2. a serial that exists is a retry, answered only with proof of possession
+//!    (`register_again`);
+//! 3. otherwise the certificate is issued, and one transaction stores the device,
+//!    the certificate, the audit event, the pending broker and cloud effects, and
+//!    takes one use of the key in a single conditional update (so concurrent
+//!    registrations can never take more than `max_uses`);
+//! 4. the effects are applied after the commit (see `effects`).
 //!
-//! A failure after step 2 undoes what was done, in reverse order, gives the use
-//! back, and writes the failure to the audit log with its reason.
+//! A failure before the commit leaves nothing behind and is written to the audit
+//! log with its reason.
 
 use std::time::Instant;
 
 use onboard_domain::{
-    AuditOutcome, BootstrapKeyRepository, Certificate, Device, DeviceModelRepository, ModelCode,
-    RepoError, SecretString, Serial, Store,
+    new_id, AuditOutcome, AuditRepository, BootstrapKey, BootstrapKeyRepository, Certificate,
+    CertificateIssuer, CertificateRepository, CertificateStatus, Device, DeviceId,
+    DeviceModelRepository, DeviceRepository, DeviceStatus, DeviceUpdate, Effect, KeyRejection,
+    ModelCode, RepoError, RevocationReason, SecretString, Serial, Store,
 };
 use serde_json::{json, Value};
 
 use crate::app::Onboard;
 use crate::audit::{Actor, Audit};
 use crate::error::CoreError;
-use crate::provision::{invalid, DeviceSpec, Trail};
+use crate::provision::{check_serial_is_not_an_id, invalid, DeviceSpec, Trail};
 use crate::secrets::{bootstrap_key_prefix, matches_hash};
 
 /// The largest CSR accepted (PEM).
@@ -114,53 +118,234 @@ impl Onboard {
     ) -> Result<Registered, CoreError> {
         let mut timings = Vec::new();
         let step = Instant::now();
-        let checked = self.check_registration(req, trail)?;
+        let spec = self.check_registration(req, trail)?;
         timings.push(("check", step.elapsed().as_secs_f64()));
+        let key = spec
+            .key
+            .clone()
+            .ok_or_else(|| CoreError::Internal("a registration without its key".into()))?;
+        let issuer = self.issuer()?;
+        // Two rounds at most: a concurrent registration of the same serial may
+        // commit between our lookup and our insert; then this one is a retry.
+        for _ in 0..2 {
+            let existing = self.store().read(|tx| tx.device_by_serial(&spec.serial))?;
+            if let Some(device) = existing {
+                trail.device = Some(device.id);
+                return self.register_again(&spec, &key, device, issuer.as_ref(), timings);
+            }
+            let now = self.clock().now();
+            if let Err(rejection) = key.check_usable(now) {
+                return Err(CoreError::Unauthorized(rejection.code()));
+            }
+            let device_id = DeviceId(new_id(self.clock()));
+            trail.device = Some(device_id);
 
+            let step = Instant::now();
+            let (issued, private_key) = self.issue_for(issuer.as_ref(), &spec, device_id)?;
+            timings.push(("issue", step.elapsed().as_secs_f64()));
+            let prepared = self.prepare(&spec, device_id, &issued, private_key);
+
+            let step = Instant::now();
+            let mut effects = Vec::new();
+            let details = json!({"reregistration": false, "csr": spec.csr.is_some()});
+            let stored = self.store().transaction(|tx| -> Result<_, CoreError> {
+                let rows = self.store_new(tx, &spec, &prepared, details, &mut effects)?;
+                // The key's use last: its row stays locked only until the commit
+                // that follows, and a refusal rolls back everything above.
+                if !tx.consume_bootstrap_key_use(key.id, now)? {
+                    let reason = tx
+                        .bootstrap_key(key.id)?
+                        .check_usable(now)
+                        .err()
+                        .map(|r| r.code())
+                        .unwrap_or("key_used_up");
+                    return Err(CoreError::Unauthorized(reason));
+                }
+                Ok(rows)
+            });
+            let (device, certificate) = match stored {
+                Ok(rows) => rows,
+                Err(CoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            timings.push(("store", step.elapsed().as_secs_f64()));
+
+            let step = Instant::now();
+            self.apply_or_defer(&effects);
+            timings.push(("effects", step.elapsed().as_secs_f64()));
+            return Ok(Registered {
+                device,
+                certificate,
+                private_key_pem: prepared.private_key_pem,
+                ca_chain_pem: issuer.ca_chain_pem(),
+                mqtt: prepared.mqtt,
+                config: prepared.config,
+                reregistered: false,
+                timings,
+            });
+        }
+        Err(CoreError::Conflict(format!(
+            "serial {} is being registered concurrently; retry",
+            spec.serial
+        )))
+    }
+
+    /// A registration for a serial that exists. It is answered only when the
+    /// caller proves it is that device (see `docs/registration.md`):
+    /// - a CSR for the public key of the device's current certificate gets that
+    ///   certificate again (a lost answer, retried): no use is taken;
+    /// - without a CSR, the device's own single-use key (the one spent on this
+    ///   serial), before the device activated, gets a new key pair and
+    ///   certificate; the earlier one is revoked as superseded.
+    ///
+    /// Anything else is refused as a possible takeover.
+    fn register_again(
+        &self,
+        spec: &DeviceSpec,
+        key: &BootstrapKey,
+        device: Device,
+        issuer: &dyn CertificateIssuer,
+        mut timings: Vec<(&'static str, f64)>,
+    ) -> Result<Registered, CoreError> {
+        let takeover = |why: &str| {
+            CoreError::Takeover(format!(
+                "serial {} belongs to a registered device; {why}",
+                spec.serial
+            ))
+        };
+        if !matches!(
+            device.status,
+            DeviceStatus::Registered | DeviceStatus::Active
+        ) {
+            return Err(CoreError::Conflict(format!(
+                "serial {} is {}",
+                spec.serial, device.status
+            )));
+        }
+        let model = self.model_of(&device)?;
+        if let Some(csr) = &spec.csr {
+            let step = Instant::now();
+            let current = self
+                .store()
+                .read(|tx| tx.certificates_of_device(device.id))?
+                .into_iter()
+                .find(|c| c.status == CertificateStatus::Active)
+                .ok_or_else(|| takeover("it holds no active certificate"))?;
+            let same = onboard_pki::csr_matches_certificate(csr, &current.pem)
+                .map_err(|e| invalid("csr", e.to_string()))?;
+            if !same {
+                return Err(takeover(
+                    "a registration again needs a CSR for the key of its current certificate",
+                ));
+            }
+            let audit = Audit::new(
+                self.clock(),
+                &spec.actor,
+                "device.register",
+                AuditOutcome::Success,
+            )
+            .device(device.id)
+            .serial(device.serial.as_str())
+            .key_prefix(&key.prefix)
+            .details(json!({"retry": true, "certificate_serial": current.serial}));
+            self.record(audit)?;
+            timings.push(("retry", step.elapsed().as_secs_f64()));
+            return Ok(Registered {
+                mqtt: self.mqtt_info(&model, &device),
+                config: self.device_config(&model, &device),
+                device,
+                certificate: current,
+                private_key_pem: None,
+                ca_chain_pem: issuer.ca_chain_pem(),
+                reregistered: false,
+                timings,
+            });
+        }
+        let own_key = key.max_uses == 1 && device.bootstrap_key_id == Some(key.id);
+        if !own_key {
+            return Err(takeover(
+                "without a CSR only the device's own single-use key may register it again",
+            ));
+        }
+        if device.status != DeviceStatus::Registered {
+            return Err(CoreError::Conflict(format!(
+                "serial {} has activated; it renews its certificate instead",
+                spec.serial
+            )));
+        }
+        let step = Instant::now();
+        let (issued, private_key) = self.issue_for(issuer, spec, device.id)?;
+        timings.push(("issue", step.elapsed().as_secs_f64()));
+        let cert_row = self.certificate_row(device.id, &issued);
         let step = Instant::now();
         let now = self.clock().now();
-        let key_id = checked
-            .key
-            .as_ref()
-            .map(|k| k.id)
-            .ok_or_else(|| CoreError::Internal("a registration without its key".into()))?;
-        let taken = self
-            .store()
-            .transaction(|tx| tx.consume_bootstrap_key_use(key_id, now))?;
-        if !taken {
-            // Tell the audit log why: the row as it is now explains the refusal.
-            let key = self.store().read(|tx| tx.bootstrap_key(key_id))?;
-            let reason = key
-                .check_usable(now)
-                .err()
-                .map(|r| r.code())
-                .unwrap_or("key_used_up");
-            return Err(CoreError::Unauthorized(reason));
-        }
-        timings.push(("consume_key", step.elapsed().as_secs_f64()));
-
-        match self.provision(&checked, trail, &mut timings) {
-            Ok(done) => Ok(Registered {
-                device: done.device,
-                certificate: done.certificate,
-                private_key_pem: done.private_key_pem,
-                ca_chain_pem: done.ca_chain_pem,
-                mqtt: done.mqtt,
-                config: done.config,
-                reregistered: done.reregistered,
-                timings,
-            }),
-            Err(e) => {
-                let now = self.clock().now();
-                if let Err(release) = self
-                    .store()
-                    .transaction(|tx| tx.release_bootstrap_key_use(key_id, now))
-                {
-                    tracing::error!(error = %release, "could not give a bootstrap key use back");
+        let mut effects = Vec::new();
+        let (device, certificate) = self.store().transaction(|tx| -> Result<_, CoreError> {
+            // Holds the device's row: a concurrent revocation waits for this
+            // commit and then revokes the new certificate too, or went first and
+            // this one finds the device no longer registered.
+            let device = tx
+                .update_device_if(
+                    device.id,
+                    &[DeviceStatus::Registered],
+                    &DeviceUpdate {
+                        firmware_version: Some(spec.firmware_version.clone()),
+                        metadata: Some(spec.metadata.clone()),
+                        ..DeviceUpdate::default()
+                    },
+                    now,
+                )?
+                .ok_or_else(|| {
+                    CoreError::Conflict(format!("serial {} changed meanwhile; retry", spec.serial))
+                })?;
+            let certificate = tx.insert_certificate(&cert_row)?;
+            let mut superseded = Vec::new();
+            for old in tx.certificates_of_device(device.id)? {
+                if old.status == CertificateStatus::Active && old.id != certificate.id {
+                    tx.revoke_certificate(old.id, now, RevocationReason::Superseded)?;
+                    superseded.push(old.serial.to_string());
                 }
-                Err(e)
             }
-        }
+            let audit = Audit::new(
+                self.clock(),
+                &spec.actor,
+                "device.register",
+                AuditOutcome::Success,
+            )
+            .device(device.id)
+            .serial(device.serial.as_str())
+            .key_prefix(&key.prefix)
+            .details(json!({
+                "reregistration": true,
+                "csr": false,
+                "certificate_serial": certificate.serial,
+                "superseded": superseded,
+            }));
+            tx.append_audit(audit.event())?;
+            let mut todo = vec![
+                Effect::BrokerDevice(device.id),
+                Effect::CloudDevice(device.id),
+            ];
+            if !superseded.is_empty() {
+                todo.push(Effect::BrokerCrl);
+            }
+            self.enqueue(tx, &todo, &mut effects)?;
+            Ok((device, certificate))
+        })?;
+        timings.push(("store", step.elapsed().as_secs_f64()));
+        let step = Instant::now();
+        self.apply_or_defer(&effects);
+        timings.push(("effects", step.elapsed().as_secs_f64()));
+        Ok(Registered {
+            mqtt: self.mqtt_info(&model, &device),
+            config: self.device_config(&model, &device),
+            device,
+            certificate,
+            private_key_pem: private_key,
+            ca_chain_pem: issuer.ca_chain_pem(),
+            reregistered: true,
+            timings,
+        })
     }
 
     /// Step 1: the key and the body, before anything is spent.
@@ -181,11 +366,15 @@ impl Onboard {
             .read(|tx| tx.bootstrap_key_by_prefix(prefix))?
             .filter(|k| matches_hash(presented.expose(), &k.key_hash))
             .ok_or(CoreError::Unauthorized("key_unknown"))?;
-        if let Err(rejection) = key.check_usable(self.clock().now()) {
-            return Err(CoreError::Unauthorized(rejection.code()));
+        // A key with no uses left may still prove a retry (see `register_again`);
+        // every other reason refuses it here.
+        match key.check_usable(self.clock().now()) {
+            Ok(()) | Err(KeyRejection::UsedUp) => {}
+            Err(rejection) => return Err(CoreError::Unauthorized(rejection.code())),
         }
 
         let serial = Serial::parse(req.serial.trim())?;
+        check_serial_is_not_an_id(&serial, None)?;
         trail.serial = Some(serial.to_string());
         let requested_model = req.model.as_deref().map(ModelCode::parse).transpose()?;
         let model_code = match (&key.model, requested_model) {
@@ -201,8 +390,9 @@ impl Onboard {
         let model = match &model_code {
             Some(code) => match self.store().read(|tx| tx.model(code)) {
                 Ok(m) => Some(m),
-                // A device model nobody created yet is not an error: the device
-                // gets the default topics and no model defaults.
+                // A device model nobody created yet is not an error for a device
+                // (its firmware names it; the operator may create it later): the
+                // device gets the default topics and no model defaults.
                 Err(RepoError::NotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
             },

@@ -84,7 +84,8 @@ pub struct ActivationSettings {
     /// `registered` this many hours after registering; 0 turns it off.
     pub report_after_hours: u32,
     /// Revoke them (rollback of credentials nobody uses) after this many hours;
-    /// 0 never does. At least `report_after_hours` when both are set.
+    /// 0 never does. At least `report_after_hours` when both are set, and only
+    /// with an activation source (`broker.mqtt_url`).
     pub revoke_after_hours: u32,
 }
 
@@ -263,6 +264,10 @@ pub struct BrokerSettings {
     pub client_key_file: String,
     /// Where devices report in; the first message marks a device active.
     pub status_topic: String,
+    /// How often the server's reconciler runs: it re-signs the CRL before half its
+    /// validity has passed, installs it in the broker, and applies broker and
+    /// cloud changes that a crash or an unreachable broker left pending.
+    pub reconcile_seconds: u64,
 }
 
 impl Default for BrokerSettings {
@@ -283,6 +288,7 @@ impl Default for BrokerSettings {
             client_cert_file: String::new(),
             client_key_file: String::new(),
             status_topic: "devices/+/status".into(),
+            reconcile_seconds: 10,
         }
     }
 }
@@ -628,6 +634,14 @@ impl Settings {
             return Err(invalid(
                 "activation.revoke_after_hours",
                 "must be at least activation.report_after_hours",
+            ));
+        }
+        if a.revoke_after_hours > 0 && self.broker.mqtt_url.is_empty() {
+            // Without a status listener no device ever activates, so the policy
+            // would revoke the whole fleet.
+            return Err(invalid(
+                "activation.revoke_after_hours",
+                "needs an activation source: set broker.mqtt_url so the server sees status messages",
             ));
         }
         tracing_filter_is_plausible(&self.log.level)?;

@@ -14,6 +14,8 @@ use onboard_registry::testing::{TestBackend, TestDb};
 mod lifecycle;
 #[path = "core/mqtt.rs"]
 mod mqtt;
+#[path = "core/possession.rs"]
+mod possession;
 #[path = "core/register.rs"]
 mod register;
 
@@ -44,13 +46,23 @@ on_both_backends!(mqtt_tests for mqtt:
     devices_reach_their_topics_activate_and_are_cut_off_by_revocation,
 );
 
+on_both_backends!(possession_tests for possession:
+    a_lost_answer_is_answered_again_with_the_same_certificate,
+    another_key_pair_for_a_taken_serial_is_a_possible_takeover,
+    a_single_use_key_re_registers_its_own_serial_until_activation,
+    a_failure_before_the_commit_leaves_nothing,
+    broker_and_cloud_failures_after_the_commit_converge_later,
+    revocation_racing_a_re_registration_never_leaves_an_active_certificate,
+    the_crl_is_refreshed_before_half_its_validity,
+    concurrent_revocations_all_reach_the_crl,
+    serials_shaped_like_device_ids_are_refused,
+);
+
 on_both_backends!(register_tests for register:
     a_device_registers_with_a_csr_and_the_certificate_verifies,
     without_a_csr_the_server_generates_the_key,
     every_key_failure_is_401_with_its_reason_audited,
     bad_input_costs_no_key_use_and_leaves_nothing,
-    reregistration_replaces_credentials_until_activation,
-    a_failure_at_any_step_leaves_nothing_and_returns_the_use,
     fifty_concurrent_registrations_take_exactly_max_uses,
     ten_concurrent_registrations_of_one_serial_make_one_device,
 );

@@ -22,8 +22,9 @@ pub use ids::{
 pub use ports::{
     AuditFilter, AuditRepository, BootstrapKeyFilter, BootstrapKeyRepository,
     CertificateRepository, CredentialBundleRepository, CrlRepository, DeviceFilter,
-    DeviceModelRepository, DeviceRepository, DeviceUpdate, NewCredentialBundle, Page, PageRequest,
-    RepoError, Repositories, Store, MAX_PAGE_SIZE,
+    DeviceModelRepository, DeviceRepository, DeviceUpdate, Effect, EffectRepository,
+    NewCredentialBundle, Page, PageRequest, PendingEffect, RepoError, Repositories, Store,
+    MAX_PAGE_SIZE,
 };
 pub use services::{
     BrokerAccess, BrokerGrant, CertificateIssuer, CloudDevice, CloudRegistrar, IssuedCert,

@@ -157,8 +157,21 @@ pub trait DeviceRepository {
         update: &DeviceUpdate,
         now: DateTime<Utc>,
     ) -> Result<Device, RepoError>;
-    /// Removes a device and its certificates: only to undo a registration that did
-    /// not complete. Retired devices are decommissioned, never deleted.
+    /// Applies `update` only while the device's status is one of `expected`, in
+    /// one conditional statement (which also holds the row for the rest of the
+    /// transaction on PostgreSQL): `None` when the device is in another status,
+    /// `NotFound` when there is no such device. Use cases that check a status and
+    /// then change the device's certificates start with this, so a concurrent
+    /// revocation or registration waits instead of interleaving.
+    fn update_device_if(
+        &mut self,
+        id: DeviceId,
+        expected: &[DeviceStatus],
+        update: &DeviceUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Device>, RepoError>;
+    /// Removes a device and its certificates (tests and maintenance only; use
+    /// cases retire devices, they never delete them).
     fn delete_device(&mut self, id: DeviceId) -> Result<(), RepoError>;
 }
 
@@ -179,9 +192,12 @@ pub trait CertificateRepository {
         at: DateTime<Utc>,
         reason: RevocationReason,
     ) -> Result<Certificate, RepoError>;
-    /// Removes a certificate record: only to undo a registration that did not
-    /// complete (the certificate was never handed out).
+    /// Removes a certificate record (tests and maintenance only).
     fn delete_certificate(&mut self, id: CertificateId) -> Result<(), RepoError>;
+    /// How many certificates were ever revoked. Certificates are never un-revoked,
+    /// so this only grows: a CRL signed from a snapshot is complete while the count
+    /// is still the snapshot's.
+    fn revocation_count(&mut self) -> Result<i64, RepoError>;
     /// Every revoked certificate that has not expired before `now`: the CRL's content.
     fn revoked_certificates(
         &mut self,
@@ -218,12 +234,6 @@ pub trait BootstrapKeyRepository {
         id: BootstrapKeyId,
         now: DateTime<Utc>,
     ) -> Result<bool, RepoError>;
-    /// Gives back a use taken by a registration that failed later.
-    fn release_bootstrap_key_use(
-        &mut self,
-        id: BootstrapKeyId,
-        now: DateTime<Utc>,
-    ) -> Result<(), RepoError>;
 }
 
 pub trait DeviceModelRepository {
@@ -281,6 +291,88 @@ pub trait CrlRepository {
     fn insert_crl(&mut self, crl: &CrlRecord) -> Result<(), RepoError>;
 }
 
+/// Something outside the database that a committed change still has to bring in
+/// line with the registry. It names what to converge, not what to do: applying it
+/// reads the registry as it is then, so applying it twice, late, or after a newer
+/// change is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// Grant the device's broker access, or remove it, as its status says now.
+    BrokerDevice(DeviceId),
+    /// Install the newest CRL where the broker reads it.
+    BrokerCrl,
+    /// Register the device in the cloud registry, or remove it, as its status says.
+    CloudDevice(DeviceId),
+}
+
+impl Effect {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Effect::BrokerDevice(_) => "broker.device",
+            Effect::BrokerCrl => "broker.crl",
+            Effect::CloudDevice(_) => "cloud.device",
+        }
+    }
+
+    pub fn device(&self) -> Option<DeviceId> {
+        match self {
+            Effect::BrokerDevice(d) | Effect::CloudDevice(d) => Some(*d),
+            Effect::BrokerCrl => None,
+        }
+    }
+
+    /// The effect a stored kind and device name; `None` for a kind this version
+    /// does not know.
+    pub fn from_parts(kind: &str, device: Option<DeviceId>) -> Option<Self> {
+        match (kind, device) {
+            ("broker.device", Some(d)) => Some(Effect::BrokerDevice(d)),
+            ("broker.crl", _) => Some(Effect::BrokerCrl),
+            ("cloud.device", Some(d)) => Some(Effect::CloudDevice(d)),
+            _ => None,
+        }
+    }
+}
+
+/// An effect waiting to be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEffect {
+    pub id: uuid::Uuid,
+    pub effect: Effect,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+pub trait EffectRepository {
+    /// Records an effect to apply after the transaction commits; the reconciler
+    /// leaves it alone until `next_attempt_at`.
+    fn enqueue_effect(
+        &mut self,
+        id: uuid::Uuid,
+        effect: Effect,
+        now: DateTime<Utc>,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+    /// Effects whose next attempt is due at `now`, oldest first.
+    fn due_effects(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PendingEffect>, RepoError>;
+    /// How many effects are waiting, and the creation time of the oldest.
+    fn pending_effects_summary(&mut self) -> Result<(i64, Option<DateTime<Utc>>), RepoError>;
+    /// Removes applied effects; ids already gone are not an error.
+    fn complete_effects(&mut self, ids: &[uuid::Uuid]) -> Result<(), RepoError>;
+    /// Counts a failed attempt and sets the next one.
+    fn postpone_effect(
+        &mut self,
+        id: uuid::Uuid,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+}
+
 /// Everything a use case can do inside one transaction.
 pub trait Repositories:
     DeviceRepository
@@ -290,6 +382,7 @@ pub trait Repositories:
     + AuditRepository
     + CrlRepository
     + CredentialBundleRepository
+    + EffectRepository
 {
 }
 
@@ -301,6 +394,7 @@ impl<T> Repositories for T where
         + AuditRepository
         + CrlRepository
         + CredentialBundleRepository
+        + EffectRepository
 {
 }
 
@@ -326,6 +420,19 @@ pub trait Store: Send + Sync + 'static {
         E: From<RepoError>,
     {
         self.transaction(f)
+    }
+
+    /// Runs `f` while holding the named lock, one holder at a time across every
+    /// process on the database (PostgreSQL: an advisory lock on a connection of
+    /// its own; SQLite: within this process only, which is what one SQLite file
+    /// serves). `f` opens its own transactions. A holder that dies releases it.
+    fn exclusive<T, E, F>(&self, name: &str, f: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Result<T, E>,
+        E: From<RepoError>,
+    {
+        let _ = name;
+        f()
     }
 
     /// Checks that the database answers.

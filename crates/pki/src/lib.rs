@@ -27,6 +27,7 @@ mod error;
 mod info;
 mod issue;
 mod keys;
+mod possession;
 pub mod secrets;
 mod server_cert;
 mod x509util;
@@ -44,4 +45,5 @@ pub use issue::{
     device_uri, GeneratedCredential, IssueParams, IssuedCertificate, CRL_PATH, DEVICE_URI_PATH,
 };
 pub use keys::PrivateKeyPem;
+pub use possession::csr_matches_certificate;
 pub use server_cert::{mosquitto_password_hash, ServerCertParams, ServiceCertParams};

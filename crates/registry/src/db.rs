@@ -1,13 +1,15 @@
 //! Connections, the pool, migrations and transactions over PostgreSQL or SQLite.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
 use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection, R2D2Connection};
 use diesel::sqlite::SqliteConnection;
-use diesel::Connection;
+use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use onboard_domain::{RepoError, Store};
 
@@ -118,10 +120,12 @@ impl ManageConnection for ConnectionManager {
                 let mut conn = SqliteConnection::establish(&path_str)
                     .map_err(|e| RegistryError::Connect(e.to_string()))?;
                 // WAL lets readers run beside the writer; foreign keys are off by
-                // default in SQLite; the busy timeout makes writers queue.
+                // default in SQLite; the busy timeout makes writers queue; FULL
+                // syncs the WAL on every commit, so an acknowledged registration
+                // survives a power loss.
                 conn.batch_execute(&format!(
                     "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}; \
-                     PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+                     PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;",
                     self.sqlite_busy_timeout.as_millis()
                 ))
                 .map_err(|e| RegistryError::Connect(e.to_string()))?;
@@ -163,6 +167,20 @@ fn redact(message: &str, url: &str) -> String {
 pub struct Database {
     pool: Pool<ConnectionManager>,
     backend_name: &'static str,
+    backend: Backend,
+    /// The named locks of [`Store::exclusive`] on SQLite (one process per file).
+    local_locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+}
+
+/// A stable PostgreSQL advisory lock key for a lock name (FNV-1a, 64 bits), so
+/// every replica and version maps a name to the same key.
+fn advisory_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("onboard:{name}").bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
 impl std::fmt::Debug for Database {
@@ -184,7 +202,7 @@ impl Database {
         }
         let backend_name = backend.name();
         let manager = ConnectionManager {
-            backend,
+            backend: backend.clone(),
             sqlite_busy_timeout: options.sqlite_busy_timeout,
         };
         let pool = Pool::builder()
@@ -194,7 +212,12 @@ impl Database {
             .test_on_check_out(true)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
-        Ok(Self { pool, backend_name })
+        Ok(Self {
+            pool,
+            backend_name,
+            backend,
+            local_locks: Arc::default(),
+        })
     }
 
     /// `"postgres"` or `"sqlite"`.
@@ -342,6 +365,42 @@ impl Store for Database {
         }
     }
 
+    fn exclusive<T, E, F>(&self, name: &str, f: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Result<T, E>,
+        E: From<RepoError>,
+    {
+        match &self.backend {
+            Backend::Postgres(url) => {
+                // A connection of its own, closed afterwards: closing releases the
+                // session lock whatever happened in between, and a process that
+                // dies releases it with its connection.
+                let mut conn = PgConnection::establish(url)
+                    .map_err(|e| E::from(RepoError::Unavailable(redact(&e.to_string(), url))))?;
+                diesel::sql_query("SELECT pg_advisory_lock($1)")
+                    .bind::<diesel::sql_types::BigInt, _>(advisory_key(name))
+                    .execute(&mut conn)
+                    .map_err(|e| E::from(from_diesel(e, "lock")))?;
+                let result = f();
+                let _ = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                    .bind::<diesel::sql_types::BigInt, _>(advisory_key(name))
+                    .execute(&mut conn);
+                result
+            }
+            Backend::Sqlite(_) => {
+                let lock = {
+                    let mut locks = self
+                        .local_locks
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    locks.entry(name.to_owned()).or_default().clone()
+                };
+                let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                f()
+            }
+        }
+    }
+
     fn ping(&self) -> Result<(), RepoError> {
         let mut conn = self.connection()?;
         conn.ping()
@@ -375,6 +434,12 @@ mod tests {
             Backend::from_url("./x.db").unwrap(),
             Backend::Sqlite("./x.db".into())
         );
+    }
+
+    #[test]
+    fn advisory_keys_are_stable_and_distinct() {
+        assert_eq!(advisory_key("crl"), advisory_key("crl"));
+        assert_ne!(advisory_key("crl"), advisory_key("rotation"));
     }
 
     #[test]

@@ -138,6 +138,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    pending_effects (id) {
+        id -> Text,
+        kind -> Text,
+        device_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(bootstrap_keys -> device_models (model_code));
 diesel::joinable!(devices -> device_models (model_code));
 diesel::joinable!(devices -> bootstrap_keys (bootstrap_key_id));
@@ -156,4 +168,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     rotations,
     audit_events,
     crls,
+    pending_effects,
 );

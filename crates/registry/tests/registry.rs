@@ -23,8 +23,15 @@ macro_rules! on_both_backends {
     };
 }
 
+#[path = "cases/effects.rs"]
+mod effects;
 #[path = "cases/more.rs"]
 mod more;
+use effects::{
+    a_use_taken_in_a_rolled_back_transaction_is_not_spent, conditional_updates_check_the_status,
+    exclusive_sections_do_not_overlap, pending_effects_queue_postpone_and_complete,
+    revocation_count_only_grows,
+};
 use more::{
     bundles_are_taken_once_and_purged_when_expired, crl_numbers_only_grow,
     failed_transactions_leave_nothing,
@@ -46,6 +53,11 @@ on_both_backends!(
     crl_numbers_only_grow,
     failed_transactions_leave_nothing,
     bundles_are_taken_once_and_purged_when_expired,
+    pending_effects_queue_postpone_and_complete,
+    conditional_updates_check_the_status,
+    revocation_count_only_grows,
+    exclusive_sections_do_not_overlap,
+    a_use_taken_in_a_rolled_back_transaction_is_not_spent,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -211,7 +223,8 @@ fn schema_rs_matches_the_migrated_tables(backend: TestBackend) {
         mqtt_credentials,
         rotations,
         audit_events,
-        crls
+        crls,
+        pending_effects
     );
 }
 
@@ -579,18 +592,11 @@ fn bootstrap_key_uses_respect_every_rule(backend: TestBackend) {
     assert_eq!(used.uses, 2);
     assert_eq!(used.check_usable(now), Err(KeyRejection::UsedUp));
 
-    tx(&t.db, |c| c.release_bootstrap_key_use(k.id, now));
-    assert_eq!(tx(&t.db, |c| c.bootstrap_key(k.id)).uses, 1);
     tx(&t.db, |c| c.set_bootstrap_key_active(k.id, false, now));
     assert!(
         !tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, now)),
         "inactive"
     );
-    // Releasing never goes below zero.
-    for _ in 0..3 {
-        tx(&t.db, |c| c.release_bootstrap_key_use(k.id, now));
-    }
-    assert_eq!(tx(&t.db, |c| c.bootstrap_key(k.id)).uses, 0);
 }
 
 fn bootstrap_key_uses_are_atomic_under_concurrency(backend: TestBackend) {

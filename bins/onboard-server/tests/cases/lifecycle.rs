@@ -75,6 +75,27 @@ async fn operator_flow(backend: TestBackend) {
             .to_request()
     };
 
+    // An unknown model is refused, naming it; then the model exists.
+    let res = atest::call_service(
+        &svc,
+        post(
+            "/private/v1/admin/devices",
+            json!({"name": "boiler", "model": "tempsensor"}),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = atest::read_body_json(res).await;
+    assert!(
+        body["message"].as_str().unwrap().contains("tempsensor"),
+        "{body}"
+    );
+    let res = atest::call_service(
+        &svc,
+        post("/private/v1/admin/models", json!({"code": "tempsensor"})),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
     let res = atest::call_service(&svc, post("/private/v1/admin/devices", json!({"name": "boiler", "model": "tempsensor", "location": "hall 7", "firmware_version": "2.0.1"}))).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let created: Value = atest::read_body_json(res).await;

@@ -9,6 +9,19 @@ use onboard_registry::testing::TestBackend;
 
 use super::{fixture, openssl, write, Fixture};
 
+/// A fixture with the `tempsensor` model the operator requests name (an unknown
+/// model is refused).
+fn with_model(
+    backend: TestBackend,
+    configure: impl FnOnce(&mut onboard_core::Settings),
+) -> Fixture {
+    let f = fixture(backend, configure);
+    f.onboard
+        .create_model(&Actor::cli(), "tempsensor", &Default::default())
+        .unwrap();
+    f
+}
+
 fn python() -> String {
     // scripts/test-services.sh puts the test virtualenv first on PATH.
     "python3".into()
@@ -41,23 +54,24 @@ print(json.dumps(out))
     }
 }
 
+fn request(name: &str) -> NewDeviceRequest {
+    NewDeviceRequest {
+        name: name.into(),
+        model: Some("tempsensor".into()),
+        location: Some("hall 7".into()),
+        firmware_version: Some("1.0.0".into()),
+        ..Default::default()
+    }
+}
+
 fn register(f: &Fixture, name: &str) -> onboard_core::OperatorRegistered {
     f.onboard
-        .register_device(
-            &Actor::cli(),
-            &NewDeviceRequest {
-                name: name.into(),
-                model: Some("tempsensor".into()),
-                location: Some("hall 7".into()),
-                firmware_version: Some("1.0.0".into()),
-                ..Default::default()
-            },
-        )
+        .register_device(&Actor::cli(), &request(name))
         .unwrap()
 }
 
 pub fn operator_registration_makes_a_bundle_an_independent_tool_opens(backend: TestBackend) {
-    let f = fixture(backend, |_| {});
+    let f = with_model(backend, |_| {});
     let r = register(&f, "boiler");
     assert_eq!(
         r.device.serial.as_str(),
@@ -130,16 +144,30 @@ pub fn operator_registration_makes_a_bundle_an_independent_tool_opens(backend: T
         serial: Some(r.device.serial.to_string()),
         ..Default::default()
     };
+    // The first device's serial is its id: as another device's serial it could
+    // name the first one's topics.
     assert!(matches!(
         f.onboard.register_device(&Actor::cli(), &dup),
+        Err(CoreError::Invalid(_))
+    ));
+    let named = NewDeviceRequest {
+        name: "named".into(),
+        serial: Some("SN-OP-1".into()),
+        ..Default::default()
+    };
+    f.onboard.register_device(&Actor::cli(), &named).unwrap();
+    assert!(matches!(
+        f.onboard.register_device(&Actor::cli(), &named),
         Err(CoreError::Conflict(_))
     ));
 }
 
 pub fn bundle_links_work_once_and_expire(backend: TestBackend) {
-    let f = fixture(backend, |s| s.delivery.download_expiry_minutes = 30);
-    let r = register(&f, "a");
-    let link = f.onboard.offer_bundle(&r).unwrap();
+    let f = with_model(backend, |s| s.delivery.download_expiry_minutes = 30);
+    let (r, link) = f
+        .onboard
+        .register_device_with_link(&Actor::cli(), &request("a"))
+        .unwrap();
     assert!(link
         .url
         .starts_with("http://localhost:8080/public/v1/bundles/"));
@@ -165,8 +193,10 @@ pub fn bundle_links_work_once_and_expire(backend: TestBackend) {
         "only once"
     );
 
-    let late = register(&f, "b");
-    let late_link = f.onboard.offer_bundle(&late).unwrap();
+    let (_, late_link) = f
+        .onboard
+        .register_device_with_link(&Actor::cli(), &request("b"))
+        .unwrap();
     let late_token = late_link.url.rsplit('/').next().unwrap().to_owned();
     f.clock.advance(Duration::minutes(31));
     assert!(
@@ -192,7 +222,7 @@ pub fn bundle_links_work_once_and_expire(backend: TestBackend) {
 }
 
 pub fn revocation_puts_the_serial_in_the_crl_and_is_idempotent(backend: TestBackend) {
-    let f = fixture(backend, |_| {});
+    let f = with_model(backend, |_| {});
     let r = register(&f, "victim");
     let ops = Actor::admin("ops", Some("10.1.2.3".into()));
     let d = f
@@ -255,7 +285,7 @@ pub fn revocation_puts_the_serial_in_the_crl_and_is_idempotent(backend: TestBack
 }
 
 pub fn decommissioning_keeps_the_record_and_edits_are_validated(backend: TestBackend) {
-    let f = fixture(backend, |_| {});
+    let f = with_model(backend, |_| {});
     let r = register(&f, "old");
     let updated = f
         .onboard
@@ -338,7 +368,7 @@ pub fn decommissioning_keeps_the_record_and_edits_are_validated(backend: TestBac
 }
 
 pub fn import_of_a_thousand_rows_with_ten_bad_ones(backend: TestBackend) {
-    let f = fixture(backend, |_| {});
+    let f = with_model(backend, |_| {});
     let rows: Vec<ImportRow> = (0..1000)
         .map(|i| ImportRow {
             line: i + 2,
@@ -410,7 +440,7 @@ pub fn import_of_a_thousand_rows_with_ten_bad_ones(backend: TestBackend) {
 }
 
 pub fn unactivated_devices_are_reported_then_rolled_back(backend: TestBackend) {
-    let f = fixture(backend, |s| {
+    let f = with_model(backend, |s| {
         s.activation.report_after_hours = 24;
         s.activation.revoke_after_hours = 48;
     });

@@ -103,6 +103,14 @@ impl CertificateRepository for DbConnection {
         Ok(())
     }
 
+    fn revocation_count(&mut self) -> Result<i64, RepoError> {
+        certificates::table
+            .filter(certificates::status.eq(CertificateStatus::Revoked.as_str()))
+            .count()
+            .get_result(self)
+            .repo(ENTITY)
+    }
+
     fn revoked_certificates(
         &mut self,
         now: DateTime<Utc>,

@@ -1,8 +1,8 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use onboard_domain::{
-    Device, DeviceFilter, DeviceId, DeviceRepository, DeviceUpdate, NewDevice, Page, PageRequest,
-    RepoError, Serial,
+    Device, DeviceFilter, DeviceId, DeviceRepository, DeviceStatus, DeviceUpdate, NewDevice, Page,
+    PageRequest, RepoError, Serial,
 };
 
 use super::{contains_pattern, lower, overfetch};
@@ -26,6 +26,21 @@ struct DeviceChanges {
     last_seen_at: Option<chrono::NaiveDateTime>,
     decommissioned_at: Option<chrono::NaiveDateTime>,
     updated_at: chrono::NaiveDateTime,
+}
+
+fn changes_of(u: &DeviceUpdate, now: DateTime<Utc>) -> DeviceChanges {
+    DeviceChanges {
+        name: u.name.clone(),
+        location: u.location.clone(),
+        firmware_version: u.firmware_version.clone(),
+        config: u.config.as_ref().map(json_text),
+        metadata: u.metadata.as_ref().map(json_text),
+        status: u.status.map(|s| s.as_str().to_owned()),
+        activated_at: u.activated_at.map(ts),
+        last_seen_at: u.last_seen_at.map(ts),
+        decommissioned_at: u.decommissioned_at.map(ts),
+        updated_at: ts(now),
+    }
 }
 
 impl DeviceRepository for DbConnection {
@@ -120,26 +135,38 @@ impl DeviceRepository for DbConnection {
         u: &DeviceUpdate,
         now: DateTime<Utc>,
     ) -> Result<Device, RepoError> {
-        let changes = DeviceChanges {
-            name: u.name.clone(),
-            location: u.location.clone(),
-            firmware_version: u.firmware_version.clone(),
-            config: u.config.as_ref().map(json_text),
-            metadata: u.metadata.as_ref().map(json_text),
-            status: u.status.map(|s| s.as_str().to_owned()),
-            activated_at: u.activated_at.map(ts),
-            last_seen_at: u.last_seen_at.map(ts),
-            decommissioned_at: u.decommissioned_at.map(ts),
-            updated_at: ts(now),
-        };
         let n = diesel::update(devices::table.find(id.to_string()))
-            .set(&changes)
+            .set(&changes_of(u, now))
             .execute(self)
             .repo(ENTITY)?;
         if n == 0 {
             return Err(RepoError::NotFound { entity: ENTITY });
         }
         self.device(id)
+    }
+
+    fn update_device_if(
+        &mut self,
+        id: DeviceId,
+        expected: &[DeviceStatus],
+        u: &DeviceUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Device>, RepoError> {
+        let expected: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
+        let n = diesel::update(
+            devices::table
+                .find(id.to_string())
+                .filter(devices::status.eq_any(expected)),
+        )
+        .set(&changes_of(u, now))
+        .execute(self)
+        .repo(ENTITY)?;
+        if n == 0 {
+            // Tell "no such device" from "another status" (NotFound from here).
+            self.device(id)?;
+            return Ok(None);
+        }
+        self.device(id).map(Some)
     }
 
     fn delete_device(&mut self, id: DeviceId) -> Result<(), RepoError> {

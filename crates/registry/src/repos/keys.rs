@@ -137,16 +137,4 @@ impl BootstrapKeyRepository for DbConnection {
         .repo(ENTITY)?;
         Ok(n == 1)
     }
-
-    fn release_bootstrap_key_use(
-        &mut self,
-        id: BootstrapKeyId,
-        now: DateTime<Utc>,
-    ) -> Result<(), RepoError> {
-        diesel::update(k::table.find(id.to_string()).filter(k::uses.gt(0)))
-            .set((k::uses.eq(k::uses - 1), k::updated_at.eq(ts(now))))
-            .execute(self)
-            .repo(ENTITY)?;
-        Ok(())
-    }
 }

@@ -4,6 +4,7 @@ mod audit;
 mod bundles;
 mod certificates;
 mod devices;
+mod effects;
 mod keys;
 mod models;
 

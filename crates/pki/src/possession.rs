@@ -1,0 +1,64 @@
+//! Proof of possession for a device that registers again: its CSR must carry the
+//! public key of the certificate it already holds.
+
+use openssl::x509::X509;
+
+use crate::csr;
+use crate::error::PkiError;
+
+/// Whether the CSR (PEM or DER, self-signature checked) is for the same public key
+/// as the certificate (PEM). A CSR signed with that key proves that its sender
+/// holds the certificate's private key.
+pub fn csr_matches_certificate(csr_bytes: &[u8], certificate_pem: &str) -> Result<bool, PkiError> {
+    let checked = csr::parse(csr_bytes)?;
+    let cert = X509::from_pem(certificate_pem.as_bytes())
+        .map_err(|_| PkiError::invalid("certificate", "expected a PEM certificate"))?;
+    let theirs = cert.public_key()?.public_key_to_der()?;
+    let ours = checked.public_key.public_key_to_der()?;
+    Ok(theirs == ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys;
+    use onboard_domain::KeyAlgorithm;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::{PKey, Private};
+    use openssl::x509::{X509Builder, X509ReqBuilder};
+
+    fn csr_pem(key: &PKey<Private>) -> Vec<u8> {
+        let mut b = X509ReqBuilder::new().unwrap();
+        b.set_pubkey(key).unwrap();
+        b.sign(key, MessageDigest::sha256()).unwrap();
+        b.build().to_pem().unwrap()
+    }
+
+    fn cert_pem(key: &PKey<Private>) -> String {
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "test").unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.set_pubkey(key).unwrap();
+        b.sign(key, MessageDigest::sha256()).unwrap();
+        String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_same_key_matches_and_another_does_not() {
+        let key = keys::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let other = keys::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let cert = cert_pem(&key);
+        assert!(csr_matches_certificate(&csr_pem(&key), &cert).unwrap());
+        assert!(!csr_matches_certificate(&csr_pem(&other), &cert).unwrap());
+        assert!(csr_matches_certificate(b"garbage", &cert).is_err());
+        assert!(csr_matches_certificate(&csr_pem(&key), "not a cert").is_err());
+    }
+}
