@@ -8,7 +8,8 @@
 //!   as AES-256 encrypted PKCS#8 in files of mode 0600;
 //! - device certificates from a CSR ([`CertificateAuthority::issue_from_csr`]) or
 //!   with a generated key pair ([`CertificateAuthority::issue_with_new_key`]), under
-//!   one fixed profile and the key policy (ECDSA P-256/P-384, RSA 2048/3072/4096);
+//!   one fixed profile and the key policy (ECDSA P-256/P-384, RSA 2048/3072/4096
+//!   with the public exponent 65537);
 //! - CRLs ([`CertificateAuthority::build_crl`]);
 //! - AES-256 encrypted ZIP credential bundles ([`build_bundle`]);
 //! - certificate inspection for display ([`chain_info`]);

@@ -4,7 +4,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use onboard_domain::KeyAlgorithm;
-use onboard_pki::{ca_files, CaSpec, CertificateAuthority, IssueParams, PkiError};
+use onboard_pki::{
+    ca_files, CaSpec, CertificateAuthority, IssueParams, KeyPolicyViolation, PkiError,
+};
 
 use crate::support::*;
 
@@ -236,4 +238,43 @@ fn import_refuses_a_non_ca_certificate() {
         "{err}"
     );
     assert!(!tmp.path().join("ca").join(ca_files::CA_KEY).exists());
+}
+
+#[test]
+fn import_refuses_an_rsa_ca_key_with_exponent_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("e3.key");
+    let cert = tmp.path().join("e3.crt");
+    run_ok(
+        openssl()
+            .args(["req", "-x509", "-nodes", "-newkey", "rsa:2048"])
+            .args(["-pkeyopt", "rsa_keygen_pubexp:3"])
+            .args(["-days", "30", "-subj", "/CN=Small Exponent Root", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
+    );
+    let dir = tmp.path().join("ca");
+    let err = CertificateAuthority::import(
+        &dir,
+        &std::fs::read(&cert).unwrap(),
+        &std::fs::read(&key).unwrap(),
+        None,
+        Some(PASS),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PkiError::KeyRejected(KeyPolicyViolation::RsaExponent { exponent }) if exponent == "3"
+        ),
+        "{err}"
+    );
+    assert!(!dir.join(ca_files::CA_KEY).exists());
+    // `ca show` still describes such a certificate.
+    let info = onboard_pki::chain_info(&std::fs::read(&cert).unwrap()).unwrap();
+    assert_eq!(info[0].key_algorithm, None);
+    assert_eq!(info[0].key_description, "rsa-2048 (e = 3)");
 }
