@@ -35,7 +35,8 @@ use crate::x509util::{asn1_time, name_to_string, random_serial, validity};
 pub mod files {
     /// The issuing CA certificate.
     pub const CA_CERT: &str = "ca.crt";
-    /// The issuing CA key (PKCS#8 PEM, AES-256 encrypted when a passphrase is set).
+    /// The issuing CA key (PKCS#8 PEM; encrypted with scrypt and AES-256-CBC when
+    /// a passphrase is set).
     pub const CA_KEY: &str = "ca.key";
     /// The chain from the issuing CA up to and including the root.
     pub const CHAIN: &str = "chain.pem";
@@ -115,7 +116,8 @@ impl CertificateAuthority {
     }
 
     /// Creates a CA and writes it to `dir` (created with mode 0700 if missing).
-    /// Keys are written with mode 0600, encrypted with `passphrase` when given.
+    /// Keys are written with mode 0600, encrypted with `passphrase` when given
+    /// (PBES2: scrypt N = 2^14, r = 8, p = 5; AES-256-CBC).
     /// Refuses to overwrite: any CA file already in `dir` is
     /// [`PkiError::AlreadyExists`].
     pub fn create(

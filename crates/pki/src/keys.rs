@@ -9,7 +9,6 @@ use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{HasPublic, Id, PKey, PKeyRef, Private};
 use openssl::rsa::Rsa;
-use openssl::symm::Cipher;
 use zeroize::Zeroizing;
 
 use crate::error::{KeyPolicyViolation, PkiError};
@@ -162,18 +161,17 @@ pub(crate) fn signing_digest(algorithm: KeyAlgorithm) -> MessageDigest {
     }
 }
 
-/// PKCS#8 PEM, encrypted with AES-256-CBC (PBES2, PBKDF2-HMAC-SHA256) when a
-/// passphrase is given.
+/// PKCS#8 PEM; when a passphrase is given, encrypted with PBES2: scrypt
+/// (N = 2^14, r = 8, p = 5) and AES-256-CBC (see [`crate::pkcs8`]).
 pub(crate) fn to_pkcs8_pem(
     key: &PKeyRef<Private>,
     passphrase: Option<&[u8]>,
 ) -> Result<Zeroizing<Vec<u8>>, PkiError> {
-    let pem = match passphrase {
-        Some([]) => return Err(PkiError::invalid("passphrase", "must not be empty")),
-        Some(pass) => key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), pass)?,
-        None => key.private_key_to_pem_pkcs8()?,
-    };
-    Ok(Zeroizing::new(pem))
+    match passphrase {
+        Some([]) => Err(PkiError::invalid("passphrase", "must not be empty")),
+        Some(pass) => crate::pkcs8::encrypt_pem(key, pass),
+        None => Ok(Zeroizing::new(key.private_key_to_pem_pkcs8()?)),
+    }
 }
 
 /// Reads a PEM private key. `what` names it in errors (a path, or "the imported
@@ -326,6 +324,21 @@ mod tests {
         assert!(matches!(
             to_pkcs8_pem(&key, Some(b"")),
             Err(PkiError::InvalidInput { .. })
+        ));
+    }
+
+    #[test]
+    fn keys_encrypted_the_old_way_still_load() {
+        // What `to_pkcs8_pem` wrote before scrypt: OpenSSL's default PBES2 with
+        // PBKDF2 (2,048 iterations) and AES-256-CBC.
+        let key = generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let old = key
+            .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"pass")
+            .unwrap();
+        assert!(from_pem(&old, Some(b"pass"), "k").unwrap().public_eq(&key));
+        assert!(matches!(
+            from_pem(&old, Some(b"wrong"), "k"),
+            Err(PkiError::WrongPassphrase { .. })
         ));
     }
 
