@@ -16,12 +16,19 @@ use crate::error::{KeyPolicyViolation, PkiError};
 /// A private key as unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
 ///
 /// The text is wiped from memory when the value is dropped and never appears in
-/// `Debug` output.
-#[derive(Clone)]
+/// `Debug` output. It is not `Clone`: there is one copy, moved or borrowed, and
+/// [`PrivateKeyPem::expose_secret`] is the only way to the text.
+///
+/// ```compile_fail
+/// fn copy(key: &onboard_pki::PrivateKeyPem) -> onboard_pki::PrivateKeyPem {
+///     key.clone()
+/// }
+/// ```
 pub struct PrivateKeyPem(Zeroizing<String>);
 
 impl PrivateKeyPem {
-    /// Wraps PEM text received from elsewhere (another issuer, a port).
+    /// Wraps PEM text received from elsewhere (another issuer, a port). The
+    /// `String` is moved in, not copied, and wiped with the value.
     pub fn new(pem: String) -> Self {
         Self(Zeroizing::new(pem))
     }
@@ -31,11 +38,20 @@ impl PrivateKeyPem {
         &self.0
     }
 
+    /// The key as PKCS#8 PEM. The `Vec` openssl returns becomes the wrapped
+    /// `String` without another copy (OpenSSL's memory BIO behind it is OpenSSL's).
     pub(crate) fn from_key(key: &PKeyRef<Private>) -> Result<Self, PkiError> {
-        let pem = Zeroizing::new(key.private_key_to_pem_pkcs8()?);
-        let text = std::str::from_utf8(&pem)
-            .map_err(|_| PkiError::invalid("private key", "OpenSSL wrote non-UTF-8 PEM"))?;
-        Ok(Self(Zeroizing::new(text.to_owned())))
+        let pem = key.private_key_to_pem_pkcs8()?;
+        match String::from_utf8(pem) {
+            Ok(text) => Ok(Self(Zeroizing::new(text))),
+            Err(not_utf8) => {
+                drop(Zeroizing::new(not_utf8.into_bytes()));
+                Err(PkiError::invalid(
+                    "private key",
+                    "OpenSSL wrote non-UTF-8 PEM",
+                ))
+            }
+        }
     }
 }
 
