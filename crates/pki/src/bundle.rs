@@ -1,7 +1,8 @@
 //! Credential bundles: a ZIP whose entries are each encrypted with WinZip AES-256
 //! (AE-2) under a random password.
 //!
-//! Entries: `device.crt` (the device certificate), `device.key` (its PKCS#8 key),
+//! Entries: `device.crt` (the device certificate), `device.key` (its PKCS#8 key,
+//! stored rather than deflated so that no compressor buffer holds it),
 //! `ca.crt` (the CA chain, issuing CA first) and `connection.json` (given by the
 //! caller). The password is 24 characters from a 56-character alphabet without
 //! look-alikes (no `0 O o 1 l I`), drawn without bias: about 139 bits.
@@ -32,8 +33,13 @@ pub mod entries {
 }
 
 /// A bundle's password. Shown to the operator once; never logged (`Debug` redacts
-/// it) and wiped from memory on drop.
-#[derive(Clone)]
+/// it), wiped from memory on drop, and not `Clone`.
+///
+/// ```compile_fail
+/// fn copy(p: &onboard_pki::BundlePassword) -> onboard_pki::BundlePassword {
+///     p.clone()
+/// }
+/// ```
 pub struct BundlePassword(Zeroizing<String>);
 
 impl BundlePassword {
@@ -62,8 +68,7 @@ pub struct BundleContents<'a> {
     pub created_at: DateTime<Utc>,
 }
 
-/// An encrypted ZIP and its password.
-#[derive(Clone)]
+/// An encrypted ZIP and its password (not `Clone`, because of the password).
 pub struct CredentialBundle {
     /// The ZIP file's bytes (every entry encrypted; safe to store or send).
     pub zip: Vec<u8>,
@@ -96,7 +101,12 @@ fn write_zip(contents: &BundleContents<'_>, password: &str) -> Result<Vec<u8>, P
         .compression_method(CompressionMethod::Deflated)
         .last_modified_time(zip_time(contents.created_at));
     let public = base.unix_permissions(0o644);
-    let secret = base.unix_permissions(0o600);
+    // The key is stored, not deflated: the deflate encoder keeps what it reads in
+    // its window and drops it unwiped, whereas a stored entry goes straight to
+    // the AES writer, which wipes its buffer after every write.
+    let secret = base
+        .compression_method(CompressionMethod::Stored)
+        .unix_permissions(0o600);
     let files: [(&str, &[u8], SimpleFileOptions); 4] = [
         (
             entries::DEVICE_CERT,
@@ -177,6 +187,16 @@ mod tests {
         let mut archive = zip::ZipArchive::new(Cursor::new(a.zip.clone())).unwrap();
         assert_eq!(archive.len(), 4);
         assert!(archive.by_name(entries::DEVICE_KEY).is_err());
+        let password = a.password.expose_secret().as_bytes();
+        let key_entry = archive
+            .by_name_decrypt(entries::DEVICE_KEY, password)
+            .unwrap();
+        assert_eq!(key_entry.compression(), CompressionMethod::Stored);
+        drop(key_entry);
+        let cert_entry = archive
+            .by_name_decrypt(entries::DEVICE_CERT, password)
+            .unwrap();
+        assert_eq!(cert_entry.compression(), CompressionMethod::Deflated);
     }
 
     #[test]

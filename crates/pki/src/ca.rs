@@ -12,8 +12,8 @@
 //! | `root.key`  | the root key, only written by `create` with an intermediate; move it offline | 0600 |
 
 use std::fmt;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::Write;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,7 @@ use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
 };
 use openssl::x509::{X509Builder, X509KeyUsage, X509Name, X509NameRef, X509Ref, X509};
+use zeroize::Zeroizing;
 
 use crate::error::PkiError;
 use crate::info::{chain_info, CertificateInfo};
@@ -35,7 +36,8 @@ use crate::x509util::{asn1_time, name_to_string, random_serial, validity};
 pub mod files {
     /// The issuing CA certificate.
     pub const CA_CERT: &str = "ca.crt";
-    /// The issuing CA key (PKCS#8 PEM, AES-256 encrypted when a passphrase is set).
+    /// The issuing CA key (PKCS#8 PEM; encrypted with scrypt and AES-256-CBC when
+    /// a passphrase is set).
     pub const CA_KEY: &str = "ca.key";
     /// The chain from the issuing CA up to and including the root.
     pub const CHAIN: &str = "chain.pem";
@@ -115,7 +117,8 @@ impl CertificateAuthority {
     }
 
     /// Creates a CA and writes it to `dir` (created with mode 0700 if missing).
-    /// Keys are written with mode 0600, encrypted with `passphrase` when given.
+    /// Keys are written with mode 0600, encrypted with `passphrase` when given
+    /// (PBES2: scrypt N = 2^14, r = 8, p = 5; AES-256-CBC).
     /// Refuses to overwrite: any CA file already in `dir` is
     /// [`PkiError::AlreadyExists`].
     pub fn create(
@@ -144,7 +147,7 @@ impl CertificateAuthority {
         let key_path = dir.join(files::CA_KEY);
         let chain_path = dir.join(files::CHAIN);
         let cert_pem = read(&cert_path)?;
-        let key_pem = zeroize::Zeroizing::new(read(&key_path)?);
+        let key_pem = read_secret(&key_path)?;
         let chain_pem = read(&chain_path)?;
 
         let unusable = |path: &Path, reason: &str| PkiError::InvalidCaCertificate {
@@ -461,12 +464,47 @@ fn refuse_existing(dir: &Path) -> Result<(), PkiError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
-    fs::read(path).map_err(|e| match e.kind() {
+    fs::read(path).map_err(|e| read_error(path, e))
+}
+
+fn read_error(path: &Path, e: std::io::Error) -> PkiError {
+    match e.kind() {
         std::io::ErrorKind::NotFound => PkiError::MissingFile {
             path: path.to_path_buf(),
         },
         _ => PkiError::io("read", path, e),
-    })
+    }
+}
+
+/// Reads a key file into a buffer that is wiped on drop and never reallocated
+/// (sized from the file's length up front; `fs::read` could grow its `Vec` and
+/// leave an unwiped copy behind if the file grew while being read).
+fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, PkiError> {
+    let mut file = File::open(path).map_err(|e| read_error(path, e))?;
+    let len = file.metadata().map_err(|e| read_error(path, e))?.len();
+    let len = usize::try_from(len).map_err(|_| PkiError::KeyUnreadable {
+        key: path.display().to_string(),
+    })?;
+    // One byte more than the file holds, to see that the end has been reached.
+    let mut buf = Zeroizing::new(vec![0u8; len.saturating_add(1)]);
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            return Err(PkiError::io(
+                "read",
+                path,
+                std::io::Error::other("the file grew while it was being read"),
+            ));
+        }
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(path, e)),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 /// Creates `path` with `mode` (never widening an existing file: it must not exist)
@@ -544,6 +582,20 @@ mod tests {
             let err = CertificateAuthority::generate(&CaSpec::new(bad), now()).unwrap_err();
             assert!(matches!(err, PkiError::InvalidInput { .. }), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn key_files_are_read_whole_into_a_wiped_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        for data in [&b""[..], b"x", &[7u8; 5000][..]] {
+            fs::write(&path, data).unwrap();
+            assert_eq!(&read_secret(&path).unwrap()[..], data);
+        }
+        assert!(matches!(
+            read_secret(&dir.path().join("absent")),
+            Err(PkiError::MissingFile { .. })
+        ));
     }
 
     #[test]

@@ -14,6 +14,12 @@ pub enum KeyPolicyViolation {
     /// RSA keys must have a 2048, 3072 or 4096-bit modulus.
     #[error("RSA keys must be 2048, 3072 or 4096 bits; this one has {bits} bits")]
     RsaKeySize { bits: u32 },
+    /// RSA keys must have the public exponent 65537 (F4). Small exponents such as
+    /// 3 have a history of practical attacks on flawed padding and signature
+    /// checks; nothing else is needed for interoperability. `exponent` is the
+    /// exponent in decimal, or `a <n>-bit number` when it is wider than 64 bits.
+    #[error("RSA keys must have the public exponent 65537; this one has {exponent}")]
+    RsaExponent { exponent: String },
     /// EC keys must be on P-256 (prime256v1) or P-384 (secp384r1).
     #[error("EC keys must be on the P-256 or P-384 curve; this one is on {curve}")]
     UnsupportedCurve { curve: String },
@@ -154,6 +160,13 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "key rejected: RSA keys must be 2048, 3072 or 4096 bits; this one has 1024 bits"
+        );
+        let e = PkiError::from(KeyPolicyViolation::RsaExponent {
+            exponent: "3".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "key rejected: RSA keys must have the public exponent 65537; this one has 3"
         );
         let e = PkiError::WrongPassphrase {
             key: "/data/ca/ca.key".into(),

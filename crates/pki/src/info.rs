@@ -20,7 +20,7 @@ pub struct CertificateInfo {
     /// The key algorithm when it is one Onboard supports.
     pub key_algorithm: Option<KeyAlgorithm>,
     /// The key for display, also when unsupported: `ecdsa-p256`, `rsa-8192`,
-    /// `ec-secp521r1`.
+    /// `rsa-2048 (e = 3)`, `ec-secp521r1`.
     pub key_description: String,
     /// SHA-256 of the DER.
     pub fingerprint: Fingerprint,

@@ -62,7 +62,8 @@ pub struct IssuedCertificate {
 }
 
 /// A certificate with the key pair generated for it. `Debug` redacts the key.
-#[derive(Debug, Clone)]
+/// Not `Clone`, like the [`PrivateKeyPem`] it holds: move it or its fields.
+#[derive(Debug)]
 pub struct GeneratedCredential {
     pub certificate: IssuedCertificate,
     /// Unencrypted PKCS#8 PEM: hand it over (in an encrypted bundle) and drop it.

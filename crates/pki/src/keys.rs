@@ -3,12 +3,12 @@
 use std::fmt;
 
 use onboard_domain::KeyAlgorithm;
+use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{HasPublic, Id, PKey, PKeyRef, Private};
 use openssl::rsa::Rsa;
-use openssl::symm::Cipher;
 use zeroize::Zeroizing;
 
 use crate::error::{KeyPolicyViolation, PkiError};
@@ -16,12 +16,19 @@ use crate::error::{KeyPolicyViolation, PkiError};
 /// A private key as unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
 ///
 /// The text is wiped from memory when the value is dropped and never appears in
-/// `Debug` output.
-#[derive(Clone)]
+/// `Debug` output. It is not `Clone`: there is one copy, moved or borrowed, and
+/// [`PrivateKeyPem::expose_secret`] is the only way to the text.
+///
+/// ```compile_fail
+/// fn copy(key: &onboard_pki::PrivateKeyPem) -> onboard_pki::PrivateKeyPem {
+///     key.clone()
+/// }
+/// ```
 pub struct PrivateKeyPem(Zeroizing<String>);
 
 impl PrivateKeyPem {
-    /// Wraps PEM text received from elsewhere (another issuer, a port).
+    /// Wraps PEM text received from elsewhere (another issuer, a port). The
+    /// `String` is moved in, not copied, and wiped with the value.
     pub fn new(pem: String) -> Self {
         Self(Zeroizing::new(pem))
     }
@@ -31,11 +38,20 @@ impl PrivateKeyPem {
         &self.0
     }
 
+    /// The key as PKCS#8 PEM. The `Vec` openssl returns becomes the wrapped
+    /// `String` without another copy (OpenSSL's memory BIO behind it is OpenSSL's).
     pub(crate) fn from_key(key: &PKeyRef<Private>) -> Result<Self, PkiError> {
-        let pem = Zeroizing::new(key.private_key_to_pem_pkcs8()?);
-        let text = std::str::from_utf8(&pem)
-            .map_err(|_| PkiError::invalid("private key", "OpenSSL wrote non-UTF-8 PEM"))?;
-        Ok(Self(Zeroizing::new(text.to_owned())))
+        let pem = key.private_key_to_pem_pkcs8()?;
+        match String::from_utf8(pem) {
+            Ok(text) => Ok(Self(Zeroizing::new(text))),
+            Err(not_utf8) => {
+                drop(Zeroizing::new(not_utf8.into_bytes()));
+                Err(PkiError::invalid(
+                    "private key",
+                    "OpenSSL wrote non-UTF-8 PEM",
+                ))
+            }
+        }
     }
 }
 
@@ -63,15 +79,23 @@ fn ec_key(curve: Nid) -> Result<PKey<Private>, PkiError> {
     Ok(PKey::from_ec_key(EcKey::generate(&group)?)?)
 }
 
-/// Applies the key policy: RSA 2048/3072/4096 or EC on P-256/P-384, nothing else.
+/// The only RSA public exponent the key policy accepts (F4).
+pub(crate) const RSA_EXPONENT: u32 = 65_537;
+
+/// Applies the key policy: RSA 2048/3072/4096 with e = 65537, or EC on
+/// P-256/P-384, nothing else. For RSA the size is checked before the exponent.
 pub(crate) fn classify<T: HasPublic>(key: &PKeyRef<T>) -> Result<KeyAlgorithm, KeyPolicyViolation> {
     match key.id() {
-        Id::RSA => match key.bits() {
-            2048 => Ok(KeyAlgorithm::Rsa2048),
-            3072 => Ok(KeyAlgorithm::Rsa3072),
-            4096 => Ok(KeyAlgorithm::Rsa4096),
-            bits => Err(KeyPolicyViolation::RsaKeySize { bits }),
-        },
+        Id::RSA => {
+            let algorithm = match key.bits() {
+                2048 => KeyAlgorithm::Rsa2048,
+                3072 => KeyAlgorithm::Rsa3072,
+                4096 => KeyAlgorithm::Rsa4096,
+                bits => return Err(KeyPolicyViolation::RsaKeySize { bits }),
+            };
+            check_rsa_exponent(key)?;
+            Ok(algorithm)
+        }
         Id::EC => {
             let curve = key.ec_key().ok().and_then(|ec| ec.group().curve_name());
             match curve {
@@ -91,6 +115,30 @@ pub(crate) fn classify<T: HasPublic>(key: &PKeyRef<T>) -> Result<KeyAlgorithm, K
     }
 }
 
+/// Refuses an RSA key whose public exponent is not exactly 65537.
+fn check_rsa_exponent<T: HasPublic>(key: &PKeyRef<T>) -> Result<(), KeyPolicyViolation> {
+    let rsa = key
+        .rsa()
+        .map_err(|_| KeyPolicyViolation::UnsupportedKeyType {
+            kind: "unreadable RSA".to_owned(),
+        })?;
+    let e = rsa.e();
+    let f4 =
+        BigNum::from_u32(RSA_EXPONENT).map_err(|_| KeyPolicyViolation::UnsupportedKeyType {
+            kind: "unreadable RSA".to_owned(),
+        })?;
+    if *e == f4 {
+        return Ok(());
+    }
+    // A u64 prints in full; anything wider (up to the modulus' size) is named by
+    // its size so that the message stays short.
+    let exponent = match e.to_dec_str() {
+        Ok(dec) if e.num_bits() <= 64 => dec.to_string(),
+        _ => format!("a {}-bit number", e.num_bits()),
+    };
+    Err(KeyPolicyViolation::RsaExponent { exponent })
+}
+
 fn key_type_name(id: Id) -> String {
     match id {
         Id::DSA => "DSA".to_owned(),
@@ -108,11 +156,14 @@ fn key_type_name(id: Id) -> String {
 }
 
 /// A short description of any public key, for display: `ecdsa-p256`, `rsa-8192`,
-/// `ec-secp521r1`, `ed25519`.
+/// `rsa-2048 (e = 3)`, `ec-secp521r1`, `ed25519`.
 pub(crate) fn describe<T: HasPublic>(key: &PKeyRef<T>) -> String {
     match classify(key) {
         Ok(alg) => alg.as_str().to_owned(),
         Err(KeyPolicyViolation::RsaKeySize { bits }) => format!("rsa-{bits}"),
+        Err(KeyPolicyViolation::RsaExponent { exponent }) => {
+            format!("rsa-{} (e = {exponent})", key.bits())
+        }
         Err(KeyPolicyViolation::UnsupportedCurve { curve }) => format!("ec-{curve}"),
         Err(KeyPolicyViolation::UnsupportedKeyType { kind }) => kind.to_ascii_lowercase(),
     }
@@ -126,18 +177,17 @@ pub(crate) fn signing_digest(algorithm: KeyAlgorithm) -> MessageDigest {
     }
 }
 
-/// PKCS#8 PEM, encrypted with AES-256-CBC (PBES2, PBKDF2-HMAC-SHA256) when a
-/// passphrase is given.
+/// PKCS#8 PEM; when a passphrase is given, encrypted with PBES2: scrypt
+/// (N = 2^14, r = 8, p = 5) and AES-256-CBC (see [`crate::pkcs8`]).
 pub(crate) fn to_pkcs8_pem(
     key: &PKeyRef<Private>,
     passphrase: Option<&[u8]>,
 ) -> Result<Zeroizing<Vec<u8>>, PkiError> {
-    let pem = match passphrase {
-        Some([]) => return Err(PkiError::invalid("passphrase", "must not be empty")),
-        Some(pass) => key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), pass)?,
-        None => key.private_key_to_pem_pkcs8()?,
-    };
-    Ok(Zeroizing::new(pem))
+    match passphrase {
+        Some([]) => Err(PkiError::invalid("passphrase", "must not be empty")),
+        Some(pass) => crate::pkcs8::encrypt_pem(key, pass),
+        None => Ok(Zeroizing::new(key.private_key_to_pem_pkcs8()?)),
+    }
 }
 
 /// Reads a PEM private key. `what` names it in errors (a path, or "the imported
@@ -216,6 +266,59 @@ mod tests {
     }
 
     #[test]
+    fn policy_accepts_only_the_rsa_exponent_65537() {
+        let with_e = |e: u32| {
+            let e = BigNum::from_u32(e).unwrap();
+            PKey::from_rsa(Rsa::generate_with_e(2048, &e).unwrap()).unwrap()
+        };
+        assert_eq!(classify(&with_e(65_537)).unwrap(), KeyAlgorithm::Rsa2048);
+        for e in [3, 17, 257, 65_539] {
+            let key = with_e(e);
+            assert_eq!(
+                classify(&key),
+                Err(KeyPolicyViolation::RsaExponent {
+                    exponent: e.to_string()
+                }),
+                "e = {e}"
+            );
+            // The public half alone (as in a CSR) is judged the same way.
+            let public = PKey::public_key_from_der(&key.public_key_to_der().unwrap()).unwrap();
+            assert!(matches!(
+                classify(&public),
+                Err(KeyPolicyViolation::RsaExponent { .. })
+            ));
+        }
+        assert_eq!(describe(&with_e(3)), "rsa-2048 (e = 3)");
+        // The size is checked first.
+        let small =
+            PKey::from_rsa(Rsa::generate_with_e(1024, &BigNum::from_u32(3).unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(
+            classify(&small),
+            Err(KeyPolicyViolation::RsaKeySize { bits: 1024 })
+        );
+    }
+
+    #[test]
+    fn wide_rsa_exponents_are_named_by_their_size() {
+        // Only a public key can be built with such an exponent: take a real modulus
+        // and pair it with 2^64 + 1.
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let rsa = key.rsa().unwrap();
+        let mut e = BigNum::new().unwrap();
+        e.set_bit(64).unwrap();
+        e.set_bit(0).unwrap();
+        let public = Rsa::from_public_components(rsa.n().to_owned().unwrap(), e).unwrap();
+        let public = PKey::from_rsa(public).unwrap();
+        assert_eq!(
+            classify(&public),
+            Err(KeyPolicyViolation::RsaExponent {
+                exponent: "a 65-bit number".into()
+            })
+        );
+    }
+
+    #[test]
     fn encrypted_pem_round_trips_and_reports_passphrase_problems() {
         let key = generate(KeyAlgorithm::EcdsaP256).unwrap();
         let pem = to_pkcs8_pem(&key, Some(b"correct horse")).unwrap();
@@ -237,6 +340,21 @@ mod tests {
         assert!(matches!(
             to_pkcs8_pem(&key, Some(b"")),
             Err(PkiError::InvalidInput { .. })
+        ));
+    }
+
+    #[test]
+    fn keys_encrypted_the_old_way_still_load() {
+        // What `to_pkcs8_pem` wrote before scrypt: OpenSSL's default PBES2 with
+        // PBKDF2 (2,048 iterations) and AES-256-CBC.
+        let key = generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let old = key
+            .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"pass")
+            .unwrap();
+        assert!(from_pem(&old, Some(b"pass"), "k").unwrap().public_eq(&key));
+        assert!(matches!(
+            from_pem(&old, Some(b"wrong"), "k"),
+            Err(PkiError::WrongPassphrase { .. })
         ));
     }
 

@@ -5,10 +5,11 @@
 //! - the CA life cycle ([`CertificateAuthority::create`], [`CertificateAuthority::load`],
 //!   [`CertificateAuthority::import`]): a self-signed root, optionally with an
 //!   intermediate that issues so the root key can stay offline; the CA key at rest
-//!   as AES-256 encrypted PKCS#8 in files of mode 0600;
+//!   as encrypted PKCS#8 (PBES2: scrypt and AES-256-CBC) in files of mode 0600;
 //! - device certificates from a CSR ([`CertificateAuthority::issue_from_csr`]) or
 //!   with a generated key pair ([`CertificateAuthority::issue_with_new_key`]), under
-//!   one fixed profile and the key policy (ECDSA P-256/P-384, RSA 2048/3072/4096);
+//!   one fixed profile and the key policy (ECDSA P-256/P-384, RSA 2048/3072/4096
+//!   with the public exponent 65537);
 //! - CRLs ([`CertificateAuthority::build_crl`]);
 //! - AES-256 encrypted ZIP credential bundles ([`build_bundle`]);
 //! - certificate inspection for display ([`chain_info`]);
@@ -27,6 +28,7 @@ mod error;
 mod info;
 mod issue;
 mod keys;
+mod pkcs8;
 mod possession;
 pub mod secrets;
 mod server_cert;

@@ -1,5 +1,6 @@
 //! Small X.509 helpers shared by the CA, issuing, CRL and inspection code: serials,
-//! times, names, fingerprints and the two DER extensions we encode by hand.
+//! times, names, fingerprints, the DER extensions we encode by hand, and the DER
+//! tag-length-value helper that `pkcs8` uses too.
 
 use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{CertSerial, Fingerprint};
@@ -110,7 +111,7 @@ pub(crate) fn name_to_string(name: &X509NameRef) -> String {
 }
 
 /// DER tag-length-value.
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let len = content.len();
     if len < 0x80 {

@@ -4,7 +4,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use onboard_domain::KeyAlgorithm;
-use onboard_pki::{ca_files, CaSpec, CertificateAuthority, IssueParams, PkiError};
+use onboard_pki::{
+    ca_files, CaSpec, CertificateAuthority, IssueParams, KeyPolicyViolation, PkiError,
+};
 
 use crate::support::*;
 
@@ -29,9 +31,14 @@ fn create_writes_encrypted_keys_with_mode_0600_and_loads_back() {
             pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
             "{key}"
         );
-        let asn1 = run_ok(openssl().args(["asn1parse", "-in"]).arg(&path));
-        assert!(asn1.contains("aes-256-cbc"), "{asn1}");
-        // OpenSSL itself decrypts it with the passphrase.
+        assert_scrypt_pkcs8(&path);
+        // OpenSSL itself decrypts it with the passphrase, and only with it.
+        let plain = run_ok(
+            openssl()
+                .args(["pkcs8", "-passin", "pass:a long test passphrase", "-in"])
+                .arg(&path),
+        );
+        assert!(plain.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
         run_ok(
             openssl()
                 .args([
@@ -43,6 +50,10 @@ fn create_writes_encrypted_keys_with_mode_0600_and_loads_back() {
                 ])
                 .arg(&path),
         );
+        let wrong = run(openssl()
+            .args(["pkcs8", "-passin", "pass:a long test passphrasf", "-in"])
+            .arg(&path));
+        assert!(!wrong.status.success(), "{key}");
     }
     for cert in [ca_files::CA_CERT, ca_files::CHAIN, ca_files::ROOT_CERT] {
         assert_eq!(mode(&dir.join(cert)), 0o644, "{cert}");
@@ -66,6 +77,68 @@ fn create_writes_encrypted_keys_with_mode_0600_and_loads_back() {
 
     let again = CertificateAuthority::create(&dir, &spec, Some(PASS), now()).unwrap_err();
     assert!(matches!(again, PkiError::AlreadyExists { .. }), "{again}");
+}
+
+/// The key file is PBES2 with scrypt N = 16384 (0x4000), r = 8, p = 5 and
+/// AES-256-CBC, as `openssl asn1parse` reads it.
+fn assert_scrypt_pkcs8(path: &Path) {
+    let asn1 = run_ok(openssl().args(["asn1parse", "-in"]).arg(path));
+    let fields: Vec<&str> = asn1
+        .lines()
+        .filter_map(|l| l.split_once(" prim: "))
+        .map(|(_, field)| field.trim())
+        .collect();
+    let expected_start = ["OBJECT            :PBES2", "OBJECT            :scrypt"];
+    assert_eq!(&fields[..2], &expected_start, "{asn1}");
+    assert!(
+        fields[2].starts_with("OCTET STRING      [HEX DUMP]:") && fields[2].len() == 29 + 32,
+        "a 16-byte salt: {asn1}"
+    );
+    assert_eq!(
+        &fields[3..7],
+        &[
+            "INTEGER           :4000",
+            "INTEGER           :08",
+            "INTEGER           :05",
+            "OBJECT            :aes-256-cbc",
+        ],
+        "{asn1}"
+    );
+    assert!(!asn1.contains("PBKDF2"), "{asn1}");
+}
+
+#[test]
+fn key_files_written_with_pbkdf2_before_scrypt_still_load() {
+    // A CA directory from before: its key re-encrypted the way OpenSSL's default
+    // (and so this crate, until scrypt) wrote it: PBKDF2, 2,048 iterations.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let created =
+        CertificateAuthority::create(&dir, &CaSpec::new("Old"), Some(PASS), now()).unwrap();
+    let key = dir.join(ca_files::CA_KEY);
+    let plain = run_ok(
+        openssl()
+            .args(["pkcs8", "-passin", "pass:a long test passphrase", "-in"])
+            .arg(&key),
+    );
+    let plain_path = write(tmp.path(), "plain.key", plain);
+    let old_path = tmp.path().join("old.key");
+    run_ok(
+        openssl()
+            .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-iter", "2048"])
+            .args(["-passout", "pass:a long test passphrase", "-in"])
+            .arg(&plain_path)
+            .arg("-out")
+            .arg(&old_path),
+    );
+    let asn1 = run_ok(openssl().args(["asn1parse", "-in"]).arg(&old_path));
+    assert!(asn1.contains(":PBKDF2") && asn1.contains(":0800"), "{asn1}");
+    std::fs::write(&key, std::fs::read(&old_path).unwrap()).unwrap();
+
+    let loaded = CertificateAuthority::load(&dir, Some(PASS)).unwrap();
+    assert_eq!(loaded.chain_pem(), created.chain_pem());
+    let err = CertificateAuthority::load(&dir, Some(b"not it")).unwrap_err();
+    assert!(matches!(err, PkiError::WrongPassphrase { .. }), "{err}");
 }
 
 #[test]
@@ -172,6 +245,8 @@ fn import_an_openssl_made_ca() {
     assert_eq!(ca.subject(), "O=Elsewhere, CN=External Root");
     let stored = std::fs::read_to_string(dir.join(ca_files::CA_KEY)).unwrap();
     assert!(stored.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    // Re-encrypted with scrypt, whatever the imported key used.
+    assert_scrypt_pkcs8(&dir.join(ca_files::CA_KEY));
     let loaded = CertificateAuthority::load(&dir, Some(PASS)).unwrap();
     // openssl made the CA with the real clock: issue and verify inside its validity.
     let at = loaded.chain_info().unwrap()[0].not_before + chrono::Duration::hours(1);
@@ -236,4 +311,43 @@ fn import_refuses_a_non_ca_certificate() {
         "{err}"
     );
     assert!(!tmp.path().join("ca").join(ca_files::CA_KEY).exists());
+}
+
+#[test]
+fn import_refuses_an_rsa_ca_key_with_exponent_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("e3.key");
+    let cert = tmp.path().join("e3.crt");
+    run_ok(
+        openssl()
+            .args(["req", "-x509", "-nodes", "-newkey", "rsa:2048"])
+            .args(["-pkeyopt", "rsa_keygen_pubexp:3"])
+            .args(["-days", "30", "-subj", "/CN=Small Exponent Root", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
+    );
+    let dir = tmp.path().join("ca");
+    let err = CertificateAuthority::import(
+        &dir,
+        &std::fs::read(&cert).unwrap(),
+        &std::fs::read(&key).unwrap(),
+        None,
+        Some(PASS),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PkiError::KeyRejected(KeyPolicyViolation::RsaExponent { exponent }) if exponent == "3"
+        ),
+        "{err}"
+    );
+    assert!(!dir.join(ca_files::CA_KEY).exists());
+    // `ca show` still describes such a certificate.
+    let info = onboard_pki::chain_info(&std::fs::read(&cert).unwrap()).unwrap();
+    assert_eq!(info[0].key_algorithm, None);
+    assert_eq!(info[0].key_description, "rsa-2048 (e = 3)");
 }

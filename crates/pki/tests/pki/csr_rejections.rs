@@ -1,7 +1,7 @@
 //! CSRs the CA must refuse, each with its own typed error.
 
 use onboard_domain::KeyAlgorithm;
-use onboard_pki::{KeyPolicyViolation, PkiError};
+use onboard_pki::{check_csr, KeyPolicyViolation, PkiError};
 use openssl::x509::X509Req;
 
 use crate::support::*;
@@ -41,6 +41,53 @@ fn rsa_1024() {
         "{err}"
     );
     assert!(err.to_string().contains("1024"));
+}
+
+#[test]
+fn rsa_public_exponent_other_than_65537() {
+    let dir = tempfile::tempdir().unwrap();
+    for e in ["3", "17"] {
+        let csr = cli_csr(
+            dir.path(),
+            &format!("rsa-e{e}"),
+            &[
+                "-newkey",
+                "rsa:2048",
+                "-pkeyopt",
+                &format!("rsa_keygen_pubexp:{e}"),
+            ],
+        );
+        // openssl really made a key with that exponent.
+        let text = run_ok(
+            openssl()
+                .args(["req", "-noout", "-text", "-in"])
+                .arg(dir.path().join(format!("rsa-e{e}.csr"))),
+        );
+        assert!(text.contains(&format!("Exponent: {e} (")), "{text}");
+
+        let err = issue(&csr);
+        assert!(
+            matches!(
+                &err,
+                PkiError::KeyRejected(KeyPolicyViolation::RsaExponent { exponent }) if exponent == e
+            ),
+            "e = {e}: {err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("key rejected: RSA keys must have the public exponent 65537; this one has {e}")
+        );
+        // `check_csr` (what the registration flow runs first) gives the same answer.
+        assert!(matches!(
+            check_csr(&csr),
+            Err(PkiError::KeyRejected(
+                KeyPolicyViolation::RsaExponent { .. }
+            ))
+        ));
+    }
+    // The same request with the default exponent is accepted.
+    let ok = cli_csr(dir.path(), "rsa-f4", &newkey_args(KeyAlgorithm::Rsa2048));
+    assert_eq!(check_csr(&ok).unwrap(), KeyAlgorithm::Rsa2048);
 }
 
 #[test]
