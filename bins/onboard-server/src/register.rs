@@ -116,7 +116,11 @@ pub async fn register(
         Err(e) => {
             let reason = e.reason_code();
             metrics.failure(reason);
-            if matches!(e, CoreError::Unauthorized(_)) {
+            // Only guesses lock the address out: a key nobody issued. A known key
+            // that cannot be used (used up, expired, deactivated) is refused and
+            // audited but locks no one out, or one used-up batch key would lock
+            // out a whole factory line behind one address.
+            if matches!(e, CoreError::Unauthorized("key_unknown")) {
                 if let Some(ip) = client_ip(&req, guard.trust_forwarded_for) {
                     guard.limiter.record_failure(ip);
                 }

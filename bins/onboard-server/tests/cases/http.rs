@@ -266,6 +266,61 @@ async fn public_routes_are_rate_limited_and_failed_keys_lock_out_sooner() {
 }
 
 #[actix_web::test]
+async fn a_known_but_unusable_key_is_refused_without_locking_anyone_out() {
+    let t = TestDb::sqlite();
+    let (state, _dir) = state_with(&t, |s| {
+        s.rate_limit.failures_per_hour = 1;
+        s.rate_limit.failure_burst = 1;
+    });
+    let keys = state
+        .onboard
+        .create_key_batch(
+            &onboard_core::Actor::cli(),
+            &onboard_core::KeyBatchRequest {
+                batch: "line9".into(),
+                count: 1,
+                max_uses: 1,
+                valid_days: Some(30),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let key = keys[0].secret.expose().to_owned();
+    let svc = atest::init_service(app(state)).await;
+    let factory: std::net::SocketAddr = "10.9.1.1:40000".parse().unwrap();
+    let register = |serial: &str, key: &str| {
+        atest::TestRequest::post()
+            .uri("/public/v1/register")
+            .peer_addr(factory)
+            .insert_header(("authorization", format!("Bearer {key}")))
+            .set_json(json!({"serial": serial}))
+            .to_request()
+    };
+    let res = atest::call_service(&svc, register("SN-L9-1", &key)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // The key is used up now: refused, several times, never a lockout.
+    for i in 2..5 {
+        let res = atest::call_service(&svc, register(&format!("SN-L9-{i}"), &key)).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get()
+            .uri("/public/v1/ca")
+            .peer_addr(factory)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK, "the line is not locked out");
+    // A guess (a key nobody issued) still is.
+    let guess = "obk_0000000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let res = atest::call_service(&svc, register("SN-L9-9", guess)).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = atest::call_service(&svc, register("SN-L9-10", &key)).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[actix_web::test]
 async fn admin_routes_validate_and_authenticate() {
     let t = TestDb::sqlite();
     let (state, dir) = state_with(&t, |_| {});
