@@ -9,6 +9,7 @@
 #   without a password; otherwise a private throwaway cluster under target/ on a free
 #   loopback port. Installs PostgreSQL with apt when it is missing. Tests create and
 #   drop their own uniquely named databases and never change the server's settings.
+# - libfaketime (Debian faketime), preloaded into Mosquitto by the CRL expiry test.
 # - Mosquitto: installed with apt when missing; tests start their own processes on
 #   free ports (ONBOARD_TEST_MOSQUITTO names the binary).
 # - Python tools the tests run as independent checkers (pkilint, pyzipper), in a
@@ -38,6 +39,7 @@ missing=()
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 

@@ -72,6 +72,9 @@ pub struct TestBrokerSpec<'a> {
     /// Also open a password listener (TLS without client certificates), for
     /// password logins and the admin.
     pub password_listener: bool,
+    /// Extra environment for the Mosquitto process (tests that move its clock
+    /// with libfaketime set `LD_PRELOAD` and `FAKETIME_*` here).
+    pub env: &'a [(&'a str, String)],
 }
 
 /// A running Mosquitto.
@@ -302,6 +305,7 @@ impl TestBroker {
         let stderr = fs::File::create(d.join(STDERR_FILE))
             .map_err(|e| other(format!("create {}: {e}", d.join(STDERR_FILE).display())))?;
         let child = Command::new(binary)
+            .envs(spec.env.iter().map(|(k, v)| (*k, v.as_str())))
             .arg("-c")
             .arg(d.join("mosquitto.conf"))
             .stdin(Stdio::null())
@@ -544,6 +548,7 @@ mod tests {
             now,
             auth: Auth::Files,
             password_listener: false,
+            env: &[],
         };
         let dir = tempfile::tempdir().unwrap();
 

@@ -44,7 +44,13 @@ on_both_backends!(lifecycle_tests for lifecycle:
 
 on_both_backends!(mqtt_tests for mqtt:
     devices_reach_their_topics_activate_and_are_cut_off_by_revocation,
+    a_broker_failure_after_the_commit_is_repaired_by_the_reconciler,
 );
+
+#[test]
+fn sqlite_the_broker_accepts_devices_after_more_than_one_crl_validity() {
+    mqtt::the_broker_accepts_devices_after_more_than_one_crl_validity(TestBackend::Sqlite);
+}
 
 on_both_backends!(possession_tests for possession:
     a_lost_answer_is_answered_again_with_the_same_certificate,

@@ -24,6 +24,7 @@ pub fn broker(ca: &CertificateAuthority, auth: Auth, password_listener: bool) ->
         now: now(),
         auth,
         password_listener,
+        env: &[],
     })
     .unwrap()
 }
