@@ -45,6 +45,7 @@ on_both_backends!(lifecycle_tests for lifecycle:
 on_both_backends!(mqtt_tests for mqtt:
     devices_reach_their_topics_activate_and_are_cut_off_by_revocation,
     a_broker_failure_after_the_commit_is_repaired_by_the_reconciler,
+    mosquitto_starts_on_a_fresh_install_with_the_documented_config,
 );
 
 #[test]

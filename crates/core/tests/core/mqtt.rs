@@ -322,3 +322,130 @@ pub fn a_broker_failure_after_the_commit_is_repaired_by_the_reconciler(backend: 
     ma.publish(&topic, "after").unwrap();
     assert!(ma.expect(&topic, "after", WAIT));
 }
+
+/// The `conf` blocks of docs/mosquitto.md's "Listeners" and "File mode"
+/// sections, as written there.
+fn documented_config() -> String {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/mosquitto.md"
+    ))
+    .unwrap();
+    let block_after = |heading: &str| {
+        let at = doc
+            .find(heading)
+            .unwrap_or_else(|| panic!("{heading} is gone"));
+        let start = doc[at..].find("```conf\n").unwrap() + at + "```conf\n".len();
+        let end = doc[start..].find("```").unwrap() + start;
+        doc[start..end].to_owned()
+    };
+    block_after("## Listeners") + &block_after("## File mode")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh install, in the order docs/mosquitto.md gives: Onboard writes the
+/// broker's files while Mosquitto is not running (no pid file yet: not an
+/// error), then Mosquitto starts with the documented configuration and a device
+/// registered through Onboard reaches its topics.
+pub fn mosquitto_starts_on_a_fresh_install_with_the_documented_config(backend: TestBackend) {
+    let db = TestDb::migrated(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut settings = Settings::default().with_files_under(d);
+    settings.database.url = db.url.clone();
+    settings.broker.reload_pid_file = d.join("run/mosquitto.pid").display().to_string();
+    let onboard = Onboard::open(settings.clone()).unwrap();
+    let written = onboard.acl_sync().unwrap();
+    assert_eq!(written.granted, 0);
+    let b = &settings.broker;
+    for file in [&b.acl_file, &b.crl_file] {
+        assert!(
+            std::path::Path::new(file).exists(),
+            "{file} was not written"
+        );
+    }
+    let server = onboard
+        .issue_server_certificate(
+            "localhost",
+            &["localhost".into()],
+            &[std::net::Ipv4Addr::LOCALHOST.into()],
+            2,
+        )
+        .unwrap();
+    let certs = d.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(certs.join("broker.crt"), &server.certificate_pem).unwrap();
+    std::fs::write(certs.join("broker.key"), server.private_key_pem.expose()).unwrap();
+    std::fs::create_dir_all(d.join("run")).unwrap();
+    let chain = settings.ca_dir().join("chain.pem");
+    assert!(
+        chain.exists(),
+        "the documented cafile {} is missing",
+        chain.display()
+    );
+    let (tls, password) = (free_port(), free_port());
+    let conf = documented_config()
+        .replace("/var/lib/onboard/ca/chain.pem", &chain.display().to_string())
+        .replace("/etc/mosquitto/certs/", &format!("{}/", certs.display()))
+        .replace("/var/lib/onboard/mosquitto/crl.pem", &b.crl_file)
+        .replace("/var/lib/onboard/mosquitto/acl", &b.acl_file)
+        .replace("/var/lib/onboard/mosquitto/passwd", &b.password_file)
+        .replace("/run/mosquitto/mosquitto.pid", &b.reload_pid_file)
+        .replace("listener 8883", &format!("listener {tls} 127.0.0.1"))
+        .replace("listener 8884", &format!("listener {password} 127.0.0.1"))
+        // A throwaway broker run by the test's user, logging to a file.
+        + &format!("user root\nlog_dest file {}\n", d.join("mosquitto.log").display());
+    std::fs::write(d.join("mosquitto.conf"), &conf).unwrap();
+    let mut child = std::process::Command::new(onboard_broker::testing::mosquitto_binary())
+        .arg("-c")
+        .arg(d.join("mosquitto.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", tls)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(d.join("mosquitto.log")).unwrap_or_default();
+            panic!("Mosquitto exited with {status}:\n{log}\n{conf}");
+        }
+        assert!(Instant::now() < deadline, "Mosquitto never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Mosquitto runs now: the next grant signals it through the pid file.
+    let key = onboard
+        .create_key_batch(
+            &Actor::cli(),
+            &KeyBatchRequest {
+                batch: "b".into(),
+                count: 1,
+                max_uses: 1,
+                valid_days: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .remove(0)
+        .secret;
+    let (a, a_cert, a_key) = register(&onboard, key.expose(), "SN-F");
+    assert_eq!(onboard.pending_effects().unwrap().0, 0);
+    let mut endpoint =
+        onboard_broker::MqttEndpoint::from_url(&format!("mqtts://127.0.0.1:{tls}"), a.to_string())
+            .unwrap();
+    endpoint.ca_pem = Some(onboard.ca_chain().unwrap().0);
+    endpoint.client_cert = Some((a_cert, SecretString::new(a_key)));
+    let mut ma = Mqtt::connect(&endpoint).unwrap();
+    ma.subscribe(&format!("devices/{a}/#"));
+    ma.publish(&format!("devices/{a}/t"), "hello").unwrap();
+    assert!(ma.expect(&format!("devices/{a}/t"), "hello", WAIT));
+    let _ = child.kill();
+    let _ = child.wait();
+}
