@@ -277,3 +277,52 @@ fn postgres_crls_are_numbered_refreshed_and_verify() {
 fn secret(s: &str) -> onboard_core::Secret {
     serde_json::from_value(serde_json::json!(s)).unwrap()
 }
+
+/// No date bombs: a test that fixes the clock (a `ManualClock` at a set date)
+/// and has openssl verify what it issued must verify at that time (`-attime`),
+/// or it starts failing once the real date passes the certificates' validity.
+#[test]
+fn tests_with_a_fixed_clock_verify_at_that_time() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files = Vec::new();
+    for top in ["crates", "bins"] {
+        for krate in std::fs::read_dir(root.join(top)).unwrap() {
+            let tests = krate.unwrap().path().join("tests");
+            let mut stack = vec![tests];
+            while let Some(dir) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for e in entries {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if p.extension().is_some_and(|x| x == "rs") {
+                        files.push(p);
+                    }
+                }
+            }
+        }
+    }
+    assert!(files.len() > 10, "found only {files:?}");
+    let mut bombs = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        if !text.contains("ManualClock::new(") {
+            continue;
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("\"verify\"") {
+                let call = lines[i..(i + 12).min(lines.len())].join("\n");
+                if !call.contains("\"-attime\"") {
+                    bombs.push(format!("{}:{}", file.display(), i + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        bombs.is_empty(),
+        "openssl verify without -attime under a fixed clock: {bombs:?}"
+    );
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::test as atest;
 use chrono::{Duration, TimeZone, Utc};
-use onboard_core::domain::ManualClock;
+use onboard_core::domain::{Clock, ManualClock};
 use onboard_registry::testing::{TestBackend, TestDb};
 use onboard_server::app;
 use serde_json::{json, Value};
@@ -118,10 +118,13 @@ async fn operator_flow(backend: TestBackend) {
     let zip = atest::read_body(res).await;
     let files = unzip_with_pyzipper(dir.path(), &zip, &password).unwrap();
     assert_eq!(files.len(), 4, "{files:?}");
+    let at = clock.now().timestamp().to_string();
     let (ok, out) = openssl(
         dir.path(),
         &[
             "verify",
+            "-attime",
+            &at,
             "-CAfile",
             "ca.crt",
             "-purpose",

@@ -87,8 +87,11 @@ pub fn operator_registration_makes_a_bundle_an_independent_tool_opens(backend: T
     for (name, text) in &files {
         write(f.dir.path(), name, text);
     }
+    let at = f.clock.now().timestamp().to_string();
     let (ok, out) = openssl(&[
         "verify",
+        "-attime",
+        &at,
         "-CAfile",
         &f.dir.path().join("ca.crt").display().to_string(),
         "-purpose",

@@ -101,7 +101,18 @@ pub fn a_device_registers_with_a_csr_and_the_certificate_verifies(backend: TestB
     assert_eq!(r.mqtt.publish, vec![format!("devices/{}/#", r.device.id)]);
     let chain = write(f.dir.path(), "chain.pem", &r.ca_chain_pem);
     let cert = write(f.dir.path(), "dev.crt", &r.certificate.pem);
-    let (ok, out) = openssl(&["verify", "-CAfile", &chain, "-purpose", "sslclient", &cert]);
+    // At the fixture's time, not today's: the clock is fixed.
+    let at = f.clock.now().timestamp().to_string();
+    let (ok, out) = openssl(&[
+        "verify",
+        "-attime",
+        &at,
+        "-CAfile",
+        &chain,
+        "-purpose",
+        "sslclient",
+        &cert,
+    ]);
     assert!(ok, "{out}");
     assert_eq!(key_uses(&f), 1);
     let audit = last_audit(&f);
