@@ -164,6 +164,8 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
     let lost: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let unexpected: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut kills = 0;
+    let mut pending_at_kills = 0;
+    let acl_file = dir.path().join("data/mosquitto/acl");
 
     std::thread::scope(|s| {
         for _ in 0..CLIENTS {
@@ -238,7 +240,25 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
             let status = server.kill();
             assert!(!status.success(), "killed: {status}");
             kills += 1;
+            // With the server dead the database holds still: what it committed,
+            // and what it had not applied yet.
+            let committed: BTreeSet<String> = sql(&db.url, "SELECT id FROM devices")
+                .into_iter()
+                .map(|r| r[0].clone())
+                .collect();
+            let pending = sql(&db.url, "SELECT count(*) FROM pending_effects");
+            pending_at_kills += pending[0][0].parse::<usize>().unwrap();
             server = Server::start(dir.path(), &env);
+            // The restarted server brings the broker in line with the registry.
+            wait_until(
+                "the ACL to list every device committed before the kill",
+                Duration::from_secs(60),
+                || {
+                    let acl = std::fs::read_to_string(&acl_file).unwrap_or_default();
+                    let listed = acl_devices(&acl);
+                    committed.iter().all(|id| listed.contains_key(id))
+                },
+            );
             *current.write().unwrap() = Current {
                 base: server.base.clone(),
                 generation,
@@ -254,10 +274,18 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
     let answered = answered.into_inner().unwrap();
     assert_eq!(answered.len(), DEVICES, "every device got its answer");
     let lost = lost.into_inner().unwrap();
+    let retried = sql(
+        &db.url,
+        "SELECT count(*) FROM audit_events WHERE action = 'device.register' \
+         AND outcome = 'success' AND details LIKE '%\"retry\":true%'",
+    );
     eprintln!(
-        "{backend:?}: {} registrations, {} answered only on a retry after a kill",
+        "{backend:?}: {} registrations, {} answered only on a retry after a kill \
+         ({} of them committed before it), {} effects left pending by the kills",
         answered.len(),
-        lost.len()
+        lost.len(),
+        retried[0][0],
+        pending_at_kills
     );
 
     // Once more from a kill, then one reconciler pass by the CLI.
@@ -317,7 +345,7 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
         [["0"]]
     );
     // The broker's ACL lists exactly the devices, each as its own user.
-    let acl = std::fs::read_to_string(dir.path().join("data/mosquitto/acl")).unwrap();
+    let acl = std::fs::read_to_string(&acl_file).unwrap();
     let in_acl = acl_devices(&acl);
     let devices: BTreeSet<&String> = per_device.iter().map(|r| &r[0]).collect();
     assert_eq!(
