@@ -458,6 +458,34 @@ fn a_registration_again_needs_proof_of_possession(backend: TestBackend) {
         [[first["certificate_serial"].as_str().unwrap(), "active"]]
     );
 
+    // Without a CSR, the single-use key spent on that very serial registers it
+    // again before it activates: a new certificate, the old one superseded.
+    let single = create_key(dir.path(), &env, "pop-own", 1);
+    let mut issued = Vec::new();
+    for _ in 0..2 {
+        let r = try_post_json(
+            &url,
+            &[("Authorization", &bearer(&single))],
+            &register_body("SN-POP-2", None),
+        )
+        .unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+        issued.push(r.json()["certificate_serial"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(issued[0], issued[1]);
+    assert_eq!(key_uses(dir.path(), &env, "pop-own")[&single.id], 1);
+    assert_eq!(
+        sql(
+            &db.url,
+            "SELECT c.serial, c.status, c.revocation_reason FROM certificates c \
+             JOIN devices d ON d.id = c.device_id WHERE d.serial = 'SN-POP-2' ORDER BY c.status DESC"
+        ),
+        [
+            [issued[0].as_str(), "revoked", "superseded"],
+            [issued[1].as_str(), "active", ""]
+        ]
+    );
+
     // The victim's certificate still verifies, against the published CRL too.
     std::fs::write(
         dir.path().join("device.crt"),
@@ -631,6 +659,24 @@ fn postgres_two_servers_on_one_database_publish_every_revocation() {
             },
         );
         assert_eq!(listed, revoked, "server {n}: only the revoked ones");
+        // A client checking with that CRL refuses devices revoked through either
+        // server.
+        for d in [0, 1] {
+            let (crl, crt) = (format!("crl{n}.pem"), format!("d{d}.crt"));
+            let (ok, out) = openssl(
+                root.path(),
+                &[
+                    "verify",
+                    "-crl_check",
+                    "-CAfile",
+                    "chain.pem",
+                    "-CRLfile",
+                    &crl,
+                    &crt,
+                ],
+            );
+            assert!(!ok && out.contains("certificate revoked"), "{out}");
+        }
     }
     // Every CRL stored lists every revocation committed before it: the newest
     // lists them all, as checked above; each one's number is unique.
