@@ -6,6 +6,8 @@ mod support;
 
 #[path = "cases/e2e.rs"]
 mod e2e;
+#[path = "cases/faults.rs"]
+mod faults;
 #[path = "cases/http.rs"]
 mod http;
 #[path = "cases/lifecycle.rs"]

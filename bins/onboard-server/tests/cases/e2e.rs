@@ -9,7 +9,7 @@ use crate::support::{self, onboardctl, openssl, post_json, Server};
 
 /// Settings for a server and CLI that share one database, without rate limits
 /// (the flows below send many requests from one address).
-fn env_for(db: &TestDb) -> Vec<(&'static str, String)> {
+pub(crate) fn env_for(db: &TestDb) -> Vec<(&'static str, String)> {
     vec![
         ("ONBOARD__DATABASE__URL", db.url.clone()),
         ("ONBOARD__RATE_LIMIT__REQUESTS_PER_MINUTE", "0".into()),

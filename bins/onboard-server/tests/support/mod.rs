@@ -66,6 +66,36 @@ pub fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) 
     )
 }
 
+/// Like [`post_json`], but `None` when the exchange did not complete (connection
+/// refused or reset, or the body cut off): the server was killed meanwhile.
+pub fn try_post_json(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> Option<Response> {
+    let mut req = agent().post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut r = req
+        .content_type("application/json")
+        .send(body.to_string())
+        .ok()?;
+    let status = r.status().as_u16();
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = r.body_mut().read_to_string().ok()?;
+    Some(Response {
+        status,
+        content_type,
+        body,
+    })
+}
+
 pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Response {
     let mut req = agent().get(url);
     for (k, v) in headers {
@@ -173,6 +203,13 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no clean-up of any kind; returns once the process is gone.
+    pub fn kill(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap()
     }
 
     /// SIGTERM, then the exit status (bounded wait).
@@ -324,4 +361,103 @@ impl Drop for PgCluster {
             .args(["-m", "immediate", "stop"])
             .output();
     }
+}
+
+/// Rows of `query` run directly on the database at `url` (`sqlite://FILE` through
+/// the sqlite3 CLI, `postgres://...` through psql), each row split into its
+/// columns: an independent look at what the server committed.
+pub fn sql(url: &str, query: &str) -> Vec<Vec<String>> {
+    let out = if let Some(file) = url.strip_prefix("sqlite://") {
+        Command::new("sqlite3")
+            .args(["-batch", "-noheader", "-separator", "|", file, query])
+            .output()
+            .expect("the sqlite3 CLI (apt-get install sqlite3)")
+    } else {
+        Command::new("psql")
+            .args([
+                url,
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-F",
+                "|",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                query,
+            ])
+            .output()
+            .expect("psql")
+    };
+    assert!(
+        out.status.success(),
+        "{query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+/// A small deterministic generator (xorshift64*) for test choices; seeded and
+/// printed by the caller so a failing run can be repeated.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A seed from `ONBOARD_TEST_SEED` when set, else a fresh one.
+    pub fn seeded(name: &str) -> Rng {
+        use std::hash::{BuildHasher, Hasher};
+        let seed = std::env::var("ONBOARD_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write(name.as_bytes());
+                h.finish()
+            });
+        eprintln!("{name}: ONBOARD_TEST_SEED={seed}");
+        Rng(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform enough in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo)
+    }
+}
+
+/// A fresh P-256 key and a CSR for it, from the openssl CLI, written as
+/// `NAME.key` / `NAME.csr` in `dir`; returns the CSR (PEM).
+pub fn p256_csr(dir: &Path, name: &str) -> String {
+    let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+    let (ok, out) = openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=ignored",
+        ],
+    );
+    assert!(ok, "{out}");
+    std::fs::read_to_string(dir.join(csr)).unwrap()
 }
