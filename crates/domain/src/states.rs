@@ -90,12 +90,6 @@ impl DeviceStatus {
             Err(IllegalTransition { from: self, to })
         }
     }
-
-    /// A device that registered but never reported in may register again with its
-    /// bootstrap key (it may have missed the answer); after that the serial is taken.
-    pub fn may_reregister(self) -> bool {
-        self == DeviceStatus::Registered
-    }
 }
 
 /// A certificate record's state.
@@ -275,8 +269,6 @@ mod tests {
         }
         assert!(Revoked.transition(Active).is_err());
         assert!(Active.transition(Registered).is_err());
-        assert!(Registered.may_reregister());
-        assert!(!Active.may_reregister());
     }
 
     #[test]
