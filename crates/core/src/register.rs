@@ -238,17 +238,13 @@ impl Onboard {
                     "a registration again needs a CSR for the key of its current certificate",
                 ));
             }
-            let audit = Audit::new(
+            self.record(registered_again(
                 self.clock(),
-                &spec.actor,
-                "device.register",
-                AuditOutcome::Success,
-            )
-            .device(device.id)
-            .serial(device.serial.as_str())
-            .key_prefix(&key.prefix)
-            .details(json!({"retry": true, "certificate_serial": current.serial}));
-            self.record(audit)?;
+                spec,
+                key,
+                &device,
+                json!({"retry": true, "certificate_serial": current.serial}),
+            ))?;
             timings.push(("retry", step.elapsed().as_secs_f64()));
             return Ok(Registered {
                 mqtt: self.mqtt_info(&model, &device),
@@ -306,21 +302,18 @@ impl Onboard {
                     superseded.push(old.serial.to_string());
                 }
             }
-            let audit = Audit::new(
+            let audit = registered_again(
                 self.clock(),
-                &spec.actor,
-                "device.register",
-                AuditOutcome::Success,
-            )
-            .device(device.id)
-            .serial(device.serial.as_str())
-            .key_prefix(&key.prefix)
-            .details(json!({
+                spec,
+                key,
+                &device,
+                json!({
                 "reregistration": true,
                 "csr": false,
                 "certificate_serial": certificate.serial,
                 "superseded": superseded,
-            }));
+                }),
+            );
             tx.append_audit(audit.event())?;
             let mut todo = vec![
                 Effect::BrokerDevice(device.id),
@@ -450,4 +443,19 @@ impl Onboard {
             csr,
         })
     }
+}
+
+/// The success audit event of a registration for a serial that existed.
+fn registered_again(
+    clock: &dyn onboard_domain::Clock,
+    spec: &DeviceSpec,
+    key: &BootstrapKey,
+    device: &Device,
+    details: Value,
+) -> Audit {
+    Audit::new(clock, &spec.actor, "device.register", AuditOutcome::Success)
+        .device(device.id)
+        .serial(device.serial.as_str())
+        .key_prefix(&key.prefix)
+        .details(details)
 }

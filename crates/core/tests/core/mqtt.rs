@@ -49,6 +49,24 @@ fn onboard_with_broker_reloaded_by(
     (onboard, broker, db, dir)
 }
 
+/// One bootstrap key of batch `b`.
+fn batch_key(onboard: &Onboard, max_uses: u32, valid_days: u32) -> SecretString {
+    onboard
+        .create_key_batch(
+            &Actor::cli(),
+            &KeyBatchRequest {
+                batch: "b".into(),
+                count: 1,
+                max_uses,
+                valid_days: Some(valid_days),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .remove(0)
+        .secret
+}
+
 /// How long a positive wait may take at most (a failure guard, not a bound).
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -74,20 +92,7 @@ fn connect(broker: &TestBroker, id: DeviceId, cert: &str, key: &str) -> Result<M
 pub fn devices_reach_their_topics_activate_and_are_cut_off_by_revocation(backend: TestBackend) {
     let (onboard, broker, _db, _dir) = onboard_with_broker(backend);
     let pid = broker.pid();
-    let key = onboard
-        .create_key_batch(
-            &Actor::cli(),
-            &KeyBatchRequest {
-                batch: "b".into(),
-                count: 1,
-                max_uses: 5,
-                valid_days: Some(1),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .remove(0)
-        .secret;
+    let key = batch_key(&onboard, 5, 1);
     let (a, a_cert, a_key) = register(&onboard, key.expose(), "SN-A");
     let (b, b_cert, b_key) = register(&onboard, key.expose(), "SN-B");
 
@@ -227,20 +232,7 @@ pub fn the_broker_accepts_devices_after_more_than_one_crl_validity(backend: Test
 
     // The server's start: files written, the CRL installed.
     onboard.acl_sync().unwrap();
-    let key = onboard
-        .create_key_batch(
-            &Actor::cli(),
-            &KeyBatchRequest {
-                batch: "b".into(),
-                count: 1,
-                max_uses: 5,
-                valid_days: Some(30),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .remove(0)
-        .secret;
+    let key = batch_key(&onboard, 5, 30);
     let (a, a_cert, a_key) = register(&onboard, key.expose(), "SN-T");
     drop(connect(&broker, a, &a_cert, &a_key).unwrap());
 
@@ -270,20 +262,7 @@ pub fn a_broker_failure_after_the_commit_is_repaired_by_the_reconciler(backend: 
     let pid_file = pid_dir.path().join("mosquitto.pid");
     std::fs::write(&pid_file, "not a pid\n").unwrap();
     let (onboard, broker, _db, _dir) = onboard_with_broker_reloaded_by(backend, Some(&pid_file));
-    let key = onboard
-        .create_key_batch(
-            &Actor::cli(),
-            &KeyBatchRequest {
-                batch: "b".into(),
-                count: 1,
-                max_uses: 1,
-                valid_days: Some(1),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .remove(0)
-        .secret;
+    let key = batch_key(&onboard, 1, 1);
     let (a, a_cert, a_key) = register(&onboard, key.expose(), "SN-R");
     assert_eq!(onboard.pending_effects().unwrap().0, 1, "the grant waits");
     let mut ma = connect(&broker, a, &a_cert, &a_key).unwrap();
@@ -421,20 +400,7 @@ pub fn mosquitto_starts_on_a_fresh_install_with_the_documented_config(backend: T
     }
 
     // Mosquitto runs now: the next grant signals it through the pid file.
-    let key = onboard
-        .create_key_batch(
-            &Actor::cli(),
-            &KeyBatchRequest {
-                batch: "b".into(),
-                count: 1,
-                max_uses: 1,
-                valid_days: Some(1),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .remove(0)
-        .secret;
+    let key = batch_key(&onboard, 1, 1);
     let (a, a_cert, a_key) = register(&onboard, key.expose(), "SN-F");
     assert_eq!(onboard.pending_effects().unwrap().0, 0);
     let mut endpoint =
