@@ -133,7 +133,8 @@ async fn operator_flow(backend: TestBackend) {
         ],
     );
     assert!(ok, "{out}");
-    assert!(unzip_with_pyzipper(dir.path(), &zip, "not the password").is_err());
+    let refused = unzip_with_pyzipper(dir.path(), &zip, "not the password").unwrap_err();
+    assert!(refused.contains("Bad password"), "{refused}");
 
     // Once only, and the same answer for a used, tampered or unknown link.
     let again = atest::call_service(&svc, atest::TestRequest::get().uri(&path).to_request()).await;
