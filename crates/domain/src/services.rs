@@ -7,9 +7,16 @@ use chrono::{DateTime, Utc};
 use crate::ids::{CertSerial, DeviceId, Fingerprint, Serial};
 use crate::states::KeyAlgorithm;
 
-/// Text that must not be logged or shown: `Debug` prints `***`.
+/// Text that must not be logged or shown: `Debug` prints `***`, and the text is
+/// wiped from memory when the value (and each clone of it) is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretString(String);
+
+impl Drop for SecretString {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl SecretString {
     pub fn new(s: impl Into<String>) -> Self {
