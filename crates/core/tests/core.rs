@@ -35,6 +35,7 @@ macro_rules! on_both_backends {
 on_both_backends!(lifecycle_tests for lifecycle:
     operator_registration_makes_a_bundle_an_independent_tool_opens,
     bundle_links_work_once_and_expire,
+    a_bundle_link_downloaded_concurrently_is_taken_once,
     revocation_puts_the_serial_in_the_crl_and_is_idempotent,
     decommissioning_keeps_the_record_and_edits_are_validated,
     import_of_a_thousand_rows_with_ten_bad_ones,

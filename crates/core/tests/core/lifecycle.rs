@@ -570,3 +570,35 @@ pub fn model_templates_shape_grants_and_follow_updates(backend: TestBackend) {
         Err(CoreError::NotFound { .. })
     ));
 }
+
+pub fn a_bundle_link_downloaded_concurrently_is_taken_once(backend: TestBackend) {
+    let f = with_model(backend, |_| {});
+    let (r, link) = f
+        .onboard
+        .register_device_with_link(&Actor::cli(), &request("race"))
+        .unwrap();
+    let token = link.url.rsplit('/').next().unwrap().to_owned();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let results: Vec<Result<Vec<u8>, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (onboard, token, barrier) = (f.onboard.clone(), token.clone(), barrier.clone());
+                s.spawn(move || {
+                    barrier.wait();
+                    onboard.download_bundle(&token).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let got: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(got.len(), 1, "{results:?}");
+    assert_eq!(got[0], &r.bundle_zip);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.contains("not found")),
+        "{results:?}"
+    );
+}
