@@ -18,24 +18,7 @@ pub(crate) fn env_for(db: &TestDb) -> Vec<(&'static str, String)> {
 }
 
 fn create_key(dir: &std::path::Path, env: &[(&'static str, String)], max_uses: u32) -> String {
-    let max = max_uses.to_string();
-    let (ok, stdout, stderr) = onboardctl(
-        dir,
-        env,
-        &[
-            "--output",
-            "json",
-            "keys",
-            "create",
-            "--batch",
-            "line7-2026w47",
-            "--max-uses",
-            &max,
-        ],
-    );
-    assert!(ok, "{stderr}");
-    let created: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    created["keys"][0]["key"].as_str().unwrap().to_owned()
+    crate::faults::create_key(dir, env, "line7-2026w47", max_uses).secret
 }
 
 #[test]

@@ -16,12 +16,17 @@ use crate::e2e::env_for;
 use crate::support::{self, onboardctl, openssl, p256_csr, sql, try_post_json, Rng, Server};
 
 /// A bootstrap key as `onboardctl keys create` prints it.
-struct Key {
-    secret: String,
-    id: String,
+pub(crate) struct Key {
+    pub(crate) secret: String,
+    pub(crate) id: String,
 }
 
-fn create_key(dir: &Path, env: &[(&'static str, String)], batch: &str, max_uses: u32) -> Key {
+pub(crate) fn create_key(
+    dir: &Path,
+    env: &[(&'static str, String)],
+    batch: &str,
+    max_uses: u32,
+) -> Key {
     let max = max_uses.to_string();
     let (ok, stdout, stderr) = onboardctl(
         dir,
