@@ -88,10 +88,13 @@ pg_ok "$ONBOARD_TEST_PG_URL" || { log "PostgreSQL at $ONBOARD_TEST_PG_URL does n
 
 # --- Python checkers ------------------------------------------------------------
 venv="$root/target/testenv"
-if [ ! -x "$venv/bin/lint_pkix_cert" ] || ! "$venv/bin/python" -c 'import pyzipper' >/dev/null 2>&1; then
-  log "creating $venv (pkilint, pyzipper)"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check pkilint pyzipper
+reqs="$root/scripts/test-requirements.txt"
+stamp="$venv/.requirements"
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$reqs" "$stamp"; then
+  log "installing the Python checkers into $venv ($(grep -v '^#' "$reqs" | xargs))"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs"
+  cp "$reqs" "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
 
