@@ -30,12 +30,24 @@ pub struct RegisterDeviceBody {
     pub config: Option<serde_json::Value>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// `certificate` or `password`; the model's default when absent.
+    #[schema(example = "certificate")]
+    pub credential: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RegisteredDeviceView {
     pub device: DeviceView,
-    pub certificate: CertificateView,
+    /// A certificate device's certificate (absent for a password device).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateView>,
+    /// A password device's client id (its MQTT username and OAuth2 client id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// A password device's secret (its MQTT password). Shown once; only its hash
+    /// is stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
     /// Downloads the AES-256 encrypted ZIP once, until `bundle_expires_at`.
     pub bundle_url: String,
     /// Opens the ZIP. Shown once; never stored.
@@ -66,13 +78,19 @@ pub async fn register_device(
         serial: b.serial,
         config: b.config,
         metadata: b.metadata,
+        credential: b.credential,
     };
     let (done, link) = blocking(move || onboard.register_device_with_link(&admin.0, &req)).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(RegisteredDeviceView {
             device: DeviceView::from(&done.device),
-            certificate: CertificateView::from(&done.certificate),
+            certificate: done.certificate.as_ref().map(CertificateView::from),
+            client_id: done
+                .client_secret
+                .as_ref()
+                .map(|_| done.device.id.to_string()),
+            client_secret: done.client_secret.as_ref().map(|s| s.expose().to_owned()),
             bundle_url: link.url,
             bundle_password: done.bundle_password.expose().to_owned(),
             bundle_expires_at: link.expires_at,

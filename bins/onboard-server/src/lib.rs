@@ -22,6 +22,7 @@ pub mod public;
 pub mod ratelimit;
 pub mod register;
 pub mod telemetry;
+pub mod tls;
 pub mod views;
 
 use error::ApiError;

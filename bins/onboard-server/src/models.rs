@@ -23,6 +23,8 @@ pub struct ModelView {
     pub retain_allowed: bool,
     #[schema(value_type = Object)]
     pub config: serde_json::Value,
+    /// `certificate` or `password`.
+    pub credential: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -38,6 +40,7 @@ impl From<&DeviceModel> for ModelView {
             max_qos: m.max_qos,
             retain_allowed: m.retain_allowed,
             config: m.config.clone(),
+            credential: m.credential.as_str().to_owned(),
             created_at: m.created_at,
             updated_at: m.updated_at,
         }
@@ -62,6 +65,9 @@ pub struct ModelBody {
     /// Default configuration for the model's devices.
     #[schema(value_type = Option<Object>)]
     pub config: Option<serde_json::Value>,
+    /// `certificate` (default) or `password`: the credential the model's devices get
+    /// unless their registration names one.
+    pub credential: Option<String>,
 }
 
 impl ModelBody {
@@ -76,6 +82,7 @@ impl ModelBody {
                 max_qos: self.max_qos,
                 retain_allowed: self.retain_allowed,
                 config: self.config,
+                credential: self.credential,
             },
         )
     }

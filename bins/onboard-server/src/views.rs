@@ -70,6 +70,8 @@ pub struct DeviceView {
     pub firmware_version: String,
     /// registered, active, revoked or decommissioned.
     pub status: String,
+    /// certificate or password.
+    pub credential: String,
     pub batch: Option<String>,
     #[schema(value_type = Object)]
     pub config: serde_json::Value,
@@ -92,6 +94,7 @@ impl From<&Device> for DeviceView {
             location: d.location.clone(),
             firmware_version: d.firmware_version.clone(),
             status: d.status.to_string(),
+            credential: d.credential.to_string(),
             batch: d.batch.clone(),
             config: d.config.clone(),
             metadata: d.metadata.clone(),

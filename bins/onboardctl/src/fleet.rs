@@ -46,11 +46,14 @@ pub enum DevicesCommand {
         /// The hardware serial (default: the device id).
         #[arg(long)]
         serial: Option<String>,
+        /// certificate or password (default: the model's, else certificate).
+        #[arg(long)]
+        credential: Option<String>,
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
     },
     /// Register many devices from a CSV (columns: name, model, location, firmware,
-    /// optional serial). Writes one bundle per device and a manifest with the
+    /// optional serial, optional credential). Writes one bundle per device and a manifest with the
     /// passwords (0600) to --out; reports bad rows and goes on; running it again on
     /// the same file adds nothing.
     Import {
@@ -211,6 +214,7 @@ pub fn devices(command: &DevicesCommand, onboard: &Onboard) -> Result<Rendered, 
             location,
             firmware,
             serial,
+            credential,
             out,
         } => crate::provisioning::register(
             onboard,
@@ -220,6 +224,7 @@ pub fn devices(command: &DevicesCommand, onboard: &Onboard) -> Result<Rendered, 
                 location: location.as_deref(),
                 firmware: firmware.as_deref(),
                 serial: serial.as_deref(),
+                credential: credential.as_deref(),
                 out,
             },
         ),

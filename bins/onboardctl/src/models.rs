@@ -50,6 +50,9 @@ pub struct ModelFields {
     /// Allow retained messages (true or false).
     #[arg(long)]
     retain: Option<bool>,
+    /// What the model's devices get by default: certificate or password.
+    #[arg(long)]
+    credential: Option<String>,
 }
 
 impl ModelFields {
@@ -62,6 +65,7 @@ impl ModelFields {
             max_qos: self.max_qos,
             retain_allowed: self.retain,
             config: None,
+            credential: self.credential.clone(),
         }
     }
 }

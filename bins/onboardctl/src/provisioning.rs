@@ -40,6 +40,7 @@ pub struct RegisterArgs<'a> {
     pub location: Option<&'a str>,
     pub firmware: Option<&'a str>,
     pub serial: Option<&'a str>,
+    pub credential: Option<&'a str>,
     pub out: &'a Path,
 }
 
@@ -53,6 +54,7 @@ pub fn register(onboard: &Onboard, a: &RegisterArgs<'_>) -> Result<Rendered, Cli
         serial: a.serial.map(str::to_owned),
         config: None,
         metadata: None,
+        credential: a.credential.map(str::to_owned),
     };
     // Check the target first: a device is never created without a place for its bundle.
     let done = onboard.register_device(&Actor::cli(), &req)?;
@@ -63,22 +65,37 @@ pub fn register(onboard: &Onboard, a: &RegisterArgs<'_>) -> Result<Rendered, Cli
         return Err(e);
     }
     let password = done.bundle_password.expose().to_owned();
+    let cert_serial = done
+        .certificate
+        .as_ref()
+        .map(|c| c.serial.to_string())
+        .unwrap_or_default();
+    let mut value = json!({
+        "device_id": done.device.id, "serial": done.device.serial,
+        "credential": done.device.credential,
+        "certificate_serial": done.certificate.as_ref().map(|c| c.serial.to_string()),
+        "bundle_file": path, "bundle_password": password,
+    });
+    if let Some(secret) = &done.client_secret {
+        value["client_id"] = json!(done.device.id);
+        value["client_secret"] = json!(secret.expose());
+    }
     Ok(Rendered::table(
-        json!({
-            "device_id": done.device.id, "serial": done.device.serial,
-            "certificate_serial": done.certificate.serial,
-            "bundle_file": path, "bundle_password": password,
-        }),
+        value,
         vec!["DEVICE", "SERIAL", "CERTIFICATE", "BUNDLE", "PASSWORD"],
         vec![vec![
             done.device.id.to_string(),
             done.device.serial.to_string(),
-            done.certificate.serial.to_string(),
+            cert_serial,
             path.display().to_string(),
             password,
         ]],
     )
-    .with_note("the bundle password is shown once"))
+    .with_note(if done.client_secret.is_some() {
+        "the bundle password is shown once; the device's client id and secret are in the bundle's connection.json"
+    } else {
+        "the bundle password is shown once"
+    }))
 }
 
 /// The CSV columns: name, model, location, firmware, and optionally serial.
@@ -93,6 +110,9 @@ struct CsvRow {
     firmware: Option<String>,
     #[serde(default)]
     serial: Option<String>,
+    /// certificate or password; the model's default when empty.
+    #[serde(default)]
+    credential: Option<String>,
 }
 
 /// Without a serial column, a row's serial is derived from its contents, so that
@@ -136,6 +156,7 @@ pub fn import(onboard: &Onboard, csv_path: &Path, out: &Path) -> Result<Rendered
                         serial: Some(serial),
                         config: None,
                         metadata: None,
+                        credential: row.credential.filter(|c| !c.is_empty()),
                     },
                 });
             }
@@ -181,7 +202,10 @@ pub fn import(onboard: &Onboard, csv_path: &Path, out: &Path) -> Result<Rendered
                             "{},{},{},{},{}\n",
                             done.device.id,
                             done.device.serial,
-                            done.certificate.serial,
+                            done.certificate
+                                .as_ref()
+                                .map(|c| c.serial.to_string())
+                                .unwrap_or_default(),
                             file,
                             done.bundle_password.expose()
                         ));

@@ -37,6 +37,6 @@ pub use dynsec::{DynsecConfig, MosquittoDynsec, ROLE_PREFIX};
 pub use error::BrokerError;
 pub use file::{FileConfig, GrantLoader, MosquittoFile};
 pub use mqtt::MqttEndpoint;
-pub use passwd::{hash_password, PASSWORD_ITERATIONS};
+pub use passwd::{hash_password, verify_password, PASSWORD_ITERATIONS};
 pub use reload::{Reload, DEFAULT_CONFIRM_TIMEOUT};
 pub use status::{StatusConfig, StatusListener};

@@ -33,6 +33,30 @@ pub fn hash_password(password: &str) -> Result<String, BrokerError> {
     ))
 }
 
+/// True when `password` is the one `hash` (a [`hash_password`] result) was made
+/// from; compared in constant time. Any other hash shape is `false`.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    let parts: Vec<&str> = hash.split('$').collect();
+    let ["", "7", iterations, salt, digest] = parts.as_slice() else {
+        return false;
+    };
+    let (Ok(iterations), Ok(salt), Ok(digest)) = (
+        iterations.parse::<u32>(),
+        STANDARD.decode(salt),
+        STANDARD.decode(digest),
+    ) else {
+        return false;
+    };
+    // Bounded, so a stored hash cannot make a check arbitrarily expensive.
+    if iterations == 0 || iterations > 1_000_000 {
+        return false;
+    }
+    match onboard_pki::mosquitto_password_hash(password.as_bytes(), &salt, iterations) {
+        Ok(computed) => onboard_pki::secrets::constant_time_eq(&computed, &digest),
+        Err(_) => false,
+    }
+}
+
 /// True for `$7$<iterations>$<salt>$<hash>` (PBKDF2-SHA512) and `$6$<salt>$<hash>`
 /// (the older salted SHA-512) with base64 fields, which Mosquitto 2.0 both reads.
 pub(crate) fn is_mosquitto_hash(hash: &str) -> bool {
@@ -98,6 +122,18 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::acl::tests::grant;
+
+    #[test]
+    fn a_hash_verifies_its_password_only() {
+        let h = hash_password("secret").unwrap();
+        assert!(verify_password("secret", &h));
+        assert!(!verify_password("secreT", &h));
+        assert!(!verify_password("", &h));
+        assert!(!verify_password("secret", "$6$abc$def"));
+        assert!(!verify_password("secret", "plain"));
+        let forged = h.replacen("$7$101$", "$7$0$", 1);
+        assert!(!verify_password("secret", &forged));
+    }
 
     #[test]
     fn hashes_have_the_mosquitto_format_and_fresh_salts() {

@@ -24,6 +24,8 @@ pub struct Onboard {
     /// The CA, loaded (or created) on first use.
     ca: Arc<OnceLock<Arc<CertificateAuthority>>>,
     ca_init: Arc<Mutex<()>>,
+    /// The access-token key, derived from the CA key on first use.
+    token_key: Arc<OnceLock<Arc<onboard_pki::TokenKey>>>,
     ports: Arc<Ports>,
     installed_crl: Arc<crate::effects::InstalledCrl>,
 }
@@ -64,6 +66,7 @@ impl Onboard {
             schema_current: Arc::new(AtomicBool::new(false)),
             ca: Arc::new(OnceLock::new()),
             ca_init: Arc::new(Mutex::new(())),
+            token_key: Arc::new(OnceLock::new()),
             ports: Arc::new(ports),
             installed_crl: Arc::default(),
         })
@@ -98,6 +101,10 @@ impl Onboard {
 
     pub(crate) fn ca_init_lock(&self) -> &Mutex<()> {
         &self.ca_init
+    }
+
+    pub(crate) fn token_key_cell(&self) -> &OnceLock<Arc<onboard_pki::TokenKey>> {
+        &self.token_key
     }
 
     pub(crate) fn ca_cell(&self) -> &OnceLock<Arc<CertificateAuthority>> {

@@ -42,6 +42,14 @@ impl Actor {
             remote_addr,
         }
     }
+
+    /// Onboard itself (the reconciler, a rule that fires on its own).
+    pub fn system() -> Self {
+        Self {
+            name: "system".into(),
+            remote_addr: None,
+        }
+    }
 }
 
 /// An audit event under construction.

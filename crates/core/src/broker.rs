@@ -9,9 +9,9 @@ use onboard_broker::{
     DynsecConfig, FileConfig, MosquittoDynsec, MosquittoFile, MqttEndpoint, Reload, StatusConfig,
 };
 use onboard_domain::{
-    AuditOutcome, AuditRepository, BrokerAccess, BrokerGrant, DeviceFilter, DeviceId,
-    DeviceModelRepository, DeviceRepository, DeviceStatus, DeviceUpdate, NoBroker, PageRequest,
-    PortError, RepoError, SecretString, Store,
+    AuditOutcome, AuditRepository, BrokerAccess, BrokerGrant, CredentialKind, DeviceFilter,
+    DeviceId, DeviceModelRepository, DeviceRepository, DeviceStatus, DeviceUpdate,
+    MqttCredentialRepository, NoBroker, PageRequest, PortError, RepoError, SecretString, Store,
 };
 use onboard_registry::Database;
 use serde_json::json;
@@ -34,6 +34,11 @@ pub fn grants_from_registry(
             .into_iter()
             .map(|m| (m.code.clone(), m))
             .collect();
+        let passwords: HashMap<DeviceId, String> = tx
+            .mqtt_credentials()?
+            .into_iter()
+            .map(|c| (c.device_id, c.password_hash))
+            .collect();
         let mut grants = Vec::new();
         for status in [DeviceStatus::Registered, DeviceStatus::Active] {
             let filter = DeviceFilter {
@@ -46,7 +51,15 @@ pub fn grants_from_registry(
                 let found = tx.list_devices(&filter, &page)?;
                 for device in &found.items {
                     let model = device.model.as_ref().and_then(|c| models.get(c));
-                    grants.push(grant_of(device, &mqtt_info(settings, model, device)));
+                    let password = match device.credential {
+                        CredentialKind::Password => passwords.get(&device.id).cloned(),
+                        CredentialKind::Certificate => None,
+                    };
+                    grants.push(grant_of(
+                        device,
+                        &mqtt_info(settings, model, device),
+                        password,
+                    ));
                 }
                 match found.next_cursor {
                     Some(c) => {

@@ -15,9 +15,9 @@ use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{
-    new_id, CertificateRepository, CertificateStatus, CloudDevice, CrlRepository, DeviceId,
-    DeviceModelRepository, DeviceRepository, DeviceStatus, Effect, EffectRepository, PendingEffect,
-    RepoError, Store,
+    new_id, CertificateRepository, CertificateStatus, CloudDevice, CredentialKind, CrlRepository,
+    DeviceId, DeviceModelRepository, DeviceRepository, DeviceStatus, Effect, EffectRepository,
+    MqttCredentialRepository, PendingEffect, RepoError, Store,
 };
 
 use crate::app::Onboard;
@@ -47,6 +47,9 @@ pub struct Reconciled {
     pub crl_refreshed: bool,
     /// The CRL the broker has now, when one is installed.
     pub installed_crl: Option<CrlStatus>,
+    /// Certificates revoked as superseded because their renewal's grace period
+    /// (`device.renew_grace_hours`) was over.
+    pub renewals_retired: usize,
 }
 
 /// The CRL this process last installed in the broker.
@@ -250,7 +253,11 @@ impl Onboard {
                     None => None,
                 };
                 let mqtt = self.mqtt_info(&model, &device);
-                out.push((*id, Some(grant_of(&device, &mqtt))));
+                let password = match device.credential {
+                    CredentialKind::Password => tx.mqtt_credential(*id)?.map(|c| c.password_hash),
+                    CredentialKind::Certificate => None,
+                };
+                out.push((*id, Some(grant_of(&device, &mqtt, password))));
             }
             Ok(out)
         })
@@ -346,6 +353,12 @@ impl Onboard {
     /// effect that is due (all of them with `all`, as at start-up).
     pub fn reconcile(&self, all: bool) -> Result<Reconciled, CoreError> {
         let mut report = Reconciled::default();
+        // Before the CRL: a certificate retired here is in the CRL this pass
+        // installs, if its own effect did not already install it.
+        match self.retire_renewed_certificates() {
+            Ok(n) => report.renewals_retired = n,
+            Err(e) => report.errors.push(format!("renewals: {e}")),
+        }
         match self.refresh_crl() {
             Ok((refreshed, installed)) => {
                 report.crl_refreshed = refreshed;

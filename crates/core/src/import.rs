@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 
 use onboard_domain::{
-    new_id, CertificateIssuer, DeviceId, DeviceRepository, IssuedCert, SecretString, Store,
+    new_id, CertificateIssuer, CredentialKind, DeviceId, DeviceRepository, IssuedCert,
+    SecretString, Store,
 };
 use serde_json::json;
 
@@ -128,13 +129,26 @@ impl Onboard {
             })
             .collect();
 
-        let issued = issue_all(issuer, &fresh, self.clock().now());
+        let (with_cert, with_password): (Vec<&Pending>, Vec<&Pending>) = fresh
+            .into_iter()
+            .partition(|p| p.spec.credential == CredentialKind::Certificate);
+        let issued = issue_all(issuer, &with_cert, self.clock().now());
         let chain = issuer.ca_chain_pem();
         let mut prepared = Vec::new();
-        for (p, cert) in fresh.into_iter().zip(issued) {
+        for (p, cert) in with_cert.into_iter().zip(issued) {
             match cert {
                 Ok((c, key)) => prepared.push((p, self.prepare(&p.spec, p.id, &c, Some(key)))),
                 Err(e) => results.push(failed(p.line, Some(p.spec.serial.to_string()), e)),
+            }
+        }
+        for p in with_password {
+            match self.prepare_password(&p.spec, p.id) {
+                Ok(prep) => prepared.push((p, prep)),
+                Err(e) => results.push(failed(
+                    p.line,
+                    Some(p.spec.serial.to_string()),
+                    e.to_string(),
+                )),
             }
         }
         // The bundles before the rows: a device is stored only with its bundle.
@@ -161,9 +175,10 @@ impl Onboard {
             Ok(rows) => {
                 // One broker change for the chunk.
                 self.apply_or_defer(&effects);
-                for ((p, _, (zip, password)), (device, certificate)) in ready.into_iter().zip(rows)
+                for ((p, prep, (zip, password)), (device, certificate)) in
+                    ready.into_iter().zip(rows)
                 {
-                    results.push(created(p, device, certificate, zip, password));
+                    results.push(created(p, device, certificate, prep, zip, password));
                 }
             }
             // The chunk as a whole failed (a serial taken meanwhile, say): one by one.
@@ -177,7 +192,7 @@ impl Onboard {
                     results.push(match one {
                         Ok((device, certificate)) => {
                             self.apply_or_defer(&effects);
-                            created(p, device, certificate, zip, password)
+                            created(p, device, certificate, prep, zip, password)
                         }
                         Err(CoreError::Conflict(_)) => ImportResult {
                             line: p.line,
@@ -243,7 +258,8 @@ impl Onboard {
 fn created(
     p: &Pending,
     device: onboard_domain::Device,
-    certificate: onboard_domain::Certificate,
+    certificate: Option<onboard_domain::Certificate>,
+    prep: Prepared,
     zip: Vec<u8>,
     password: SecretString,
 ) -> ImportResult {
@@ -253,6 +269,7 @@ fn created(
         outcome: ImportOutcome::Created(Box::new(OperatorRegistered {
             device,
             certificate,
+            client_secret: prep.secret.map(|(s, _)| s),
             bundle_zip: zip,
             bundle_password: password,
         })),

@@ -7,6 +7,7 @@ mod app;
 mod audit;
 mod broker;
 mod ca;
+mod device_api;
 mod devices;
 mod effects;
 mod error;
@@ -26,6 +27,10 @@ pub use app::{NotReady, Onboard, READINESS_TIMEOUT};
 pub use audit::Actor;
 pub use broker::{grants_from_registry, service_endpoint, status_config, AclSync, Unactivated};
 pub use ca::{CaInit, CaSummary, CrlStatus, InfraCertificate, PublishedCrl};
+pub use device_api::{
+    AccessToken, DeviceAuth, DeviceSession, Provisioning, Renewed, ACCESS_TOKEN_AUDIENCE,
+    ACCESS_TOKEN_TYPE,
+};
 pub use devices::DeviceDetails;
 pub use effects::{Reconciled, EFFECT_GRACE_SECONDS};
 pub use error::CoreError;

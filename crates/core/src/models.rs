@@ -2,7 +2,8 @@
 //! QoS and retain policy, and default configuration.
 
 use onboard_domain::{
-    AuditOutcome, AuditRepository, DeviceModel, DeviceModelRepository, ModelCode, Store,
+    AuditOutcome, AuditRepository, CredentialKind, DeviceModel, DeviceModelRepository, ModelCode,
+    Store,
 };
 use serde_json::{json, Value};
 
@@ -23,6 +24,8 @@ pub struct ModelRequest {
     pub max_qos: Option<u8>,
     pub retain_allowed: Option<bool>,
     pub config: Option<Value>,
+    /// `certificate` or `password`: what the model's devices get by default.
+    pub credential: Option<String>,
 }
 
 /// A topic template: levels separated by `/`, `+` only as a whole level, `#` only
@@ -102,7 +105,15 @@ fn check(req: &ModelRequest) -> Result<(), CoreError> {
     if let Some(c) = &req.config {
         check_object("config", c)?;
     }
+    credential_of(req)?;
     Ok(())
+}
+
+fn credential_of(req: &ModelRequest) -> Result<Option<CredentialKind>, CoreError> {
+    req.credential
+        .as_deref()
+        .map(|c| c.parse::<CredentialKind>().map_err(CoreError::Invalid))
+        .transpose()
 }
 
 impl Onboard {
@@ -129,6 +140,7 @@ impl Onboard {
             max_qos: req.max_qos.unwrap_or(1),
             retain_allowed: req.retain_allowed.unwrap_or(false),
             config: req.config.clone().unwrap_or_else(|| json!({})),
+            credential: credential_of(req)?.unwrap_or_default(),
             created_at: now,
             updated_at: now,
             code,
@@ -183,6 +195,9 @@ impl Onboard {
         }
         if let Some(v) = &req.config {
             model.config = v.clone();
+        }
+        if let Some(v) = credential_of(req)? {
+            model.credential = v;
         }
         model.updated_at = self.clock().now();
         let updated = self.store().transaction(|tx| -> Result<_, CoreError> {

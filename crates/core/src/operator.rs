@@ -5,11 +5,11 @@
 
 use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{
-    new_id, AuditOutcome, Certificate, CredentialBundleRepository, Device, DeviceId,
-    DeviceModelRepository, DeviceRepository, ModelCode, NewCredentialBundle, RepoError,
+    new_id, AuditOutcome, Certificate, CredentialBundleRepository, CredentialKind, Device,
+    DeviceId, DeviceModelRepository, DeviceRepository, ModelCode, NewCredentialBundle, RepoError,
     SecretString, Serial, Store,
 };
-use onboard_pki::{build_bundle, BundleContents, PrivateKeyPem};
+use onboard_pki::{build_bundle, build_password_bundle, BundleContents, PrivateKeyPem};
 use serde_json::{json, Value};
 
 use crate::app::Onboard;
@@ -29,15 +29,22 @@ pub struct NewDeviceRequest {
     pub serial: Option<String>,
     pub config: Option<Value>,
     pub metadata: Option<Value>,
+    /// `certificate` or `password`; the model's default when absent.
+    pub credential: Option<String>,
 }
 
 /// A device registered by an operator, with its encrypted bundle.
 #[derive(Debug)]
 pub struct OperatorRegistered {
     pub device: Device,
-    pub certificate: Certificate,
+    /// A certificate device's certificate; `None` for a password device.
+    pub certificate: Option<Certificate>,
+    /// A password device's secret (its client id is the device id), shown once;
+    /// only its hash is stored.
+    pub client_secret: Option<SecretString>,
     /// The AES-256 encrypted ZIP: `device.crt`, `device.key`, `ca.crt`,
-    /// `connection.json`.
+    /// `connection.json` (a password device: `ca.crt` and `connection.json` with
+    /// its client id and secret).
     pub bundle_zip: Vec<u8>,
     /// Shown once; never stored.
     pub bundle_password: SecretString,
@@ -127,6 +134,10 @@ impl Onboard {
             },
             None => None,
         };
+        let credential = match req.credential.as_deref().map(str::trim) {
+            Some(c) if !c.is_empty() => c.parse::<CredentialKind>()?,
+            _ => model.as_ref().map(|m| m.credential).unwrap_or_default(),
+        };
         let id = onboard_domain::DeviceId(new_id(self.clock()));
         if let Some(s) = &serial {
             check_serial_is_not_an_id(s, Some(id))?;
@@ -148,6 +159,7 @@ impl Onboard {
             config,
             metadata,
             csr: None,
+            credential,
         })
     }
 
@@ -199,8 +211,13 @@ impl Onboard {
             let id = spec
                 .device_id
                 .unwrap_or_else(|| DeviceId(new_id(self.clock())));
-            let (issued, key) = self.issue_for(issuer.as_ref(), &spec, id)?;
-            let prepared = self.prepare(&spec, id, &issued, key);
+            let prepared = match spec.credential {
+                CredentialKind::Certificate => {
+                    let (issued, key) = self.issue_for(issuer.as_ref(), &spec, id)?;
+                    self.prepare(&spec, id, &issued, key)
+                }
+                CredentialKind::Password => self.prepare_password(&spec, id)?,
+            };
             let (zip, password) = self.bundle(&prepared, &issuer.ca_chain_pem())?;
             let offer = if link {
                 Some(self.bundle_offer(id, &zip)?)
@@ -220,6 +237,7 @@ impl Onboard {
                 OperatorRegistered {
                     device,
                     certificate,
+                    client_secret: prepared.secret.map(|(s, _)| s),
                     bundle_zip: zip,
                     bundle_password: password,
                 },
@@ -244,24 +262,35 @@ impl Onboard {
         p: &Prepared,
         ca_chain_pem: &str,
     ) -> Result<(Vec<u8>, SecretString), CoreError> {
-        let key = p
-            .private_key_pem
-            .as_ref()
-            .ok_or_else(|| CoreError::Internal("a generated credential without its key".into()))?;
-        let key = PrivateKeyPem::new(key.expose().to_owned());
-        let connection = connection_json(
-            &p.device,
-            &p.mqtt,
-            &p.config,
-            &self.settings().server.public_base_url,
-        );
-        let bundle = build_bundle(&BundleContents {
-            certificate_pem: &p.cert_row.pem,
-            private_key: &key,
-            ca_chain_pem,
-            connection_json: connection.as_bytes(),
-            created_at: self.clock().now(),
-        })
+        let base_url = &self.settings().server.public_base_url;
+        let bundle = match (&p.cert_row, &p.private_key_pem, &p.secret) {
+            (Some(cert), Some(key), _) => {
+                let key = PrivateKeyPem::new(key.expose().to_owned());
+                let connection = connection_json(&p.device, &p.mqtt, &p.config, base_url, None);
+                build_bundle(&BundleContents {
+                    certificate_pem: &cert.pem,
+                    private_key: &key,
+                    ca_chain_pem,
+                    connection_json: connection.as_bytes(),
+                    created_at: self.clock().now(),
+                })
+            }
+            (None, None, Some((secret, _))) => {
+                let connection = zeroize::Zeroizing::new(connection_json(
+                    &p.device,
+                    &p.mqtt,
+                    &p.config,
+                    base_url,
+                    Some(secret),
+                ));
+                build_password_bundle(ca_chain_pem, connection.as_bytes(), self.clock().now())
+            }
+            _ => {
+                return Err(CoreError::Internal(
+                    "a generated credential without its secret".into(),
+                ))
+            }
+        }
         .map_err(|e| CoreError::Internal(e.to_string()))?;
         Ok((
             bundle.zip,
@@ -331,10 +360,12 @@ pub(crate) fn connection_json(
     mqtt: &MqttInfo,
     config: &Value,
     base_url: &str,
+    secret: Option<&SecretString>,
 ) -> String {
-    json!({
+    let mut v = json!({
         "device_id": device.id,
         "serial": device.serial,
+        "credential": device.credential,
         "mqtt": {
             "host": mqtt.host, "port": mqtt.port, "client_id": mqtt.client_id,
             "publish": mqtt.publish, "subscribe": mqtt.subscribe,
@@ -343,6 +374,14 @@ pub(crate) fn connection_json(
         "files": {"certificate": "device.crt", "private_key": "device.key", "ca_chain": "ca.crt"},
         "onboard_url": base_url,
         "config": config,
-    })
-    .to_string()
+    });
+    if let Some(secret) = secret {
+        v["mqtt"]["username"] = json!(mqtt.client_id);
+        v["mqtt"]["password"] = json!(secret.expose());
+        v["client_id"] = json!(mqtt.client_id);
+        v["client_secret"] = json!(secret.expose());
+        v["token_url"] = json!(format!("{base_url}/iot/token"));
+        v["files"] = json!({"ca_chain": "ca.crt"});
+    }
+    v.to_string()
 }

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use onboard_domain::{
     new_id, AuditOutcome, BootstrapKey, BrokerGrant, Certificate, CertificateId, CertificateIssuer,
-    Device, DeviceId, DeviceModel, DeviceModelRepository, DeviceStatus, Effect, InvalidValue,
-    IssuedCert, ModelCode, NewCertificate, NewDevice, PortError, RepoError, Repositories,
-    SecretString, Serial, Store,
+    CredentialKind, Device, DeviceId, DeviceModel, DeviceModelRepository, DeviceStatus, Effect,
+    InvalidValue, IssuedCert, ModelCode, MqttCredential, NewCertificate, NewDevice, PortError,
+    RepoError, Repositories, SecretString, Serial, Store,
 };
 use serde_json::{json, Value};
 
@@ -51,6 +51,8 @@ pub(crate) struct DeviceSpec {
     pub metadata: Value,
     /// PEM; `None` to generate the key pair here.
     pub csr: Option<Vec<u8>>,
+    /// A certificate, or a client id and secret.
+    pub credential: CredentialKind,
 }
 
 /// What the flow learned before it failed, for the audit record.
@@ -125,7 +127,11 @@ pub(crate) fn mqtt_info(
 }
 
 /// The broker grant for a device with its connection settings.
-pub(crate) fn grant_of(device: &Device, mqtt: &MqttInfo) -> BrokerGrant {
+pub(crate) fn grant_of(
+    device: &Device,
+    mqtt: &MqttInfo,
+    password_hash: Option<String>,
+) -> BrokerGrant {
     BrokerGrant {
         device_id: device.id,
         serial: device.serial.clone(),
@@ -134,7 +140,7 @@ pub(crate) fn grant_of(device: &Device, mqtt: &MqttInfo) -> BrokerGrant {
         subscribe: mqtt.subscribe.clone(),
         max_qos: mqtt.max_qos,
         retain_allowed: mqtt.retain_allowed,
-        password_hash: None,
+        password_hash,
     }
 }
 
@@ -143,7 +149,10 @@ pub(crate) fn grant_of(device: &Device, mqtt: &MqttInfo) -> BrokerGrant {
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub new_device: NewDevice,
-    pub cert_row: NewCertificate,
+    /// A certificate device's certificate.
+    pub cert_row: Option<NewCertificate>,
+    /// A password device's secret, in clear (shown once) and as stored.
+    pub secret: Option<(SecretString, MqttCredential)>,
     /// The device as it will be stored.
     pub device: Device,
     pub private_key_pem: Option<SecretString>,
@@ -160,6 +169,7 @@ fn stored_form(d: &NewDevice) -> Device {
         model: d.model.clone(),
         location: d.location.clone(),
         firmware_version: d.firmware_version.clone(),
+        credential: d.credential,
         status: DeviceStatus::Registered,
         bootstrap_key_id: d.bootstrap_key_id,
         batch: d.batch.clone(),
@@ -207,6 +217,49 @@ impl Onboard {
         issued: &IssuedCert,
         private_key_pem: Option<SecretString>,
     ) -> Prepared {
+        let mut p = self.prepare_device(c, device_id);
+        p.cert_row = Some(self.certificate_row(device_id, issued));
+        p.private_key_pem = private_key_pem;
+        p
+    }
+
+    /// The rows and the answer of a new password device: a fresh secret, stored
+    /// only as its hash.
+    pub(crate) fn prepare_password(
+        &self,
+        c: &DeviceSpec,
+        device_id: DeviceId,
+    ) -> Result<Prepared, CoreError> {
+        let mut p = self.prepare_device(c, device_id);
+        p.secret = Some(self.new_secret(&p.device, &p.mqtt)?);
+        Ok(p)
+    }
+
+    /// A new secret for a password device and the row that stores its hash.
+    pub(crate) fn new_secret(
+        &self,
+        device: &Device,
+        mqtt: &MqttInfo,
+    ) -> Result<(SecretString, MqttCredential), CoreError> {
+        let secret = onboard_pki::secrets::random_token()
+            .map_err(|e| CoreError::Internal(format!("the random generator failed: {e}")))?;
+        let password_hash = onboard_broker::hash_password(&secret)
+            .map_err(|e| CoreError::Internal(format!("cannot hash the secret: {e}")))?;
+        let now = self.clock().now();
+        Ok((
+            SecretString::new(&secret),
+            MqttCredential {
+                device_id: device.id,
+                username: mqtt.client_id.clone(),
+                password_hash,
+                created_at: now,
+                updated_at: now,
+            },
+        ))
+    }
+
+    /// A credential's issue is apart; this builds the device row and its answer.
+    pub(crate) fn prepare_device(&self, c: &DeviceSpec, device_id: DeviceId) -> Prepared {
         let new_device = NewDevice {
             id: device_id,
             serial: c.serial.clone(),
@@ -214,6 +267,7 @@ impl Onboard {
             model: c.model_code.clone(),
             location: c.location.clone(),
             firmware_version: c.firmware_version.clone(),
+            credential: c.credential,
             bootstrap_key_id: c.key.as_ref().map(|k| k.id),
             batch: c.key.as_ref().map(|k| k.batch.clone()),
             config: c.config.clone(),
@@ -224,10 +278,11 @@ impl Onboard {
         let mqtt = self.mqtt_info(&c.model, &device);
         let config = self.device_config(&c.model, &device);
         Prepared {
-            cert_row: self.certificate_row(device_id, issued),
+            cert_row: None,
+            secret: None,
             new_device,
             device,
-            private_key_pem,
+            private_key_pem: None,
             mqtt,
             config,
         }
@@ -242,20 +297,29 @@ impl Onboard {
         p: &Prepared,
         details: Value,
         effects: &mut Vec<Enqueued>,
-    ) -> Result<(Device, Certificate), CoreError> {
+    ) -> Result<(Device, Option<Certificate>), CoreError> {
         let device = tx.insert_device(&p.new_device).map_err(|e| match e {
             RepoError::Conflict { .. } => {
                 CoreError::Conflict(format!("serial {} is already registered", c.serial))
             }
             other => other.into(),
         })?;
-        let certificate = tx.insert_certificate(&p.cert_row)?;
+        let certificate = match &p.cert_row {
+            Some(row) => Some(tx.insert_certificate(row)?),
+            None => None,
+        };
+        if let Some((_, row)) = &p.secret {
+            tx.set_mqtt_credential(row)?;
+        }
         let mut audit = Audit::new(self.clock(), &c.actor, c.action, AuditOutcome::Success)
             .device(device.id)
             .serial(device.serial.as_str());
         let mut details = details;
         if let Value::Object(map) = &mut details {
-            map.insert("certificate_serial".into(), json!(certificate.serial));
+            match &certificate {
+                Some(cert) => map.insert("certificate_serial".into(), json!(cert.serial)),
+                None => map.insert("credential".into(), json!(device.credential)),
+            };
         }
         audit = audit.details(details);
         if let Some(k) = &c.key {

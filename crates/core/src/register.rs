@@ -164,7 +164,12 @@ impl Onboard {
                 Ok(rows)
             });
             let (device, certificate) = match stored {
-                Ok(rows) => rows,
+                Ok((device, Some(certificate))) => (device, certificate),
+                Ok((_, None)) => {
+                    return Err(CoreError::Internal(
+                        "a registration stored no certificate".into(),
+                    ))
+                }
                 Err(CoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
             };
@@ -441,6 +446,9 @@ impl Onboard {
             config: json!({}),
             metadata,
             csr,
+            // Self-registration always ends with a certificate: the device proves
+            // possession of its key on every retry (see `register_again`).
+            credential: onboard_domain::CredentialKind::Certificate,
         })
     }
 }

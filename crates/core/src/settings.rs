@@ -74,6 +74,23 @@ pub struct Settings {
     pub device: DeviceSettings,
     pub activation: ActivationSettings,
     pub log: LogSettings,
+    pub tokens: TokenSettings,
+}
+
+/// Device access tokens from `POST /iot/token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Seconds an access token is valid (`expires_in`).
+    pub lifetime_seconds: u32,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            lifetime_seconds: 3600,
+        }
+    }
 }
 
 /// Devices that register but never report in.
@@ -109,6 +126,22 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_timeout_seconds: u64,
+    /// Address of the TLS listener (`/iot`, EST, and every other route); empty: off.
+    pub tls_bind: String,
+    /// PEM certificate chain of the TLS listener; empty: a server certificate issued
+    /// from our CA for `tls_names`, renewed before it expires.
+    pub tls_cert_file: String,
+    /// PEM private key that goes with `tls_cert_file`.
+    pub tls_key_file: String,
+    /// DNS names and IP addresses in the issued server certificate; empty: the host
+    /// of `public_base_url`, `localhost` and `127.0.0.1`.
+    pub tls_names: Vec<String>,
+    /// Addresses of TLS-terminating proxies (an ingress) whose client-certificate
+    /// header is believed; empty: the header is ignored from everyone.
+    pub trusted_proxies: Vec<String>,
+    /// The header such a proxy puts the client certificate in (URL-encoded PEM, as
+    /// ingress-nginx's `ssl-client-cert`).
+    pub client_cert_header: String,
 }
 
 impl Default for ServerSettings {
@@ -118,6 +151,12 @@ impl Default for ServerSettings {
             public_base_url: "http://localhost:8080".into(),
             max_body_bytes: 64 * 1024,
             shutdown_timeout_seconds: 30,
+            tls_bind: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_names: Vec::new(),
+            trusted_proxies: Vec::new(),
+            client_cert_header: "ssl-client-cert".into(),
         }
     }
 }
@@ -365,11 +404,24 @@ impl Default for AssetsSettings {
 }
 
 /// Defaults handed to every device in its configuration.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeviceSettings {
     pub wifi_ssid: String,
     pub wifi_password: Secret,
+    /// After `POST /iot/renew`, hours the previous certificate stays valid unless the
+    /// device uses the new one first.
+    pub renew_grace_hours: u32,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        Self {
+            wifi_ssid: String::new(),
+            wifi_password: Secret::default(),
+            renew_grace_hours: 24,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -494,6 +546,7 @@ impl Settings {
         SocketAddr::from_str(&self.server.bind)
             .map_err(|_| invalid("server.bind", "must be an address like 0.0.0.0:8080"))?;
         check_http_url("server.public_base_url", &self.server.public_base_url)?;
+        self.validate_tls()?;
         if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 64 * 1024 * 1024 {
             return Err(invalid(
                 "server.max_body_bytes",
@@ -686,6 +739,89 @@ impl Settings {
         self.broker.crl_file = at("mosquitto/crl.pem");
         self.assets.dir = at("assets");
         self
+    }
+
+    fn validate_tls(&self) -> Result<(), SettingsError> {
+        let s = &self.server;
+        if !s.tls_bind.is_empty() {
+            SocketAddr::from_str(&s.tls_bind)
+                .map_err(|_| invalid("server.tls_bind", "must be an address like 0.0.0.0:8443"))?;
+        }
+        if s.tls_cert_file.is_empty() != s.tls_key_file.is_empty() {
+            return Err(invalid(
+                "server.tls_cert_file",
+                "server.tls_cert_file and server.tls_key_file go together",
+            ));
+        }
+        for name in &s.tls_names {
+            let ok = name.parse::<std::net::IpAddr>().is_ok()
+                || (!name.is_empty()
+                    && name.len() <= 253
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*')));
+            if !ok {
+                return Err(invalid(
+                    "server.tls_names",
+                    format!("{name:?} is neither a DNS name nor an IP address"),
+                ));
+            }
+        }
+        for proxy in &s.trusted_proxies {
+            proxy.parse::<std::net::IpAddr>().map_err(|_| {
+                invalid(
+                    "server.trusted_proxies",
+                    format!("{proxy:?} is not an IP address"),
+                )
+            })?;
+        }
+        let header_ok = !s.client_cert_header.is_empty()
+            && s.client_cert_header
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !header_ok {
+            return Err(invalid(
+                "server.client_cert_header",
+                "must be a header name (letters, digits, dashes)",
+            ));
+        }
+        if !(60..=86_400).contains(&self.tokens.lifetime_seconds) {
+            return Err(invalid(
+                "tokens.lifetime_seconds",
+                "must be 60 to 86400 seconds",
+            ));
+        }
+        if self.device.renew_grace_hours == 0 || self.device.renew_grace_hours > 24 * 90 {
+            return Err(invalid(
+                "device.renew_grace_hours",
+                "must be 1 to 2160 hours",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The names in the TLS listener's own certificate.
+    pub fn tls_names(&self) -> Vec<String> {
+        if !self.server.tls_names.is_empty() {
+            return self.server.tls_names.clone();
+        }
+        let mut names = Vec::new();
+        let url = &self.server.public_base_url;
+        let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+        let authority = rest.split('/').next().unwrap_or("");
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(authority),
+        };
+        for n in [host, "localhost", "127.0.0.1"] {
+            if !n.is_empty() && !names.iter().any(|x| x == n) {
+                names.push(n.to_owned());
+            }
+        }
+        names
     }
 
     pub fn ca_dir(&self) -> PathBuf {

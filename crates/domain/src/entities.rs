@@ -7,7 +7,7 @@ use crate::ids::{
     BootstrapKeyId, CertSerial, CertificateId, DeviceId, Fingerprint, ModelCode, Serial,
 };
 use crate::states::{
-    AuditOutcome, CertificateStatus, DeviceStatus, KeyAlgorithm, RevocationReason,
+    AuditOutcome, CertificateStatus, CredentialKind, DeviceStatus, KeyAlgorithm, RevocationReason,
 };
 
 /// A kind of device: its defaults, topic templates and firmware.
@@ -24,6 +24,9 @@ pub struct DeviceModel {
     pub retain_allowed: bool,
     /// Default configuration handed to every device of the model.
     pub config: serde_json::Value,
+    /// The credential a device of this model gets unless the request names one.
+    #[serde(default)]
+    pub credential: CredentialKind,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -119,6 +122,7 @@ pub struct Device {
     pub model: Option<ModelCode>,
     pub location: String,
     pub firmware_version: String,
+    pub credential: CredentialKind,
     pub status: DeviceStatus,
     pub bootstrap_key_id: Option<BootstrapKeyId>,
     pub batch: Option<String>,
@@ -139,6 +143,7 @@ pub struct NewDevice {
     pub model: Option<ModelCode>,
     pub location: String,
     pub firmware_version: String,
+    pub credential: CredentialKind,
     pub bootstrap_key_id: Option<BootstrapKeyId>,
     pub batch: Option<String>,
     pub config: serde_json::Value,
@@ -271,4 +276,17 @@ mod tests {
         assert!(json.get("key_hash").is_none());
         assert_eq!(json["prefix"], "obk_abcd");
     }
+}
+
+/// The secret of a password device, as stored: its `mosquitto_passwd` hash only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttCredential {
+    pub device_id: DeviceId,
+    /// The MQTT username and OAuth2 client id.
+    pub username: String,
+    /// `$7$<iterations>$<salt>$<hash>` (PBKDF2-SHA512), as Mosquitto's password
+    /// file wants it; also what `POST /iot/token` checks the secret against.
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }

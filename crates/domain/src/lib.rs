@@ -13,7 +13,7 @@ mod states;
 pub use clock::{new_id, Clock, ManualClock, SystemClock};
 pub use entities::{
     AuditEvent, BootstrapKey, Certificate, CrlRecord, Device, DeviceModel, KeyRejection,
-    NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice,
+    MqttCredential, NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice,
 };
 pub use ids::{
     BootstrapKeyId, CertSerial, CertificateId, DeviceId, Fingerprint, InvalidValue, ModelCode,
@@ -23,14 +23,14 @@ pub use ports::{
     AuditFilter, AuditRepository, BootstrapKeyFilter, BootstrapKeyRepository,
     CertificateRepository, CredentialBundleRepository, CrlRepository, DeviceFilter,
     DeviceModelRepository, DeviceRepository, DeviceUpdate, Effect, EffectRepository,
-    NewCredentialBundle, Page, PageRequest, PendingEffect, RepoError, Repositories, Store,
-    MAX_PAGE_SIZE,
+    MqttCredentialRepository, NewCredentialBundle, Page, PageRequest, PendingEffect, RepoError,
+    Repositories, Store, MAX_PAGE_SIZE,
 };
 pub use services::{
     BrokerAccess, BrokerGrant, CertificateIssuer, CloudDevice, CloudRegistrar, IssuedCert,
     NoBroker, NoCloud, PortError, SecretString,
 };
 pub use states::{
-    AuditOutcome, CertificateStatus, DeviceStatus, IllegalTransition, KeyAlgorithm,
+    AuditOutcome, CertificateStatus, CredentialKind, DeviceStatus, IllegalTransition, KeyAlgorithm,
     RevocationReason, RotationState,
 };

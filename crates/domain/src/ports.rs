@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::entities::{
-    AuditEvent, BootstrapKey, Certificate, CrlRecord, Device, DeviceModel, NewAuditEvent,
-    NewBootstrapKey, NewCertificate, NewDevice,
+    AuditEvent, BootstrapKey, Certificate, CrlRecord, Device, DeviceModel, MqttCredential,
+    NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice,
 };
 use crate::ids::{
     BootstrapKeyId, CertSerial, CertificateId, DeviceId, InvalidValue, ModelCode, Serial,
@@ -184,6 +184,13 @@ pub trait CertificateRepository {
     ) -> Result<Option<Certificate>, RepoError>;
     /// Newest first.
     fn certificates_of_device(&mut self, device: DeviceId) -> Result<Vec<Certificate>, RepoError>;
+    /// Devices holding more than one active certificate whose newest was created
+    /// at or before `cutoff`, with that newest certificate (renewals whose grace
+    /// period is over).
+    fn renewals_older_than(
+        &mut self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<(DeviceId, CertificateId)>, RepoError>;
     /// Marks the certificate revoked. Revoking a revoked certificate changes nothing
     /// and returns it as it is (the first reason and time stand).
     fn revoke_certificate(
@@ -374,8 +381,18 @@ pub trait EffectRepository {
 }
 
 /// Everything a use case can do inside one transaction.
+/// The secrets of password devices (one per device).
+pub trait MqttCredentialRepository {
+    /// Sets the device's secret hash, replacing any earlier one.
+    fn set_mqtt_credential(&mut self, credential: &MqttCredential) -> Result<(), RepoError>;
+    fn mqtt_credential(&mut self, device: DeviceId) -> Result<Option<MqttCredential>, RepoError>;
+    /// Every stored secret hash (the broker's password file is written from them).
+    fn mqtt_credentials(&mut self) -> Result<Vec<MqttCredential>, RepoError>;
+}
+
 pub trait Repositories:
     DeviceRepository
+    + MqttCredentialRepository
     + CertificateRepository
     + BootstrapKeyRepository
     + DeviceModelRepository
@@ -388,6 +405,7 @@ pub trait Repositories:
 
 impl<T> Repositories for T where
     T: DeviceRepository
+        + MqttCredentialRepository
         + CertificateRepository
         + BootstrapKeyRepository
         + DeviceModelRepository

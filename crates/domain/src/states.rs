@@ -40,6 +40,22 @@ macro_rules! named_enum {
     };
 }
 
+/// How a device authenticates to the broker and to the device API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// An X.509 certificate of our CA (mutual TLS).
+    #[default]
+    Certificate,
+    /// A client id and a secret (MQTT username/password, `POST /iot/token`).
+    Password,
+}
+
+named_enum!(CredentialKind, "credential", {
+    Certificate => "certificate",
+    Password => "password",
+});
+
 /// Where a device is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -94,19 +94,62 @@ pub fn build_bundle(contents: &BundleContents<'_>) -> Result<CredentialBundle, P
     Ok(CredentialBundle { zip, password })
 }
 
-fn write_zip(contents: &BundleContents<'_>, password: &str) -> Result<Vec<u8>, PkiError> {
-    let fail = |e: zip::result::ZipError| PkiError::Bundle(e.to_string());
-    let io_fail = |e: std::io::Error| PkiError::Bundle(e.to_string());
+/// The bundle of a password device: `ca.crt` and `connection.json`, which holds
+/// the device's secret (so it is stored, not deflated, as `device.key` is).
+pub fn build_password_bundle(
+    ca_chain_pem: &str,
+    connection_json: &[u8],
+    created_at: DateTime<Utc>,
+) -> Result<CredentialBundle, PkiError> {
+    let password = BundlePassword(Zeroizing::new(random_string(
+        PASSWORD_LEN,
+        PASSWORD_ALPHABET,
+    )?));
+    let (public, secret) = entry_options(created_at);
+    let zip = write_entries(
+        &[
+            (entries::CA_CHAIN, ca_chain_pem.as_bytes(), public),
+            (entries::CONNECTION, connection_json, secret),
+        ],
+        password.expose_secret(),
+    )?;
+    Ok(CredentialBundle { zip, password })
+}
+
+fn entry_options(created_at: DateTime<Utc>) -> (SimpleFileOptions, SimpleFileOptions) {
     let base = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Deflated)
-        .last_modified_time(zip_time(contents.created_at));
+        .last_modified_time(zip_time(created_at));
     let public = base.unix_permissions(0o644);
-    // The key is stored, not deflated: the deflate encoder keeps what it reads in
+    // Secrets are stored, not deflated: the deflate encoder keeps what it reads in
     // its window and drops it unwiped, whereas a stored entry goes straight to
     // the AES writer, which wipes its buffer after every write.
     let secret = base
         .compression_method(CompressionMethod::Stored)
         .unix_permissions(0o600);
+    (public, secret)
+}
+
+fn write_entries(
+    files: &[(&str, &[u8], SimpleFileOptions)],
+    password: &str,
+) -> Result<Vec<u8>, PkiError> {
+    let fail = |e: zip::result::ZipError| PkiError::Bundle(e.to_string());
+    let io_fail = |e: std::io::Error| PkiError::Bundle(e.to_string());
+    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+    for (name, data, options) in files {
+        zip.start_file(
+            *name,
+            options.with_aes_encryption(AesMode::Aes256, password),
+        )
+        .map_err(fail)?;
+        zip.write_all(data).map_err(io_fail)?;
+    }
+    Ok(zip.finish().map_err(fail)?.into_inner())
+}
+
+fn write_zip(contents: &BundleContents<'_>, password: &str) -> Result<Vec<u8>, PkiError> {
+    let (public, secret) = entry_options(contents.created_at);
     let files: [(&str, &[u8], SimpleFileOptions); 4] = [
         (
             entries::DEVICE_CERT,
@@ -121,13 +164,7 @@ fn write_zip(contents: &BundleContents<'_>, password: &str) -> Result<Vec<u8>, P
         (entries::CA_CHAIN, contents.ca_chain_pem.as_bytes(), public),
         (entries::CONNECTION, contents.connection_json, public),
     ];
-    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, data, options) in files {
-        zip.start_file(name, options.with_aes_encryption(AesMode::Aes256, password))
-            .map_err(fail)?;
-        zip.write_all(data).map_err(io_fail)?;
-    }
-    Ok(zip.finish().map_err(fail)?.into_inner())
+    write_entries(&files, password)
 }
 
 /// ZIP's DOS time (1980 to 2107, two-second steps); outside that range the ZIP

@@ -214,6 +214,11 @@ impl CertificateAuthority {
 
     /// The chain as PEM: the issuing CA first, the root last. This is what devices
     /// and brokers are given as `ca.crt`.
+    /// The chain as parsed certificates, issuing CA first.
+    pub(crate) fn chain_certificates(&self) -> &[X509] {
+        &self.chain
+    }
+
     pub fn chain_pem(&self) -> &str {
         &self.chain_pem
     }

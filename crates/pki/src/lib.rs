@@ -13,6 +13,8 @@
 //! - CRLs ([`CertificateAuthority::build_crl`]);
 //! - AES-256 encrypted ZIP credential bundles ([`build_bundle`]);
 //! - certificate inspection for display ([`chain_info`]);
+//! - device access tokens ([`TokenKey`]): ES256 JWS with a key derived from the CA
+//!   key;
 //! - [`secrets`]: randomness, hashing and constant-time comparison for the other
 //!   crates.
 //!
@@ -27,6 +29,7 @@ mod csr;
 mod error;
 mod info;
 mod issue;
+mod jwt;
 mod keys;
 mod pkcs8;
 mod possession;
@@ -35,8 +38,8 @@ mod server_cert;
 mod x509util;
 
 pub use bundle::{
-    build_bundle, entries as bundle_entries, BundleContents, BundlePassword, CredentialBundle,
-    PASSWORD_ALPHABET, PASSWORD_LEN,
+    build_bundle, build_password_bundle, entries as bundle_entries, BundleContents, BundlePassword,
+    CredentialBundle, PASSWORD_ALPHABET, PASSWORD_LEN,
 };
 pub use ca::{files as ca_files, CaSpec, CertificateAuthority, IntermediateSpec};
 pub use crl::{crl_pem_from_der, Crl, CrlParams, RevokedCertificate};
@@ -46,6 +49,7 @@ pub use info::{chain_info, CertificateInfo};
 pub use issue::{
     device_uri, GeneratedCredential, IssueParams, IssuedCertificate, CRL_PATH, DEVICE_URI_PATH,
 };
+pub use jwt::{TokenError, TokenKey, MAX_TOKEN_BYTES as MAX_ACCESS_TOKEN_BYTES};
 pub use keys::PrivateKeyPem;
-pub use possession::csr_matches_certificate;
+pub use possession::{csr_matches_certificate, presented_certificate, PresentedCertificate};
 pub use server_cert::{mosquitto_password_hash, ServerCertParams, ServiceCertParams};

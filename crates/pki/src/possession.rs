@@ -62,3 +62,70 @@ mod tests {
         assert!(csr_matches_certificate(&csr_pem(&key), "not a cert").is_err());
     }
 }
+
+/// A client certificate as a device presented it, once checked against the CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentedCertificate {
+    pub serial: onboard_domain::CertSerial,
+    pub fingerprint: onboard_domain::Fingerprint,
+}
+
+/// The serial and fingerprint of a certificate the TLS handshake already verified
+/// against the CA (DER, as OpenSSL hands it over).
+pub fn presented_certificate(der: &[u8]) -> Result<PresentedCertificate, PkiError> {
+    let cert = openssl::x509::X509::from_der(der).map_err(|_| PkiError::CertificateUnreadable {
+        reason: "not a DER X.509 certificate".into(),
+    })?;
+    Ok(PresentedCertificate {
+        serial: crate::x509util::serial_of(&cert)?,
+        fingerprint: crate::x509util::fingerprint(&cert)?,
+    })
+}
+
+impl crate::CertificateAuthority {
+    /// Verifies a client certificate that did not pass our own TLS handshake (one a
+    /// trusted proxy forwarded, PEM): its chain to this CA, its validity at `now` and
+    /// its use for client authentication. A certificate of any other issuer fails.
+    pub fn verify_client_certificate(
+        &self,
+        pem: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<PresentedCertificate, PkiError> {
+        use openssl::stack::Stack;
+        use openssl::x509::store::X509StoreBuilder;
+        use openssl::x509::verify::X509VerifyFlags;
+        use openssl::x509::{X509StoreContext, X509};
+        let unreadable = |reason: &str| PkiError::CertificateUnreadable {
+            reason: reason.into(),
+        };
+        let cert = X509::from_pem(pem).map_err(|_| unreadable("not a PEM X.509 certificate"))?;
+        let mut store = X509StoreBuilder::new()?;
+        for c in self.chain_certificates() {
+            store.add_cert(c.clone())?;
+        }
+        store.set_flags(X509VerifyFlags::X509_STRICT)?;
+        let param = {
+            let mut p = openssl::x509::verify::X509VerifyParam::new()?;
+            p.set_time(now.timestamp());
+            p.set_purpose(openssl::x509::X509PurposeId::SSL_CLIENT)?;
+            p
+        };
+        store.set_param(&param)?;
+        let store = store.build();
+        let chain = Stack::new()?;
+        let mut ctx = X509StoreContext::new()?;
+        let ok = ctx.init(&store, &cert, &chain, |c| {
+            let ok = c.verify_cert()?;
+            Ok(if ok {
+                Ok(())
+            } else {
+                Err(c.error().error_string().to_owned())
+            })
+        })?;
+        ok.map_err(|reason| unreadable(&format!("not a valid certificate of this CA: {reason}")))?;
+        Ok(PresentedCertificate {
+            serial: crate::x509util::serial_of(&cert)?,
+            fingerprint: crate::x509util::fingerprint(&cert)?,
+        })
+    }
+}

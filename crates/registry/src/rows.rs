@@ -29,7 +29,7 @@ where
     s.parse::<T>().map_err(|e| corrupt(what, e))
 }
 
-fn uuid(what: &str, s: &str) -> Result<uuid::Uuid, RepoError> {
+pub(crate) fn uuid(what: &str, s: &str) -> Result<uuid::Uuid, RepoError> {
     uuid::Uuid::parse_str(s).map_err(|e| corrupt(what, e))
 }
 
@@ -59,6 +59,7 @@ pub(crate) struct ModelRow {
     pub config: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub credential: String,
 }
 
 impl ModelRow {
@@ -74,6 +75,7 @@ impl ModelRow {
             config: json_text(&m.config),
             created_at: ts(m.created_at),
             updated_at: ts(m.updated_at),
+            credential: m.credential.as_str().to_owned(),
         }
     }
 
@@ -90,6 +92,7 @@ impl ModelRow {
             max_qos: u8::try_from(self.max_qos).map_err(|e| corrupt("max qos", e))?,
             retain_allowed: self.retain_allowed,
             config: json("model config", &self.config)?,
+            credential: parse("model credential", &self.credential)?,
             created_at: utc(self.created_at),
             updated_at: utc(self.updated_at),
         })
@@ -151,6 +154,7 @@ pub(crate) struct DeviceRow {
     pub activated_at: Option<NaiveDateTime>,
     pub last_seen_at: Option<NaiveDateTime>,
     pub decommissioned_at: Option<NaiveDateTime>,
+    pub credential: String,
 }
 
 impl DeviceRow {
@@ -163,6 +167,7 @@ impl DeviceRow {
             location: self.location,
             firmware_version: self.firmware_version,
             status: parse("device status", &self.status)?,
+            credential: parse("device credential", &self.credential)?,
             bootstrap_key_id: self
                 .bootstrap_key_id
                 .map(|k| uuid("bootstrap key id", &k).map(BootstrapKeyId))

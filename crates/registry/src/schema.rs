@@ -13,6 +13,7 @@ diesel::table! {
         config -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        credential -> Text,
     }
 }
 
@@ -51,6 +52,7 @@ diesel::table! {
         activated_at -> Nullable<Timestamp>,
         last_seen_at -> Nullable<Timestamp>,
         decommissioned_at -> Nullable<Timestamp>,
+        credential -> Text,
     }
 }
 

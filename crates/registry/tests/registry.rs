@@ -23,10 +23,16 @@ macro_rules! on_both_backends {
     };
 }
 
+#[path = "cases/credentials.rs"]
+mod credentials;
 #[path = "cases/effects.rs"]
 mod effects;
 #[path = "cases/more.rs"]
 mod more;
+use credentials::{
+    mqtt_credentials_are_one_per_device_and_replaced,
+    renewals_are_found_once_their_newest_certificate_is_old_enough,
+};
 use effects::{
     a_use_taken_in_a_rolled_back_transaction_is_not_spent, conditional_updates_check_the_status,
     exclusive_sections_do_not_overlap, pending_effects_queue_postpone_and_complete,
@@ -58,6 +64,8 @@ on_both_backends!(
     revocation_count_only_grows,
     exclusive_sections_do_not_overlap,
     a_use_taken_in_a_rolled_back_transaction_is_not_spent,
+    mqtt_credentials_are_one_per_device_and_replaced,
+    renewals_are_found_once_their_newest_certificate_is_old_enough,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -76,6 +84,7 @@ fn new_device(serial: &str, at: DateTime<Utc>) -> NewDevice {
         model: None,
         location: "hall 7".into(),
         firmware_version: "1.0.0".into(),
+        credential: CredentialKind::Certificate,
         bootstrap_key_id: None,
         batch: None,
         config: serde_json::json!({"interval": 30}),
@@ -124,6 +133,7 @@ fn model(code: &str, at: DateTime<Utc>) -> DeviceModel {
         max_qos: 1,
         retain_allowed: false,
         config: serde_json::json!({"interval": 60}),
+        credential: CredentialKind::Certificate,
         created_at: at,
         updated_at: at,
     }

@@ -72,6 +72,37 @@ impl CertificateRepository for DbConnection {
         crate::rows::all(rows, CertificateRow::into_domain)
     }
 
+    fn renewals_older_than(
+        &mut self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<(DeviceId, CertificateId)>, RepoError> {
+        use diesel::dsl::{count_star, max};
+        let active = CertificateStatus::Active.as_str();
+        let groups: Vec<(String, Option<chrono::NaiveDateTime>)> = certificates::table
+            .filter(certificates::status.eq(active))
+            .group_by(certificates::device_id)
+            .having(count_star().gt(1))
+            .select((certificates::device_id, max(certificates::created_at)))
+            .load(self)
+            .repo(ENTITY)?;
+        let mut out = Vec::new();
+        for (device, newest) in groups {
+            if newest.is_none_or(|t| t > ts(cutoff)) {
+                continue;
+            }
+            let id = DeviceId(crate::rows::uuid("device id", &device)?);
+            let newest = self
+                .certificates_of_device(id)?
+                .into_iter()
+                .filter(|c| c.status == CertificateStatus::Active)
+                .max_by_key(|c| c.created_at);
+            if let Some(c) = newest {
+                out.push((id, c.id));
+            }
+        }
+        Ok(out)
+    }
+
     fn revoke_certificate(
         &mut self,
         id: CertificateId,

@@ -9,7 +9,7 @@ use super::{contains_pattern, lower, overfetch};
 use crate::db::DbConnection;
 use crate::error::DieselResultExt;
 use crate::rows::{json_text, ts, DeviceRow};
-use crate::schema::{certificates, devices};
+use crate::schema::{certificates, devices, mqtt_credentials};
 
 const ENTITY: &str = "device";
 
@@ -62,6 +62,7 @@ impl DeviceRepository for DbConnection {
             activated_at: None,
             last_seen_at: None,
             decommissioned_at: None,
+            credential: d.credential.as_str().to_owned(),
         };
         diesel::insert_into(devices::table)
             .values(&row)
@@ -175,6 +176,11 @@ impl DeviceRepository for DbConnection {
         diesel::delete(certificates::table.filter(certificates::device_id.eq(id.to_string())))
             .execute(self)
             .repo("certificate")?;
+        diesel::delete(
+            mqtt_credentials::table.filter(mqtt_credentials::device_id.eq(id.to_string())),
+        )
+        .execute(self)
+        .repo("mqtt credential")?;
         let n = diesel::delete(devices::table.find(id.to_string()))
             .execute(self)
             .repo(ENTITY)?;

@@ -7,6 +7,7 @@ mod devices;
 mod effects;
 mod keys;
 mod models;
+mod mqtt;
 
 #[diesel::declare_sql_function]
 extern "SQL" {
