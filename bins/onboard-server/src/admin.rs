@@ -331,6 +331,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(crate::devices::revoke_device)
             .service(crate::devices::decommission_device)
             .service(crate::devices::update_device)
+            .service(crate::devices::device_provisioning)
             .service(crate::public::ca_info)
             .service(crate::models::create_model)
             .service(crate::models::list_models)

@@ -228,3 +228,25 @@ pub async fn download_bundle(
         .content_type("application/zip")
         .body(zip))
 }
+
+/// The provisioning package of a device (the earlier backend's JSON download):
+/// connection settings, topics, configuration, CA chain. For a password device it
+/// carries a new secret, which replaces the old one at once (broker and tokens).
+#[utoipa::path(context_path = "/private/v1/admin", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "device id")), responses(
+    (status = 200, body = crate::iot::ProvisioningView),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody, description = "the device is revoked or decommissioned"),
+))]
+#[get("/devices/{id}/provisioning")]
+pub async fn device_provisioning(
+    admin: Admin,
+    onboard: web::Data<Onboard>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = device_id(&id)?;
+    let p = blocking(move || onboard.admin_provisioning(&admin.0, id)).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(crate::iot::provisioning_view(&p)))
+}

@@ -41,6 +41,14 @@ use crate::health::{HealthBody, ReadyBody};
         crate::models::show_model,
         crate::models::update_model,
         crate::models::delete_model,
+        crate::devices::device_provisioning,
+        crate::iot::token,
+        crate::iot::jwks,
+        crate::iot::openid_configuration,
+        crate::iot::config,
+        crate::iot::provisioning,
+        crate::iot::activate,
+        crate::iot::renew,
     ),
     components(schemas(ErrorBody, HealthBody, ReadyBody)),
     modifiers(&OperationsPaths, &SecuritySchemes),
@@ -48,6 +56,7 @@ use crate::health::{HealthBody, ReadyBody};
         (name = "operations", description = "Health, metrics and documentation"),
         (name = "public", description = "Routes devices call without admin credentials"),
         (name = "admin", description = "Operator routes: Authorization: Bearer <admin token>"),
+        (name = "iot", description = "The device API: a client certificate of ours (mutual TLS) or an access token from POST /iot/token"),
     ),
 )]
 pub struct ApiDoc;

@@ -163,6 +163,16 @@ pub mod extractors {
         e.into()
     }
 
+    /// Form bodies: the token endpoint answers these itself, in RFC 6749's shape.
+    pub fn form(err: actix_web::error::UrlencodedError, _req: &HttpRequest) -> actix_web::Error {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("the form body cannot be read: {err}"),
+        )
+        .into()
+    }
+
     pub fn query(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

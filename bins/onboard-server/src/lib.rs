@@ -17,6 +17,7 @@ pub mod devices;
 pub mod docs;
 pub mod error;
 pub mod health;
+pub mod iot;
 pub mod models;
 pub mod public;
 pub mod ratelimit;
@@ -212,13 +213,45 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
     let server_settings = state.onboard.settings().server.clone();
     let bind = server_settings.bind.clone();
     let factory_state = state.clone();
-    let server = HttpServer::new(move || app(factory_state.clone()))
+    let mut server = HttpServer::new(move || app(factory_state.clone()))
+        .on_connect(tls::on_connect)
         .shutdown_timeout(server_settings.shutdown_timeout_seconds)
         .bind(&bind)
         .map_err(|source| ServerError::Bind {
             bind: bind.clone(),
             source,
         })?;
+    if !server_settings.tls_bind.is_empty() {
+        let identity = tls::TlsIdentity::load(&state.onboard)?;
+        let acceptor = identity.acceptor(&state.onboard)?;
+        let tls_bind = server_settings.tls_bind.clone();
+        server = server
+            .bind_openssl(&tls_bind, acceptor)
+            .map_err(|source| ServerError::Bind {
+                bind: tls_bind.clone(),
+                source,
+            })?;
+        tracing::info!(bind = %tls_bind, not_after = %identity.not_after(), "TLS listener (client certificates optional, verified against the CA)");
+        // Hourly: replace the server certificate before it expires, or reload
+        // changed certificate files.
+        let onboard = state.onboard.clone();
+        actix_web::rt::spawn(async move {
+            let mut tick = actix_web::rt::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let (o, id) = (onboard.clone(), identity.clone());
+                let now = o.clock().now();
+                match web::block(move || id.refresh(&o, now)).await {
+                    Ok(Ok(true)) => tracing::info!("TLS server certificate replaced"),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "could not replace the TLS server certificate")
+                    }
+                    Err(_) => tracing::warn!("the TLS certificate task failed"),
+                }
+            }
+        });
+    }
     // Once a minute: forget idle clients of the rate limiter (bounded memory) and
     // drop the content of expired credential bundles (no private key outlives its
     // download link).
@@ -310,6 +343,14 @@ pub fn app(
         .app_data(web::Data::new(state.registrations.clone()))
         .app_data(web::Data::new(state.guard.clone()))
         .app_data(web::Data::new(BodyLimit(limit)))
+        .app_data(web::Data::new(iot::ProxyTrust::from_settings(
+            &state.onboard.settings().server,
+        )))
+        .app_data(
+            web::FormConfig::default()
+                .limit(limit)
+                .error_handler(error::extractors::form),
+        )
         .app_data(
             web::JsonConfig::default()
                 .limit(limit)
@@ -322,6 +363,13 @@ pub fn app(
         .service(health::ready)
         .service(public_routes(state.guard.clone()))
         .configure(admin::routes)
+        .service(iot::token)
+        .service(iot::config)
+        .service(iot::provisioning)
+        .service(iot::activate)
+        .service(iot::renew)
+        .service(iot::jwks)
+        .service(iot::openid_configuration)
         .service(docs::openapi_json)
         .service(docs::docs_redirect)
         .service(docs::swagger_ui())

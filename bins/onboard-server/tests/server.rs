@@ -10,6 +10,8 @@ mod e2e;
 mod faults;
 #[path = "cases/http.rs"]
 mod http;
+#[path = "cases/iot.rs"]
+mod iot;
 #[path = "cases/lifecycle.rs"]
 mod lifecycle;
 

@@ -40,6 +40,7 @@ pub use lifecycle::DevicePatch;
 pub use models::{check_topic_template, ModelRequest};
 pub use onboard_broker::{StatusConfig, StatusListener};
 pub use onboard_domain as domain;
+pub use onboard_pki::{presented_certificate, PresentedCertificate};
 pub use operator::{BundleLink, NewDeviceRequest, OperatorRegistered};
 pub use provision::render_topic;
 pub use register::{MqttInfo, RegisterRequest, Registered, DEFAULT_TOPIC, MAX_CSR_BYTES};

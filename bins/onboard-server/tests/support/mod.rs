@@ -96,6 +96,18 @@ pub fn try_post_json(
     })
 }
 
+pub fn patch_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Response {
+    let mut req = agent().patch(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    read(
+        req.content_type("application/json")
+            .send(body.to_string())
+            .unwrap(),
+    )
+}
+
 pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Response {
     let mut req = agent().get(url);
     for (k, v) in headers {

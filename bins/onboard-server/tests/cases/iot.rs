@@ -1,0 +1,430 @@
+//! The device API on the real binary's TLS listener, with independent clients:
+//! curl presenting certificates we issued (mutual TLS), and a standard OAuth2
+//! client library (requests-oauthlib) with PyJWT verifying tokens through the JWKS.
+
+use std::path::Path;
+use std::process::Command;
+
+use onboard_registry::testing::{TestBackend, TestDb};
+use serde_json::json;
+
+use crate::e2e::env_for;
+use crate::support::{self, free_port, openssl, p256_csr, post_json, Server};
+
+/// A running server with its TLS listener, admin token and CA chain on disk.
+struct Tls {
+    server: Server,
+    tls: String,
+    token: String,
+    chain: String,
+}
+
+fn start(dir: &Path, db: &TestDb, extra: &[(&'static str, String)]) -> Tls {
+    let port = free_port();
+    let mut env = env_for(db);
+    env.push(("ONBOARD__SERVER__TLS_BIND", format!("127.0.0.1:{port}")));
+    env.extend(extra.iter().cloned());
+    let server = Server::start(dir, &env);
+    let token = std::fs::read_to_string(dir.join("data/admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let chain = support::get(&server.url("/public/v1/ca")).body;
+    std::fs::write(dir.join("chain.pem"), &chain).unwrap();
+    Tls {
+        server,
+        tls: format!("https://127.0.0.1:{port}"),
+        token,
+        chain: dir.join("chain.pem").display().to_string(),
+    }
+}
+
+/// curl's answer: HTTP status (0 when the TLS handshake failed), headers, body.
+struct Curl {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Curl {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+fn curl(dir: &Path, t: &Tls, method: &str, path: &str, cert: Option<&str>, extra: &[&str]) -> Curl {
+    let headers = dir.join("curl-headers.txt");
+    let mut cmd = Command::new("curl");
+    cmd.current_dir(dir).args([
+        "-sS",
+        "--http1.1",
+        "--cacert",
+        &t.chain,
+        "-X",
+        method,
+        "-D",
+        headers.to_str().unwrap(),
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if let Some(name) = cert {
+        cmd.args([
+            "--cert",
+            &format!("{name}.crt"),
+            "--key",
+            &format!("{name}.key"),
+        ]);
+    }
+    cmd.args(extra).arg(format!("{}{path}", t.tls));
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    Curl {
+        status: code.trim().parse().unwrap_or(0),
+        headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+        body: if out.status.success() {
+            body.to_owned()
+        } else {
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        },
+    }
+}
+
+fn admin(t: &Tls) -> [(&'static str, String); 1] {
+    [("Authorization", format!("Bearer {}", t.token))]
+}
+
+fn headers<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Registers `serial` with a fresh key (`NAME.key`, `NAME.crt` in `dir`).
+fn register(dir: &Path, t: &Tls, key: &str, serial: &str, name: &str) -> serde_json::Value {
+    let csr = p256_csr(dir, name);
+    let r = post_json(
+        &t.server.url("/public/v1/register"),
+        &[("Authorization", &format!("Bearer {key}"))],
+        &json!({"serial": serial, "model": "thermo", "csr": csr}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let body = r.json();
+    std::fs::write(
+        dir.join(format!("{name}.crt")),
+        body["certificate_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    body
+}
+
+fn crl_text(dir: &Path, t: &Tls) -> String {
+    let crl = support::get(&t.server.url("/public/v1/crl")).body;
+    std::fs::write(dir.join("crl.pem"), crl).unwrap();
+    let (ok, text) = openssl(dir, &["crl", "-in", "crl.pem", "-noout", "-text"]);
+    assert!(ok, "{text}");
+    text
+}
+
+#[test]
+fn devices_reach_their_own_data_over_mutual_tls_and_lose_it_when_revoked() {
+    let db = TestDb::new(TestBackend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = start(d, &db, &[]);
+    let auth = admin(&t);
+
+    let r = post_json(
+        &t.server.url("/private/v1/admin/models"),
+        &headers(&auth),
+        &json!({"code": "thermo", "config": {"interval": 30, "unit": "C"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let key = crate::faults::create_key(d, &env_for(&db), "iot", 10).secret;
+    let a = register(d, &t, &key, "SN-IOT-A", "a");
+    let b = register(d, &t, &key, "SN-IOT-B", "b");
+    let (a_id, b_id) = (
+        a["device_id"].as_str().unwrap().to_owned(),
+        b["device_id"].as_str().unwrap().to_owned(),
+    );
+    // The device's own override wins over the model's default.
+    let r = support::patch_json(
+        &t.server.url(&format!("/private/v1/admin/devices/{a_id}")),
+        &headers(&auth),
+        &json!({"config": {"interval": 10, "room": "lab"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // The server's own certificate verifies with our chain for 127.0.0.1 (no -k).
+    let r = curl(d, &t, "GET", "/iot/config", Some("a"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"interval": 10, "unit": "C", "room": "lab"})
+    );
+    let r = curl(d, &t, "GET", "/iot/config", Some("b"), &[]);
+    assert_eq!(
+        r.json(),
+        json!({"interval": 30, "unit": "C"}),
+        "b sees its own"
+    );
+
+    let r = curl(d, &t, "GET", "/iot/provisioning", Some("a"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let p = r.json();
+    assert_eq!(p["device_id"], a_id.as_str());
+    assert_eq!(p["mqtt"]["client_id"], a_id.as_str());
+    assert_eq!(p["credential"], "certificate");
+    assert!(p["mqtt"]["publish"].as_array().unwrap().iter().all(|t| t
+        .as_str()
+        .unwrap()
+        .contains(&a_id)
+        && !t.as_str().unwrap().contains(&b_id)));
+    assert_eq!(
+        p["ca_chain_pem"].as_str().unwrap(),
+        std::fs::read_to_string(&t.chain).unwrap()
+    );
+    assert_eq!(p["certificate"]["serial"], a["certificate_serial"]);
+    let r = curl(d, &t, "GET", "/iot/provisioning", Some("b"), &[]);
+    assert_eq!(r.json()["device_id"], b_id.as_str());
+
+    // No certificate and no token: 401 with a challenge; nothing is answered.
+    let r = curl(d, &t, "GET", "/iot/config", None, &[]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        r.headers
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{}",
+        r.headers
+    );
+    let r = curl(
+        d,
+        &t,
+        "GET",
+        "/iot/config",
+        None,
+        &["-H", "Authorization: Bearer not.a.token"],
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    // A certificate of another CA does not get through the handshake.
+    let (ok, out) = openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "rogue.key",
+            "-out",
+            "rogue.crt",
+            "-subj",
+            &format!("/CN={a_id}"),
+            "-days",
+            "1",
+        ],
+    );
+    assert!(ok, "{out}");
+    let r = curl(d, &t, "GET", "/iot/config", Some("rogue"), &[]);
+    assert_eq!(r.status, 0, "refused at the handshake: {}", r.body);
+
+    // Activation over the API.
+    let r = curl(d, &t, "POST", "/iot/activate", Some("a"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "active");
+
+    // Renewal: the same key is refused; a new key gets a certificate, the old one
+    // works until the new one is used, then it is revoked as superseded.
+    let same = std::fs::read_to_string(d.join("a.csr")).unwrap();
+    let r = curl(
+        d,
+        &t,
+        "POST",
+        "/iot/renew",
+        Some("a"),
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &json!({"csr": same}).to_string(),
+        ],
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("new key"), "{}", r.body);
+    let csr = p256_csr(d, "a2");
+    let r = curl(
+        d,
+        &t,
+        "POST",
+        "/iot/renew",
+        Some("a"),
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &json!({"csr": csr}).to_string(),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let renewed = r.json();
+    std::fs::write(
+        d.join("a2.crt"),
+        renewed["certificate_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (ok, out) = openssl(d, &["verify", "-CAfile", &t.chain, "a2.crt"]);
+    assert!(ok, "{out}");
+    let old_serial = a["certificate_serial"].as_str().unwrap();
+    assert_eq!(
+        curl(d, &t, "GET", "/iot/config", Some("a"), &[]).status,
+        200,
+        "grace"
+    );
+    assert!(!crl_text(d, &t).contains(old_serial));
+    assert_eq!(
+        curl(d, &t, "GET", "/iot/config", Some("a2"), &[]).status,
+        200
+    );
+    assert_eq!(
+        curl(d, &t, "GET", "/iot/config", Some("a"), &[]).status,
+        401,
+        "superseded"
+    );
+    assert!(
+        crl_text(d, &t).contains(old_serial),
+        "the old certificate is in the CRL"
+    );
+
+    // Revocation takes effect at once, before any CRL reaches a client.
+    let r = post_json(
+        &t.server
+            .url(&format!("/private/v1/admin/devices/{a_id}/revoke")),
+        &headers(&auth),
+        &json!({"reason": "keyCompromise"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = curl(d, &t, "GET", "/iot/config", Some("a2"), &[]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(
+        curl(d, &t, "GET", "/iot/config", Some("b"), &[]).status,
+        200,
+        "b is untouched"
+    );
+}
+
+/// Runs the OAuth2 client script; returns its JSON report.
+fn oauth_client(dir: &Path, t: &Tls, client_id: &str, secret: &str) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oauth_client.py");
+    let out = Command::new("python3")
+        .current_dir(dir)
+        .args([script, &t.tls, &t.server.base, client_id, secret, &t.chain])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn password_devices_get_tokens_from_a_standard_oauth2_client() {
+    let db = TestDb::new(TestBackend::Postgres);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = start(d, &db, &[]);
+    let auth = admin(&t);
+    let mk = |name: &str| {
+        let r = post_json(
+            &t.server.url("/private/v1/admin/devices"),
+            &headers(&auth),
+            &json!({"name": name, "credential": "password", "config": {"led": name}}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let v = r.json();
+        assert!(v.get("certificate").is_none(), "{v}");
+        (
+            v["client_id"].as_str().unwrap().to_owned(),
+            v["client_secret"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (id, secret) = mk("pw-one");
+    let (other_id, other_secret) = mk("pw-two");
+    assert_ne!(secret, other_secret);
+    // The secret is stored only as a hash.
+    let rows = support::sql(&db.url, "SELECT password_hash FROM mqtt_credentials");
+    assert_eq!(rows.len(), 2);
+    assert!(rows
+        .iter()
+        .all(|r| r[0].starts_with("$7$") && !r[0].contains(&secret)));
+
+    let report = oauth_client(d, &t, &id, &secret);
+    for method in ["basic", "post"] {
+        let r = &report[method];
+        assert_eq!(r["token_type"], "Bearer", "{report}");
+        assert_eq!(r["claims"]["sub"], id.as_str(), "{report}");
+        assert_eq!(r["claims"]["iss"], t.server.base.as_str(), "{report}");
+        assert_eq!(r["config_status"], 200, "{report}");
+        assert_eq!(
+            r["config"],
+            json!({"led": "pw-one"}),
+            "only its own data: {report}"
+        );
+    }
+    assert_eq!(report["wrong_secret"], "invalid_client", "{report}");
+    assert_eq!(report["tampered_status"], 401, "{report}");
+    let other = oauth_client(d, &t, &other_id, &other_secret);
+    assert_eq!(other["basic"]["config"], json!({"led": "pw-two"}));
+
+    // A new secret from the admin provisioning download ends the old one and
+    // every token issued for it.
+    let r = support::get_with(
+        &t.server
+            .url(&format!("/private/v1/admin/devices/{id}/provisioning")),
+        &headers(&auth),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let p = r.json();
+    let fresh = p["client_secret"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, secret);
+    assert_eq!(p["mqtt"]["username"], id.as_str());
+    let old_token = report["basic"]["access_token"].as_str().unwrap();
+    let r = curl(
+        d,
+        &t,
+        "GET",
+        "/iot/config",
+        None,
+        &["-H", &format!("Authorization: Bearer {old_token}")],
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    let again = oauth_client(d, &t, &id, &fresh);
+    assert_eq!(again["basic"]["config_status"], 200, "{again}");
+    let stale = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            &t.chain,
+            "-u",
+            &format!("{id}:{secret}"),
+            "-d",
+            "grant_type=client_credentials",
+            &format!("{}/iot/token", t.tls),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&stale.stdout),
+        "401",
+        "the old secret is refused"
+    );
+}
