@@ -12,6 +12,8 @@ mod faults;
 mod http;
 #[path = "cases/lifecycle.rs"]
 mod lifecycle;
+#[path = "cases/revocation.rs"]
+mod revocation;
 
 use actix_web::http::StatusCode;
 use actix_web::test as atest;
