@@ -14,6 +14,8 @@ mod http;
 mod iot;
 #[path = "cases/lifecycle.rs"]
 mod lifecycle;
+#[path = "cases/revocation.rs"]
+mod revocation;
 
 use actix_web::http::StatusCode;
 use actix_web::test as atest;

@@ -64,8 +64,9 @@ impl InstalledCrl {
             .clone()
     }
 
-    fn set(&self, status: CrlStatus) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+    /// Held while installing, so installs of one process happen one at a time.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<CrlStatus>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -307,10 +308,17 @@ impl Onboard {
         self.install_crl(&crl)
     }
 
+    /// Installs `crl` in the broker unless this process installed a newer one:
+    /// two calls that signed CRLs n and n+1 may reach this point in either
+    /// order, and the older must not replace the newer.
     pub(crate) fn install_crl(
         &self,
         crl: &crate::ca::PublishedCrl,
     ) -> Result<CrlStatus, CoreError> {
+        let mut installed = self.installed_crl_cell().lock();
+        if let Some(newer) = installed.as_ref().filter(|s| s.number > crl.number) {
+            return Ok(newer.clone());
+        }
         self.ports()
             .broker
             .publish_crl(&crl.pem)
@@ -320,7 +328,7 @@ impl Onboard {
             this_update: crl.this_update,
             next_update: crl.next_update,
         };
-        self.installed_crl_cell().set(status.clone());
+        *installed = Some(status.clone());
         Ok(status)
     }
 

@@ -64,6 +64,7 @@ on_both_backends!(possession_tests for possession:
     the_crl_is_refreshed_before_half_its_validity,
     concurrent_revocations_all_reach_the_crl,
     serials_shaped_like_device_ids_are_refused,
+    an_older_crl_never_replaces_a_newer_one_in_the_broker,
 );
 
 on_both_backends!(register_tests for register:

@@ -1,11 +1,13 @@
 //! Issue-level flows against the real binaries: onboardctl, onboard-server, openssl.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 
 use onboard_registry::testing::{TestBackend, TestDb};
 use serde_json::json;
 
-use crate::support::{self, onboardctl, openssl, post_json, Server};
+use crate::faults::{create_key, crl_serials, Key};
+use crate::support::{self, onboardctl, openssl, post_json, sql, Server};
 
 /// Settings for a server and CLI that share one database, without rate limits
 /// (the flows below send many requests from one address).
@@ -15,10 +17,6 @@ pub(crate) fn env_for(db: &TestDb) -> Vec<(&'static str, String)> {
         ("ONBOARD__RATE_LIMIT__REQUESTS_PER_MINUTE", "0".into()),
         ("ONBOARD__RATE_LIMIT__FAILURES_PER_HOUR", "0".into()),
     ]
-}
-
-fn create_key(dir: &std::path::Path, env: &[(&'static str, String)], max_uses: u32) -> String {
-    crate::faults::create_key(dir, env, "line7-2026w47", max_uses).secret
 }
 
 #[test]
@@ -188,59 +186,159 @@ fn a_device_registers_end_to_end_with_cli_openssl_and_http() {
     assert!(ok && stdout.contains("bootstrap_key.create"), "{stdout}");
 }
 
+/// One registration's answer: status, `error` (empty on success) and the
+/// certificate serial (empty on failure).
+type Outcome = (u16, String, String);
+
+/// `n` registrations of `serial(i)` sent at once through a barrier.
+fn at_once(
+    url: &str,
+    key: &str,
+    n: usize,
+    serial: impl Fn(usize) -> String + Sync,
+) -> Vec<Outcome> {
+    let barrier = Arc::new(Barrier::new(n));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (barrier, auth, serial) = (barrier.clone(), format!("Bearer {key}"), &serial);
+                s.spawn(move || {
+                    let body = json!({"serial": serial(i)});
+                    barrier.wait();
+                    let r = post_json(url, &[("Authorization", &auth)], &body);
+                    let v = r.json();
+                    let text = |f: &str| v[f].as_str().unwrap_or_default().to_owned();
+                    (r.status, text("error"), text("certificate_serial"))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// The certificates of the device with `serial`: (serial, status, reason).
+fn certificates_of(db: &TestDb, serial: &str) -> Vec<(String, String, String)> {
+    sql(
+        &db.url,
+        &format!(
+            "SELECT c.serial, c.status, COALESCE(c.revocation_reason, '') FROM certificates c \
+             JOIN devices d ON d.id = c.device_id WHERE d.serial = '{serial}' ORDER BY c.serial"
+        ),
+    )
+    .into_iter()
+    .map(|r| (r[0].to_uppercase(), r[1].clone(), r[2].clone()))
+    .collect()
+}
+
+fn key_uses(db: &TestDb, key: &Key) -> String {
+    let rows = sql(
+        &db.url,
+        &format!("SELECT uses FROM bootstrap_keys WHERE id = '{}'", key.id),
+    );
+    rows[0][0].clone()
+}
+
 fn parallel_registrations_take_exactly_max_uses(backend: TestBackend) {
     let db = TestDb::new(backend);
     let dir = tempfile::tempdir().unwrap();
     let env = env_for(&db);
     let server = Server::start(dir.path(), &env);
-    let key = create_key(dir.path(), &env, 20);
+    let key = create_key(dir.path(), &env, "line7-2026w47", 20);
     let url = server.url("/public/v1/register");
-    let barrier = Arc::new(Barrier::new(50));
-    let statuses: Vec<u16> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..50)
-            .map(|i| {
-                let (barrier, url, auth) = (barrier.clone(), url.clone(), format!("Bearer {key}"));
-                s.spawn(move || {
-                    barrier.wait();
-                    post_json(
-                        &url,
-                        &[("Authorization", &auth)],
-                        &json!({"serial": format!("SN-{i:03}")}),
-                    )
-                    .status
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let created = statuses.iter().filter(|s| **s == 201).count();
-    let refused = statuses.iter().filter(|s| **s == 401).count();
-    assert_eq!((created, refused), (20, 30), "{statuses:?}");
-
-    // Ten at once for one serial: one device.
-    let key = create_key(dir.path(), &env, 100);
-    let barrier = Arc::new(Barrier::new(10));
-    std::thread::scope(|s| {
-        for _ in 0..10 {
-            let (barrier, url, auth) = (barrier.clone(), url.clone(), format!("Bearer {key}"));
-            s.spawn(move || {
-                barrier.wait();
-                post_json(
-                    &url,
-                    &[("Authorization", &auth)],
-                    &json!({"serial": "SN-same"}),
-                );
-            });
-        }
-    });
-    let (ok, stdout, stderr) = onboardctl(
-        dir.path(),
-        &env,
-        &["--output", "json", "devices", "list", "--q", "SN-same"],
+    let outcomes = at_once(&url, &key.secret, 50, |i| format!("SN-{i:03}"));
+    let created = outcomes.iter().filter(|o| o.0 == 201).count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| (o.0, o.1.as_str()) == (401, "unauthorized"))
+        .count();
+    assert_eq!((created, refused), (20, 30), "{outcomes:?}");
+    // What the registry holds: exactly 20 devices, 20 uses, one active
+    // certificate each, and the 30 refusals audited as a used-up key.
+    let devices = sql(
+        &db.url,
+        &format!(
+            "SELECT count(*), count(DISTINCT c.id) FROM devices d JOIN certificates c \
+             ON c.device_id = d.id AND c.status = 'active' WHERE d.bootstrap_key_id = '{}'",
+            key.id
+        ),
     );
-    assert!(ok, "{stderr}");
-    let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(devices, [["20", "20"]]);
+    assert_eq!(sql(&db.url, "SELECT count(*) FROM certificates"), [["20"]]);
+    assert_eq!(key_uses(&db, &key), "20");
+    assert_eq!(
+        sql(
+            &db.url,
+            "SELECT count(*) FROM audit_events WHERE action = 'device.register' \
+             AND outcome = 'failure' AND reason = 'key_used_up'"
+        ),
+        [["30"]]
+    );
+
+    // Ten at once for one serial with a shared key and no CSR: one device. The
+    // first to commit wins; the others find the serial taken, prove nothing
+    // (docs/registration.md: proof of possession) and are refused as possible
+    // takeovers, taking no use and leaving no certificate.
+    let shared = create_key(dir.path(), &env, "shared", 100);
+    let outcomes = at_once(&url, &shared.secret, 10, |_| "SN-same".into());
+    let won: Vec<_> = outcomes.iter().filter(|o| o.0 == 201).collect();
+    let taken = outcomes
+        .iter()
+        .filter(|o| (o.0, o.1.as_str()) == (409, "serial_taken"))
+        .count();
+    assert_eq!((won.len(), taken), (1, 9), "{outcomes:?}");
+    assert_eq!(key_uses(&db, &shared), "1");
+    assert_eq!(
+        certificates_of(&db, "SN-same"),
+        [(won[0].2.to_uppercase(), "active".into(), String::new())]
+    );
+    assert_eq!(
+        sql(
+            &db.url,
+            "SELECT outcome, reason, count(*) FROM audit_events WHERE action = 'device.register' \
+             AND serial = 'SN-same' GROUP BY outcome, reason ORDER BY outcome"
+        ),
+        [
+            vec!["failure".to_owned(), "possible_takeover".into(), "9".into()],
+            vec!["success".to_owned(), String::new(), "1".into()]
+        ]
+    );
+
+    // Ten at once with the device's own single-use key and no CSR: that key may
+    // register its serial again while the device is registered, so every request
+    // is answered (one registration, nine again), each with its own certificate;
+    // one use; each answer supersedes the one committed before it, so exactly one
+    // certificate stays active and the other nine are in the CRL.
+    let own = create_key(dir.path(), &env, "own", 1);
+    let outcomes = at_once(&url, &own.secret, 10, |_| "SN-own".into());
+    assert!(outcomes.iter().all(|o| o.0 == 201), "{outcomes:?}");
+    let answered: BTreeSet<String> = outcomes.iter().map(|o| o.2.to_uppercase()).collect();
+    assert_eq!(answered.len(), 10, "{outcomes:?}");
+    assert_eq!(key_uses(&db, &own), "1");
+    let certs = certificates_of(&db, "SN-own");
+    assert_eq!(
+        certs.iter().map(|c| c.0.clone()).collect::<BTreeSet<_>>(),
+        answered
+    );
+    let active: Vec<_> = certs.iter().filter(|c| c.1 == "active").collect();
+    assert_eq!(active.len(), 1, "{certs:?}");
+    let superseded: BTreeSet<String> = certs
+        .iter()
+        .filter(|c| (c.1.as_str(), c.2.as_str()) == ("revoked", "superseded"))
+        .map(|c| c.0.clone())
+        .collect();
+    assert_eq!(superseded.len(), 9, "{certs:?}");
+    // The served CRL and the broker's CRL file list exactly those nine.
+    std::fs::write(
+        dir.path().join("chain.pem"),
+        support::get(&server.url("/public/v1/ca")).body,
+    )
+    .unwrap();
+    let served = support::get(&server.url("/public/v1/crl"));
+    assert_eq!(served.status, 200, "{}", served.body);
+    let broker = std::fs::read_to_string(dir.path().join("data/mosquitto/crl.pem")).unwrap();
+    for (name, pem) in [("served.pem", &served.body), ("broker.pem", &broker)] {
+        assert_eq!(crl_serials(dir.path(), pem, name), superseded, "{name}");
+    }
 }
 
 #[test]

@@ -82,7 +82,7 @@ fn register_body(serial: &str, csr: Option<&str>) -> serde_json::Value {
 
 /// Polls `done` until it holds; panics with `what` after `limit` (a failure guard,
 /// not a timing assertion).
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "gave up waiting: {what}");
@@ -92,7 +92,7 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 /// The devices of Mosquitto's ACL file as Onboard writes it (`# device ID` then
 /// `user CLIENT_ID`; see crates/broker/src/acl.rs), by device id with its user.
-fn acl_devices(text: &str) -> BTreeMap<String, String> {
+pub(crate) fn acl_devices(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
@@ -531,7 +531,7 @@ fn postgres_a_registration_again_needs_proof_of_possession() {
 // ---- 3. two servers, one database ------------------------------------------------
 
 /// The serial numbers a CRL lists (`openssl crl -text`), upper-case hex.
-fn crl_serials(dir: &Path, pem: &str, name: &str) -> BTreeSet<String> {
+pub(crate) fn crl_serials(dir: &Path, pem: &str, name: &str) -> BTreeSet<String> {
     std::fs::write(dir.join(name), pem).unwrap();
     let (ok, out) = openssl(
         dir,
@@ -554,7 +554,7 @@ fn crl_serials(dir: &Path, pem: &str, name: &str) -> BTreeSet<String> {
 }
 
 /// The serial of a certificate (PEM) as openssl prints it.
-fn cert_serial(dir: &Path, pem: &str, name: &str) -> String {
+pub(crate) fn cert_serial(dir: &Path, pem: &str, name: &str) -> String {
     std::fs::write(dir.join(name), pem).unwrap();
     let (ok, out) = openssl(dir, &["x509", "-in", name, "-noout", "-serial"]);
     assert!(ok, "{out}");

@@ -116,17 +116,53 @@ pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Response {
     read(req.call().unwrap())
 }
 
-/// Another binary of the workspace, built beside this test (`make test` builds
-/// them all first).
+pub fn delete_with(url: &str, headers: &[(&str, &str)]) -> Response {
+    let mut req = agent().delete(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    read(req.call().unwrap())
+}
+
+/// Another binary of the workspace, built through cargo once per test process
+/// (into the target directory and profile of this test binary), so a plain
+/// `cargo test -p onboard-server` never runs a stale copy left by an earlier
+/// build. Cargo builds only what changed; under `make test` it is already fresh.
 pub fn workspace_bin(name: &str) -> PathBuf {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(|| Mutex::new(BTreeMap::new()))
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    // This binary is <target>/<profile dir>/deps/<test>-<hash>.
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let path = dir.join(name);
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let target_dir = profile_dir.parent().unwrap();
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()).unwrap() {
+        "debug" => "dev".to_owned(),
+        other => other.to_owned(),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
+    let out = Command::new(&cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--quiet", "--locked", "--profile", &profile])
+        .args(["-p", name, "--bin", name, "--target-dir"])
+        .arg(target_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{cargo}: {e}"));
     assert!(
-        path.is_file(),
-        "{} is missing: build the workspace first (cargo build --workspace; make test does)",
-        path.display()
+        out.status.success(),
+        "cargo build -p {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let path = profile_dir.join(name);
+    assert!(path.is_file(), "cargo built no {}", path.display());
+    built.insert(name.to_owned(), path.clone());
     path
 }
 

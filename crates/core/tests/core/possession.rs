@@ -1,7 +1,7 @@
 //! Proof of possession on a taken serial, effects that converge after the commit,
 //! and a CRL that never lapses.
 
-use std::sync::{Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier};
 
 use chrono::Duration;
 use onboard_core::domain::*;
@@ -423,4 +423,101 @@ pub fn serials_shaped_like_device_ids_are_refused(backend: TestBackend) {
         )
         .unwrap();
     assert_eq!(own.device.serial.as_str(), own.device.id.to_string());
+}
+
+/// A broker whose first CRL install waits at a gate the test opens; it records
+/// every CRL it was given, in order.
+#[derive(Debug, Default)]
+struct GatedCrl {
+    gate: std::sync::Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    installed: std::sync::Mutex<Vec<String>>,
+}
+
+impl BrokerAccess for GatedCrl {
+    fn grant(&self, _: &BrokerGrant) -> Result<(), PortError> {
+        Ok(())
+    }
+    fn revoke(&self, _: DeviceId) -> Result<(), PortError> {
+        Ok(())
+    }
+    fn sync(&self, _: &[BrokerGrant]) -> Result<(), PortError> {
+        Ok(())
+    }
+    fn publish_crl(&self, pem: &str) -> Result<(), PortError> {
+        let first = self.gate.lock().unwrap().take();
+        if let Some((entered, release)) = first {
+            entered.send(()).unwrap();
+            release.recv().unwrap();
+        }
+        self.installed.lock().unwrap().push(pem.to_owned());
+        Ok(())
+    }
+}
+
+/// Two revocations whose CRLs are signed in one order and would reach the
+/// broker in the other: the first one's install is held at the broker until the
+/// second one's CRL is stored. The broker ends with the newer CRL, listing both.
+pub fn an_older_crl_never_replaces_a_newer_one_in_the_broker(backend: TestBackend) {
+    let f = fixture(backend, |_| {});
+    let key = batch(&f, 10);
+    let first = f.onboard.register(request(&key, "SN-old", None)).unwrap();
+    let second = f.onboard.register(request(&key, "SN-new", None)).unwrap();
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let broker = Arc::new(GatedCrl::default());
+    *broker.gate.lock().unwrap() = Some((entered_tx, release_rx));
+    let onboard = f.onboard.clone().with_ports(Ports {
+        issuer: None,
+        broker: broker.clone(),
+        cloud: Arc::new(Flaky::default()),
+    });
+    let latest = || {
+        f.db.db
+            .transaction(|tx| tx.latest_crl())
+            .unwrap()
+            .map(|c| c.number)
+    };
+    std::thread::scope(|s| {
+        let o1 = onboard.clone();
+        let t1 = s.spawn(move || {
+            o1.revoke_device(
+                &Actor::cli(),
+                first.device.id,
+                RevocationReason::KeyCompromise,
+            )
+        });
+        entered.recv().unwrap();
+        let older = latest().unwrap();
+        let o2 = onboard.clone();
+        let t2 = s.spawn(move || {
+            o2.revoke_device(
+                &Actor::cli(),
+                second.device.id,
+                RevocationReason::KeyCompromise,
+            )
+        });
+        // The second CRL is signed and stored while the first waits at the
+        // broker (a bounded wait for another thread, not a timing check).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while latest() == Some(older) {
+            assert!(std::time::Instant::now() < deadline, "no second CRL");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        release.send(()).unwrap();
+        t1.join().unwrap().unwrap();
+        t2.join().unwrap().unwrap();
+    });
+    let installed = broker.installed.lock().unwrap();
+    let last = installed.last().expect("a CRL reached the broker");
+    let file = write(f.dir.path(), "last.pem", last);
+    let (ok, text) = openssl(&["crl", "-in", &file, "-noout", "-text"]);
+    assert!(ok, "{text}");
+    for serial in [&first.certificate.serial, &second.certificate.serial] {
+        assert!(text.contains(serial.as_str()), "{serial} missing: {text}");
+    }
+    assert_eq!(
+        onboard.installed_crl().map(|c| c.number),
+        latest(),
+        "the process knows the newest CRL is installed"
+    );
 }
