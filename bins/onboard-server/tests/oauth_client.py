@@ -1,7 +1,7 @@
 """A standard OAuth 2.0 client (requests-oauthlib) and JWT validator (PyJWT) against
 Onboard's token endpoint, as a device platform would use them. Prints a JSON report.
 
-usage: oauth_client.py TLS_BASE HTTP_BASE CLIENT_ID CLIENT_SECRET CA_FILE
+usage: oauth_client.py BASE_URL CLIENT_ID CLIENT_SECRET CA_FILE
 """
 import json
 import ssl
@@ -13,11 +13,12 @@ from oauthlib.oauth2 import BackendApplicationClient, InvalidClientError
 from requests.auth import HTTPBasicAuth
 from requests_oauthlib import OAuth2Session
 
-tls, http, client_id, secret, ca = sys.argv[1:6]
+tls, client_id, secret, ca = sys.argv[1:5]
 token_url = f"{tls}/iot/token"
 
 discovery = requests.get(f"{tls}/.well-known/openid-configuration", verify=ca).json()
-assert discovery["token_endpoint"] == f"{http}/iot/token", discovery
+assert discovery["issuer"] == tls, discovery
+assert discovery["token_endpoint"] == f"{tls}/iot/token", discovery
 ctx = ssl.create_default_context(cafile=ca)
 jwks = jwt.PyJWKClient(f"{tls}/.well-known/jwks.json", ssl_context=ctx)
 

@@ -16,6 +16,8 @@ mod iot;
 mod lifecycle;
 #[path = "cases/revocation.rs"]
 mod revocation;
+#[path = "cases/tokens.rs"]
+mod tokens;
 
 use actix_web::http::StatusCode;
 use actix_web::test as atest;

@@ -23,6 +23,11 @@ fn start(dir: &Path, db: &TestDb, extra: &[(&'static str, String)]) -> Tls {
     let port = free_port();
     let mut env = env_for(db);
     env.push(("ONBOARD__SERVER__TLS_BIND", format!("127.0.0.1:{port}")));
+    // Devices know the server by its TLS address: the token issuer and the links.
+    env.push((
+        "ONBOARD__SERVER__PUBLIC_BASE_URL",
+        format!("https://127.0.0.1:{port}"),
+    ));
     env.extend(extra.iter().cloned());
     let server = Server::start(dir, &env);
     let token = std::fs::read_to_string(dir.join("data/admin.token"))
@@ -320,7 +325,7 @@ fn oauth_client(dir: &Path, t: &Tls, client_id: &str, secret: &str) -> serde_jso
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oauth_client.py");
     let out = Command::new("python3")
         .current_dir(dir)
-        .args([script, &t.tls, &t.server.base, client_id, secret, &t.chain])
+        .args([script, &t.tls, client_id, secret, &t.chain])
         .output()
         .unwrap();
     assert!(
@@ -368,7 +373,7 @@ fn password_devices_get_tokens_from_a_standard_oauth2_client() {
         let r = &report[method];
         assert_eq!(r["token_type"], "Bearer", "{report}");
         assert_eq!(r["claims"]["sub"], id.as_str(), "{report}");
-        assert_eq!(r["claims"]["iss"], t.server.base.as_str(), "{report}");
+        assert_eq!(r["claims"]["iss"], t.tls.as_str(), "{report}");
         assert_eq!(r["config_status"], 200, "{report}");
         assert_eq!(
             r["config"],
