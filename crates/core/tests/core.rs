@@ -41,12 +41,14 @@ on_both_backends!(lifecycle_tests for lifecycle:
     import_of_a_thousand_rows_with_ten_bad_ones,
     unactivated_devices_are_reported_then_rolled_back,
     model_templates_shape_grants_and_follow_updates,
+    password_devices_from_import_and_a_model_default,
 );
 
 on_both_backends!(mqtt_tests for mqtt:
     devices_reach_their_topics_activate_and_are_cut_off_by_revocation,
     a_broker_failure_after_the_commit_is_repaired_by_the_reconciler,
     mosquitto_starts_on_a_fresh_install_with_the_documented_config,
+    a_password_device_logs_in_with_its_secret_and_a_new_one_replaces_it,
 );
 
 #[test]

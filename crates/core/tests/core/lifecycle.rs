@@ -605,3 +605,102 @@ pub fn a_bundle_link_downloaded_concurrently_is_taken_once(backend: TestBackend)
         "{results:?}"
     );
 }
+
+/// Password devices through import and a model's default: a client id and secret
+/// (shown once, stored hashed), no certificate, and a bundle with `ca.crt` and a
+/// `connection.json` holding the credentials, which pyzipper opens.
+pub fn password_devices_from_import_and_a_model_default(backend: TestBackend) {
+    let f = with_model(backend, |_| {});
+    f.onboard
+        .create_model(
+            &Actor::cli(),
+            "pwmodel",
+            &onboard_core::ModelRequest {
+                credential: Some("password".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let bad = f.onboard.create_model(
+        &Actor::cli(),
+        "badmodel",
+        &onboard_core::ModelRequest {
+            credential: Some("token".into()),
+            ..Default::default()
+        },
+    );
+    assert!(
+        matches!(&bad, Err(onboard_core::CoreError::Invalid(v)) if v.to_string().contains("credential")),
+        "{bad:?}"
+    );
+    let row = |i: usize, model: &str, credential: Option<&str>| ImportRow {
+        line: i + 2,
+        request: NewDeviceRequest {
+            name: format!("pw{i}"),
+            model: Some(model.into()),
+            serial: Some(format!("PW-{i:03}")),
+            credential: credential.map(str::to_owned),
+            ..Default::default()
+        },
+    };
+    let rows = vec![
+        row(0, "tempsensor", Some("password")),
+        row(1, "pwmodel", None),
+        row(2, "pwmodel", Some("certificate")),
+        row(3, "tempsensor", Some("bogus")),
+    ];
+    let results = f
+        .onboard
+        .import_devices(&Actor::cli(), &rows, &mut |_| {})
+        .unwrap();
+    assert_eq!(results.len(), 4);
+    let mut secrets = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match (i, r.outcome) {
+            (0 | 1, ImportOutcome::Created(done)) => {
+                assert_eq!(done.device.credential, CredentialKind::Password);
+                assert!(done.certificate.is_none());
+                let secret = done.client_secret.as_ref().unwrap().expose().to_owned();
+                let files = pyzipper_open(
+                    f.dir.path(),
+                    &done.bundle_zip,
+                    done.bundle_password.expose(),
+                )
+                .unwrap();
+                let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+                assert_eq!(names, vec!["ca.crt", "connection.json"]);
+                let connection: serde_json::Value = serde_json::from_str(&files[1].1).unwrap();
+                assert_eq!(connection["client_id"], done.device.id.to_string());
+                assert_eq!(connection["client_secret"], secret.as_str());
+                assert_eq!(connection["mqtt"]["password"], secret.as_str());
+                secrets.push((done.device.id, secret));
+            }
+            (2, ImportOutcome::Created(done)) => {
+                assert_eq!(done.device.credential, CredentialKind::Certificate);
+                assert!(done.certificate.is_some() && done.client_secret.is_none());
+            }
+            (3, ImportOutcome::Failed(m)) => assert!(m.contains("credential"), "{m}"),
+            (i, other) => panic!("row {i}: {other:?}"),
+        }
+    }
+    // Each secret gets a token; the hash in the registry is not the secret.
+    for (id, secret) in &secrets {
+        let token = f
+            .onboard
+            .issue_access_token(&id.to_string(), secret, None)
+            .unwrap();
+        let session = f.onboard.authenticate_token(token.token.expose()).unwrap();
+        assert_eq!(session.device.id, *id);
+    }
+    let audit = f
+        .onboard
+        .audit_events(&AuditFilter::default(), &PageRequest::first(200).unwrap())
+        .unwrap();
+    let text = serde_json::to_string(&audit.items).unwrap();
+    for (_, secret) in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "no secret in the audit log"
+        );
+    }
+}

@@ -415,3 +415,79 @@ pub fn mosquitto_starts_on_a_fresh_install_with_the_documented_config(backend: T
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A password device's secret is its MQTT password on a real Mosquitto (password
+/// file); a new secret replaces it at once; decommissioning ends it.
+pub fn a_password_device_logs_in_with_its_secret_and_a_new_one_replaces_it(backend: TestBackend) {
+    let db = TestDb::migrated(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.database.url = db.url.clone();
+    settings.ca.dir = dir.path().join("ca").display().to_string();
+    settings.broker.kind = onboard_core::settings::BrokerKind::None;
+    let ca = Onboard::open(settings.clone()).unwrap().ca().unwrap();
+    let broker = TestBroker::start(&TestBrokerSpec {
+        ca: &ca,
+        now: SystemClock.now(),
+        auth: Auth::Files,
+        password_listener: true,
+        env: &[],
+    })
+    .unwrap();
+    settings.broker.kind = onboard_core::settings::BrokerKind::MosquittoFile;
+    settings.broker.acl_file = broker.acl_file().display().to_string();
+    settings.broker.password_file = broker.password_file().display().to_string();
+    settings.broker.crl_file = broker.crl_file().display().to_string();
+    settings.broker.reload_pid_file = broker.pid_file().display().to_string();
+    let onboard = Onboard::open(settings).unwrap();
+
+    let done = onboard
+        .register_device(
+            &Actor::cli(),
+            &onboard_core::NewDeviceRequest {
+                name: "pw".into(),
+                credential: Some("password".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let id = done.device.id.to_string();
+    let secret = done.client_secret.unwrap();
+    let passwd = std::fs::read_to_string(broker.password_file()).unwrap();
+    assert!(passwd.contains(&format!("{id}:$7$")), "{passwd}");
+    assert!(!passwd.contains(secret.expose()), "only the hash");
+
+    let login = |s: &SecretString| Mqtt::connect(&broker.password_endpoint(&id, s).unwrap());
+    let mut m = login(&secret).unwrap();
+    m.subscribe(&format!("devices/{id}/#"));
+    m.publish(&format!("devices/{id}/telemetry"), "t1").unwrap();
+    assert!(m.expect(&format!("devices/{id}/telemetry"), "t1", WAIT));
+    drop(m);
+    let wrong = SecretString::new(&format!("{}x", secret.expose()));
+    let refused = login(&wrong).err().unwrap_or_default();
+    assert!(
+        refused.to_lowercase().contains("not authorized")
+            || refused.contains("BadUserNamePassword")
+            || refused.contains("NotAuthorized"),
+        "{refused}"
+    );
+
+    // The admin provisioning download sets a new secret: the old one stops.
+    let p = onboard
+        .admin_provisioning(&Actor::cli(), done.device.id)
+        .unwrap();
+    let fresh = p.client_secret.unwrap();
+    assert!(login(&secret).is_err(), "the old secret no longer logs in");
+    assert!(login(&fresh).is_ok());
+
+    onboard
+        .decommission_device(&Actor::cli(), done.device.id)
+        .unwrap();
+    assert!(
+        login(&fresh).is_err(),
+        "a decommissioned device cannot log in"
+    );
+    assert!(!std::fs::read_to_string(broker.password_file())
+        .unwrap()
+        .contains(&id));
+}
