@@ -463,7 +463,7 @@ pub fn a_password_device_logs_in_with_its_secret_and_a_new_one_replaces_it(backe
     m.publish(&format!("devices/{id}/telemetry"), "t1").unwrap();
     assert!(m.expect(&format!("devices/{id}/telemetry"), "t1", WAIT));
     drop(m);
-    let wrong = SecretString::new(&format!("{}x", secret.expose()));
+    let wrong = SecretString::new(format!("{}x", secret.expose()));
     let refused = login(&wrong).err().unwrap_or_default();
     assert!(
         refused.to_lowercase().contains("not authorized")
