@@ -138,6 +138,15 @@ impl Onboard {
             Some(c) if !c.is_empty() => c.parse::<CredentialKind>()?,
             _ => model.as_ref().map(|m| m.credential).unwrap_or_default(),
         };
+        if credential == CredentialKind::Password
+            && self.settings().broker.kind == crate::settings::BrokerKind::MosquittoDynsec
+        {
+            // The plugin takes only clear passwords, which are never kept.
+            return Err(invalid(
+                "credential",
+                "password devices need broker.kind = mosquitto-file (the dynamic-security plugin cannot take a stored hash)",
+            ));
+        }
         let id = onboard_domain::DeviceId(new_id(self.clock()));
         if let Some(s) = &serial {
             check_serial_is_not_an_id(s, Some(id))?;

@@ -42,6 +42,7 @@ on_both_backends!(lifecycle_tests for lifecycle:
     unactivated_devices_are_reported_then_rolled_back,
     model_templates_shape_grants_and_follow_updates,
     password_devices_from_import_and_a_model_default,
+    password_devices_are_refused_with_the_dynsec_broker,
 );
 
 on_both_backends!(mqtt_tests for mqtt:

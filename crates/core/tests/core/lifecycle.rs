@@ -704,3 +704,29 @@ pub fn password_devices_from_import_and_a_model_default(backend: TestBackend) {
         );
     }
 }
+
+/// The dynamic-security plugin takes only clear passwords, which Onboard never
+/// keeps: a password device is refused there, and nothing is created.
+pub fn password_devices_are_refused_with_the_dynsec_broker(backend: TestBackend) {
+    let f = with_model(backend, |s| {
+        s.broker.kind = onboard_core::settings::BrokerKind::MosquittoDynsec;
+        s.broker.mqtt_url = "mqtts://127.0.0.1:1".into();
+    });
+    let r = f.onboard.register_device(
+        &Actor::cli(),
+        &NewDeviceRequest {
+            name: "pw".into(),
+            credential: Some("password".into()),
+            ..Default::default()
+        },
+    );
+    assert!(
+        matches!(&r, Err(onboard_core::CoreError::Invalid(v)) if v.to_string().contains("mosquitto-file")),
+        "{r:?}"
+    );
+    let devices = f
+        .onboard
+        .devices(&DeviceFilter::default(), &PageRequest::first(10).unwrap())
+        .unwrap();
+    assert!(devices.items.is_empty());
+}
