@@ -67,8 +67,8 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Loads (or, on first start, creates) the CA: a server without its CA key does
-    /// not start.
+    /// Loads (or, on first start with SQLite, creates) the CA: a server without its
+    /// CA key does not start, and on PostgreSQL it never creates one.
     pub fn new(onboard: Onboard) -> Result<Self, ServerError> {
         onboard.ca()?;
         let admin = onboard.admin_tokens()?;
@@ -108,6 +108,10 @@ pub fn run(settings: Settings) -> Result<(), ServerError> {
     if onboard.settings().database.run_migrations {
         onboard.migrate()?;
     }
+    // The CA before anything else: on PostgreSQL it must have been made by
+    // `onboardctl ca init` (replicas never make their own), and the broker's CRL
+    // is signed with it.
+    onboard.ca()?;
     start_broker(&onboard);
     let state = AppState::new(onboard)?;
     let _listener = start_activation(&state.onboard)?;
