@@ -81,6 +81,13 @@ impl AppState {
         let metrics = telemetry::metrics().map_err(ServerError::Metrics)?;
         let registrations =
             RegistrationMetrics::new(&metrics.registry).map_err(ServerError::Metrics)?;
+        let chain = onboard
+            .ca()?
+            .chain_info()
+            .map_err(|e| ServerError::Metrics(format!("CA chain: {e}")))?;
+        if let Some(first) = chain.iter().map(|c| c.not_after).min() {
+            registrations.set_ca_not_after(first);
+        }
         let rl = &onboard.settings().rate_limit;
         let guard = PublicGuard {
             limiter: ratelimit::RateLimiter::new(&ratelimit::Limits {
@@ -157,7 +164,7 @@ async fn reconcile_once(onboard: Onboard, metrics: telemetry::RegistrationMetric
     match result {
         Ok((report, pending, installed)) => {
             if let Some(crl) = installed {
-                metrics.set_crl_next_update(crl.next_update);
+                metrics.set_crl(crl.this_update, crl.next_update);
             }
             if let Ok((n, _)) = pending {
                 metrics.set_pending_effects(n);
@@ -222,7 +229,8 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
             bind: bind.clone(),
             source,
         })?;
-    // Once a minute: forget idle clients of the rate limiter (bounded memory) and
+    // Once a minute (and at start): count devices by status and rotation state
+    // for the metrics, forget idle clients of the rate limiter (bounded memory) and
     // drop the content of expired credential bundles (no private key outlives its
     // download link).
     // Every ten minutes: report (and, when configured, revoke) devices that never
@@ -269,6 +277,12 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
                 }
             }
             limiter.retain_recent();
+            let onboard = sweeper.clone();
+            match web::block(move || onboard.fleet_counts()).await {
+                Ok(Ok(counts)) => unactivated.set_fleet(&counts),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not count devices for the metrics"),
+                Err(_) => tracing::warn!("the device count task failed"),
+            }
             let onboard = sweeper.clone();
             match web::block(move || onboard.purge_expired_bundles()).await {
                 Ok(Ok(0)) => {}

@@ -4,6 +4,8 @@
 
 mod support;
 
+#[path = "cases/deploy.rs"]
+mod deploy;
 #[path = "cases/e2e.rs"]
 mod e2e;
 #[path = "cases/faults.rs"]

@@ -19,6 +19,7 @@ mod provision;
 mod register;
 pub mod secrets;
 pub mod settings;
+mod stats;
 
 pub use adapters::{InternalIssuer, Ports};
 pub use admin::AdminSetup;
@@ -39,3 +40,4 @@ pub use operator::{BundleLink, NewDeviceRequest, OperatorRegistered};
 pub use provision::render_topic;
 pub use register::{MqttInfo, RegisterRequest, Registered, DEFAULT_TOPIC, MAX_CSR_BYTES};
 pub use settings::{Secret, Settings, SettingsError};
+pub use stats::FleetCounts;
