@@ -626,3 +626,63 @@ fn every_setting_in_the_example_file_is_documented() {
         "not in docs/settings.md: {undocumented:?}"
     );
 }
+
+/// The Kubernetes settings run a server: on PostgreSQL, with the CA that `ca
+/// init` made (encrypted with the mounted passphrase), admin tokens from the
+/// environment, and nothing written outside the mounted directories (the pods'
+/// root file system is read-only).
+#[test]
+fn the_kubernetes_settings_serve_on_postgres_and_write_nothing_outside_the_mounts() {
+    let objects = kustomize("deploy/kubernetes/base");
+    let config = find(&objects, "ConfigMap")[0]["data"]["onboard.toml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let db = TestDb::new(TestBackend::Postgres);
+    let mounts = tempfile::tempdir().unwrap();
+    let ca = mounts.path().join("ca");
+    let passphrase = mounts.path().join("passphrase");
+    std::fs::write(&passphrase, "a long example passphrase\n").unwrap();
+    let config = config
+        .replace(
+            "/etc/onboard/ca-passphrase/passphrase",
+            &passphrase.display().to_string(),
+        )
+        .replace("/etc/onboard/ca", &ca.display().to_string())
+        .replace("0.0.0.0:8080", "127.0.0.1:0");
+    let toml = mounts.path().join("onboard.toml");
+    std::fs::write(&toml, config).unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    // What `onboardctl admin token create` prints as the hash (a SHA-256).
+    let hash = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881".to_owned();
+    let env = vec![
+        ("ONBOARD_CONFIG", toml.display().to_string()),
+        ("ONBOARD__DATABASE__URL", db.url.clone()),
+        ("ONBOARD__ADMIN__TOKEN_HASHES", hash),
+    ];
+    // The migrate Job, then the ca-init Job (into what becomes the Secret).
+    let (ok, out, err) = support::onboardctl(cwd.path(), &env, &["migrate"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = support::onboardctl(cwd.path(), &env, &["ca", "init"]);
+    assert!(ok, "{out}{err}");
+    let key = std::fs::read_to_string(ca.join("ca.key")).unwrap();
+    assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    let server = Server::start(cwd.path(), &env);
+    let ready = support::get(&server.url("/api/health/ready"));
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.json()["database"], "postgres");
+    let metrics = support::get(&server.url("/metrics"));
+    assert_eq!(metrics.status, 200);
+    // Only the test's own server log is in the working directory.
+    let written: Vec<String> = std::fs::read_dir(cwd.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "server.log")
+        .collect();
+    assert!(
+        written.is_empty(),
+        "written outside the mounts: {written:?}\n{}",
+        server.log()
+    );
+}

@@ -165,7 +165,8 @@ pub fn init_shared_ca(dir: &Path, env: &[(&str, String)]) {
             .map(|(_, v)| v.clone())
     };
     let url = value(&["ONBOARD__DATABASE__URL", "DATABASE_URL"]).unwrap_or_default();
-    if !url.starts_with("postgres") {
+    // With a settings file the caller makes the CA where that file says.
+    if !url.starts_with("postgres") || value(&["ONBOARD_CONFIG"]).is_some() {
         return;
     }
     let ca_dir = dir.join(value(&["ONBOARD__CA__DIR", "CA_ROOT_PATH"]).unwrap_or("data/ca".into()));
