@@ -12,8 +12,12 @@
 # - libfaketime (Debian faketime), preloaded into Mosquitto by the CRL expiry test.
 # - Mosquitto: installed with apt when missing; tests start their own processes on
 #   free ports (ONBOARD_TEST_MOSQUITTO names the binary).
-# - Python tools the tests run as independent checkers (pkilint, pyzipper), in a
-#   virtualenv under target/testenv, put first on PATH.
+# - Python tools the tests run as independent checkers (scripts/test-requirements.txt:
+#   pkilint, pyzipper, kubernetes-validate, check-jsonschema), in a virtualenv
+#   under target/testenv, put first on PATH.
+# - kubectl and promtool for the deploy/ checks: the installed ones, or the
+#   binaries of Debian's kubernetes-client and prometheus packages unpacked
+#   under target/test-services/tools (nothing installed system-wide).
 # Only loopback addresses are used.
 set -euo pipefail
 
@@ -42,6 +46,7 @@ command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v groff >/dev/null 2>&1 || missing+=(groff-base)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
@@ -86,6 +91,24 @@ if [ -z "${ONBOARD_TEST_PG_URL:-}" ]; then
   fi
 fi
 pg_ok "$ONBOARD_TEST_PG_URL" || { log "PostgreSQL at $ONBOARD_TEST_PG_URL does not answer"; exit 1; }
+
+# --- Deployment checkers --------------------------------------------------------
+# kubectl (kustomize) and promtool render and check deploy/. When they are not
+# installed, the Debian packages' binaries are unpacked under target/ (no
+# service is installed or started): kubernetes-client's kubectl, prometheus's
+# promtool.
+tools="$state/tools"
+unpack_tool() { # binary package
+  [ -x "$tools/$1" ] && return 0
+  if [ -z "$apt_updated" ]; then $sudo_cmd apt-get update -qq; apt_updated=1; fi
+  log "unpacking $1 from the Debian package $2 into $tools"
+  local tmp; tmp="$(mktemp -d)"
+  (cd "$tmp" && apt-get download -qq "$2" >/dev/null 2>&1 && dpkg-deb -x ./*.deb x)
+  mkdir -p "$tools"; cp "$tmp/x/usr/bin/$1" "$tools/$1"; rm -rf "$tmp"
+}
+command -v kubectl >/dev/null 2>&1 || unpack_tool kubectl kubernetes-client
+command -v promtool >/dev/null 2>&1 || unpack_tool promtool prometheus
+export PATH="$PATH:$tools"
 
 # --- Python checkers ------------------------------------------------------------
 venv="$root/target/testenv"

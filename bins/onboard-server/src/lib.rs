@@ -69,8 +69,8 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Loads (or, on first start, creates) the CA: a server without its CA key does
-    /// not start.
+    /// Loads (or, on first start with SQLite, creates) the CA: a server without its
+    /// CA key does not start, and on PostgreSQL it never creates one.
     pub fn new(onboard: Onboard) -> Result<Self, ServerError> {
         onboard.ca()?;
         let admin = onboard.admin_tokens()?;
@@ -83,6 +83,13 @@ impl AppState {
         let metrics = telemetry::metrics().map_err(ServerError::Metrics)?;
         let registrations =
             RegistrationMetrics::new(&metrics.registry).map_err(ServerError::Metrics)?;
+        let chain = onboard
+            .ca()?
+            .chain_info()
+            .map_err(|e| ServerError::Metrics(format!("CA chain: {e}")))?;
+        if let Some(first) = chain.iter().map(|c| c.not_after).min() {
+            registrations.set_ca_not_after(first);
+        }
         let rl = &onboard.settings().rate_limit;
         let guard = PublicGuard {
             limiter: ratelimit::RateLimiter::new(&ratelimit::Limits {
@@ -110,6 +117,10 @@ pub fn run(settings: Settings) -> Result<(), ServerError> {
     if onboard.settings().database.run_migrations {
         onboard.migrate()?;
     }
+    // The CA before anything else: on PostgreSQL it must have been made by
+    // `onboardctl ca init` (replicas never make their own), and the broker's CRL
+    // is signed with it.
+    onboard.ca()?;
     start_broker(&onboard);
     let state = AppState::new(onboard)?;
     let _listener = start_activation(&state.onboard)?;
@@ -155,7 +166,7 @@ async fn reconcile_once(onboard: Onboard, metrics: telemetry::RegistrationMetric
     match result {
         Ok((report, pending, installed)) => {
             if let Some(crl) = installed {
-                metrics.set_crl_next_update(crl.next_update);
+                metrics.set_crl(crl.this_update, crl.next_update);
             }
             if let Ok((n, _)) = pending {
                 metrics.set_pending_effects(n);
@@ -252,7 +263,8 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
             }
         });
     }
-    // Once a minute: forget idle clients of the rate limiter (bounded memory) and
+    // Once a minute (and at start): count devices by status and rotation state
+    // for the metrics, forget idle clients of the rate limiter (bounded memory) and
     // drop the content of expired credential bundles (no private key outlives its
     // download link).
     // Every ten minutes: report (and, when configured, revoke) devices that never
@@ -299,6 +311,12 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
                 }
             }
             limiter.retain_recent();
+            let onboard = sweeper.clone();
+            match web::block(move || onboard.fleet_counts()).await {
+                Ok(Ok(counts)) => unactivated.set_fleet(&counts),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not count devices for the metrics"),
+                Err(_) => tracing::warn!("the device count task failed"),
+            }
             let onboard = sweeper.clone();
             match web::block(move || onboard.purge_expired_bundles()).await {
                 Ok(Ok(0)) => {}

@@ -63,15 +63,20 @@ pub async fn log_request(
     Ok(res)
 }
 
-/// `onboard_registrations_total{outcome,reason}` and
-/// `onboard_registration_step_seconds{step}`.
+/// `onboard_registrations_total{outcome,reason}`,
+/// `onboard_registration_step_seconds{step}`, and the gauges the alerts and the
+/// dashboard read (CRL, CA, pending effects, devices, rotations).
 #[derive(Debug, Clone)]
 pub struct RegistrationMetrics {
     total: prometheus::IntCounterVec,
     steps: prometheus::HistogramVec,
     unactivated: prometheus::IntGauge,
     crl_next_update: prometheus::IntGauge,
+    crl_this_update: prometheus::IntGauge,
     pending_effects: prometheus::IntGauge,
+    ca_not_after: prometheus::IntGauge,
+    devices: prometheus::IntGaugeVec,
+    rotations: prometheus::IntGaugeVec,
 }
 
 impl RegistrationMetrics {
@@ -119,7 +124,40 @@ impl RegistrationMetrics {
             "Committed changes whose broker or cloud update is still pending",
         )
         .map_err(|e| e.to_string())?;
-        for g in [&crl_next_update, &pending_effects] {
+        let crl_this_update = prometheus::IntGauge::new(
+            "onboard_crl_this_update_timestamp_seconds",
+            "thisUpdate of the CRL this server installed in the broker (Unix time)",
+        )
+        .map_err(|e| e.to_string())?;
+        let ca_not_after = prometheus::IntGauge::new(
+            "onboard_ca_not_after_timestamp_seconds",
+            "notAfter of the CA chain's certificate that expires first (Unix time)",
+        )
+        .map_err(|e| e.to_string())?;
+        for g in [
+            &crl_next_update,
+            &crl_this_update,
+            &pending_effects,
+            &ca_not_after,
+        ] {
+            registry
+                .register(Box::new(g.clone()))
+                .map_err(|e| e.to_string())?;
+        }
+        let devices = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("onboard_devices", "Devices in the registry by status"),
+            &["status"],
+        )
+        .map_err(|e| e.to_string())?;
+        let rotations = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "onboard_rotations",
+                "Devices by credential rotation state (OK, QUEUED, PENDING, TIMEOUT)",
+            ),
+            &["state"],
+        )
+        .map_err(|e| e.to_string())?;
+        for g in [&devices, &rotations] {
             registry
                 .register(Box::new(g.clone()))
                 .map_err(|e| e.to_string())?;
@@ -129,7 +167,11 @@ impl RegistrationMetrics {
             steps,
             unactivated,
             crl_next_update,
+            crl_this_update,
             pending_effects,
+            ca_not_after,
+            devices,
+            rotations,
         })
     }
 
@@ -145,8 +187,27 @@ impl RegistrationMetrics {
         }
     }
 
-    pub fn set_crl_next_update(&self, at: chrono::DateTime<chrono::Utc>) {
-        self.crl_next_update.set(at.timestamp());
+    /// The CRL installed in the broker: its thisUpdate and nextUpdate.
+    pub fn set_crl(
+        &self,
+        this_update: chrono::DateTime<chrono::Utc>,
+        next_update: chrono::DateTime<chrono::Utc>,
+    ) {
+        self.crl_this_update.set(this_update.timestamp());
+        self.crl_next_update.set(next_update.timestamp());
+    }
+
+    pub fn set_ca_not_after(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.ca_not_after.set(at.timestamp());
+    }
+
+    pub fn set_fleet(&self, counts: &onboard_core::FleetCounts) {
+        for (status, n) in &counts.devices_by_status {
+            self.devices.with_label_values(&[status]).set(*n);
+        }
+        for (state, n) in &counts.rotations_by_state {
+            self.rotations.with_label_values(&[state]).set(*n);
+        }
     }
 
     pub fn set_pending_effects(&self, n: i64) {

@@ -4,6 +4,8 @@
 
 mod support;
 
+#[path = "cases/deploy.rs"]
+mod deploy;
 #[path = "cases/e2e.rs"]
 mod e2e;
 #[path = "cases/faults.rs"]
@@ -53,6 +55,11 @@ pub(crate) fn state_with_clock(
     configure(&mut settings);
     let onboard = Onboard::with_clock(settings, clock).unwrap();
     onboard.migrate().unwrap();
+    // On PostgreSQL the server never creates its CA (replicas would each make
+    // their own): make it first, as `onboardctl ca init` does.
+    if onboard.backend() == "postgres" && !onboard.settings().ca_dir().join("ca.crt").exists() {
+        onboard.init_ca(&onboard_core::CaInit::default()).unwrap();
+    }
     (AppState::new(onboard).unwrap(), dir)
 }
 
@@ -255,6 +262,36 @@ fn the_binary_migrates_and_serves_on_postgres_by_either_variable() {
             "{var}: migrated on start"
         );
         assert!(!dir.path().join("data/onboard.db").exists());
+    }
+}
+
+#[test]
+fn on_postgres_the_server_refuses_to_create_a_ca_and_serves_the_one_ca_init_made() {
+    let db = TestDb::postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ONBOARD__DATABASE__URL", db.url.clone())];
+    let (status, output) = support::run_to_exit(dir.path(), &env);
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains("onboardctl ca init") && output.contains("mount"),
+        "{output}"
+    );
+    assert!(
+        !dir.path().join("data/ca/ca.key").exists() && !dir.path().join("data/ca/ca.crt").exists(),
+        "no CA was made"
+    );
+
+    // `onboardctl ca init` (the Kubernetes Job) makes it; two servers on the
+    // same database and CA directory serve the same chain.
+    let (ok, out, err) = support::onboardctl(dir.path(), &env, &["ca", "init"]);
+    assert!(ok, "{out}{err}");
+    let chain = std::fs::read_to_string(dir.path().join("data/ca/chain.pem")).unwrap();
+    let a = support::Server::start(dir.path(), &env);
+    let b = support::Server::start(dir.path(), &env);
+    for server in [&a, &b] {
+        let served = support::get(&server.url("/public/v1/ca"));
+        assert_eq!(served.status, 200, "{}", served.body);
+        assert_eq!(served.body, chain);
     }
 }
 

@@ -11,8 +11,10 @@ use crate::CliError;
 
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
-    /// Create the CA in ca.dir (the server also creates a root-only CA on first
-    /// start). The key is encrypted with ca.passphrase_file / ONBOARD__CA__PASSPHRASE.
+    /// Create the CA in ca.dir. With SQLite the server also creates a root-only CA
+    /// on first start; with PostgreSQL it never does: run this once and mount
+    /// ca.dir into every server. The key is encrypted with ca.passphrase_file /
+    /// ONBOARD__CA__PASSPHRASE.
     Init {
         /// Create a root and an issuing intermediate; move root.key offline after.
         #[arg(long, conflicts_with = "import_cert")]

@@ -12,6 +12,7 @@ use onboard_core::{CoreError, Onboard, Settings, SettingsError};
 use serde_json::json;
 
 mod ca;
+mod docs;
 mod fleet;
 mod keys;
 mod models;
@@ -83,6 +84,16 @@ pub enum Command {
         #[command(subcommand)]
         command: fleet::AdminCommand,
     },
+    /// Print a shell completion script: `onboardctl completions bash >
+    /// /etc/bash_completion.d/onboardctl` (zsh: a file `_onboardctl` on $fpath;
+    /// fish: ~/.config/fish/completions/onboardctl.fish). Reads no settings.
+    Completions {
+        #[arg(value_enum)]
+        shell: docs::Shell,
+    },
+    /// Print the manual page (roff): `onboardctl man > onboardctl.1; man
+    /// ./onboardctl.1`. Reads no settings.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +125,12 @@ impl CliError {
 
 /// Runs one command with settings from the process environment and `--config`.
 pub fn run(cli: &Cli) -> Result<Rendered, CliError> {
+    // Generated from the CLI definition alone: no settings, no database.
+    match &cli.command {
+        Command::Completions { shell } => return Ok(docs::completions(*shell)),
+        Command::Man => return docs::man(),
+        _ => {}
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     init_logging();
     execute(&cli.command, settings)
@@ -121,9 +138,12 @@ pub fn run(cli: &Cli) -> Result<Rendered, CliError> {
 
 /// Runs one command with the given settings.
 pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliError> {
-    if let Command::Admin { command } = command {
-        // Needs no database.
-        return fleet::admin(command);
+    match command {
+        // These need no database.
+        Command::Admin { command } => return fleet::admin(command),
+        Command::Completions { shell } => return Ok(docs::completions(*shell)),
+        Command::Man => return docs::man(),
+        _ => {}
     }
     let onboard = Onboard::open(settings)?;
     if !matches!(command, Command::Migrate { .. }) {
@@ -143,6 +163,8 @@ pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliErr
         Command::Devices { command } => fleet::devices(command, &onboard),
         Command::Audit { command } => fleet::audit(command, &onboard),
         Command::Admin { command } => fleet::admin(command),
+        Command::Completions { shell } => Ok(docs::completions(*shell)),
+        Command::Man => docs::man(),
         Command::Models { command } => models::run(command, &onboard),
         Command::Reconcile => {
             let r = onboard.reconcile(true)?;

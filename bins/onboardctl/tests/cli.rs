@@ -379,3 +379,69 @@ fn ca_issues_the_broker_and_service_certificates() {
         text(&out)
     );
 }
+
+/// `onboardctl completions bash|zsh|fish` and `onboardctl man` need no settings
+/// (an invalid one does not stop them) and list the subcommands; bash parses the
+/// bash script and, once sourced, completes `onboardctl mi` to `migrate`.
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("CERT_VALIDITY_DAYS", "forever")];
+    for shell in ["bash", "zsh", "fish"] {
+        let out = onboardctl(dir.path(), &env, &["completions", shell]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{shell}: {stderr}");
+        for word in ["migrate", "keys", "devices", "reconcile", "acl", "output"] {
+            assert!(stdout.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let bash = onboardctl(dir.path(), &env, &["completions", "bash"]);
+    let script = dir.path().join("onboardctl.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let parsed = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(parsed.status.success(), "{:?}", text(&parsed));
+    // Complete the word after `onboardctl` the way bash would on <TAB>.
+    let completed = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(onboardctl mi); COMP_CWORD=1; COMP_LINE='onboardctl mi'; \
+             COMP_POINT=${{#COMP_LINE}}; _onboardctl onboardctl mi onboardctl; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    let (words, _) = text(&completed);
+    assert_eq!(words.trim(), "migrate", "{:?}", text(&completed));
+
+    let out = onboardctl(dir.path(), &env, &["man"]);
+    let (page, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    for section in [
+        ".TH onboardctl",
+        ".TH onboardctl-migrate",
+        ".TH onboardctl-ca-init",
+        "keys",
+        "devices",
+        "reconcile",
+    ] {
+        assert!(page.contains(section), "the man page lacks {section}");
+    }
+    // groff (what man runs) renders it without a warning.
+    let page_file = dir.path().join("onboardctl.1");
+    std::fs::write(&page_file, &page).unwrap();
+    let rendered = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww"])
+        .arg(&page_file)
+        .output()
+        .unwrap();
+    let (text_page, warnings) = text(&rendered);
+    assert!(
+        rendered.status.success() && warnings.is_empty(),
+        "{warnings}"
+    );
+    assert!(text_page.contains("Settings file (TOML)"), "{text_page}");
+}

@@ -588,3 +588,93 @@ fn status_listener_ignores_retained_status_messages() {
     assert_eq!(ids_until(&rx, a.client_id()), vec![a.client_id()]);
     listener.stop();
 }
+
+/// A Mosquitto configuration as (option, value) lines: the global part, then one
+/// part per `listener`.
+fn conf_sections(conf: &str) -> Vec<Vec<(String, String)>> {
+    let mut sections = vec![Vec::new()];
+    for line in conf.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        if key == "listener" {
+            sections.push(Vec::new());
+        }
+        if let Some(last) = sections.last_mut() {
+            last.push((key.to_owned(), value.trim().to_owned()));
+        }
+    }
+    sections
+}
+
+/// What must be the same: every option, and every value that is not a path,
+/// port or log destination (those differ between a test's temp dir and the
+/// compose volumes). `user` (the test runs Mosquitto as root) and the log
+/// options are not security settings.
+fn comparable(section: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = section
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "user" | "log_dest" | "log_type"))
+        .map(|(k, v)| {
+            let value = if v.starts_with('/') || k == "listener" {
+                "<path or port>".to_owned()
+            } else {
+                v.clone()
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// deploy/compose/mosquitto.conf is the configuration the broker tests run:
+/// the same global options and the same mTLS listener (CA, CRL, required
+/// client certificates, identity as username and client id), in file mode.
+#[test]
+fn compose_mosquitto_conf_is_the_tested_one() {
+    let ca = ca();
+    let broker = broker(&ca, Auth::Files, false);
+    let tested = std::fs::read_to_string(broker.dir().join("mosquitto.conf")).unwrap();
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/compose/mosquitto.conf"
+    ))
+    .unwrap();
+    let (tested, shipped) = (conf_sections(&tested), conf_sections(&shipped));
+    assert_eq!(shipped.len(), 2, "one global part and the mTLS listener");
+    assert_eq!(tested.len(), shipped.len());
+    // The test writes acl_file/password_file after the listener: options
+    // without a listener scope count as global either way
+    // (per_listener_settings false).
+    let scoped = [
+        "cafile",
+        "certfile",
+        "keyfile",
+        "crlfile",
+        "require_certificate",
+        "use_identity_as_username",
+        "use_username_as_clientid",
+        "listener",
+    ];
+    let split = |sections: &[Vec<(String, String)>]| {
+        let all: Vec<(String, String)> = sections.iter().flatten().cloned().collect();
+        let (listener, global): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|(k, _)| scoped.contains(&k.as_str()));
+        (comparable(&global), comparable(&listener))
+    };
+    let (tested_global, tested_listener) = split(&tested);
+    let (shipped_global, shipped_listener) = split(&shipped);
+    assert_eq!(shipped_global, tested_global, "global options");
+    assert_eq!(shipped_listener, tested_listener, "the mTLS listener");
+    for must in [
+        "require_certificate",
+        "use_identity_as_username",
+        "crlfile",
+        "cafile",
+    ] {
+        assert!(shipped_listener.iter().any(|(k, _)| k == must), "{must}");
+    }
+}

@@ -73,7 +73,9 @@ impl Onboard {
     }
 
     /// The issuing CA, loaded from `ca.dir` once, or created there (root only) when
-    /// the directory holds none. A key that cannot be read, a wrong passphrase or a
+    /// the directory holds none and the database is SQLite (one process). On
+    /// PostgreSQL a missing CA is a `Setup` error: every replica must load the one
+    /// CA that `onboardctl ca init` made. A key that cannot be read, a wrong passphrase or a
     /// key that does not match the certificate is a `Setup` error naming the file.
     pub fn ca(&self) -> Result<Arc<CertificateAuthority>, CoreError> {
         if let Some(ca) = self.ca_cell().get() {
@@ -92,6 +94,9 @@ impl Onboard {
         let secret = passphrase.as_ref().map(|p| p.expose().as_bytes());
         let ca = if CertificateAuthority::exists(&dir) {
             CertificateAuthority::load(&dir, secret).map_err(pki_error)?
+        } else if self.backend() == "postgres" {
+            // Replicas on one database would each make their own CA.
+            return Err(CoreError::Setup(no_shared_ca(&dir)));
         } else {
             match CertificateAuthority::create(
                 &dir,
@@ -319,6 +324,16 @@ impl Onboard {
 /// so the broker always has one with at least half its validity left.
 fn fresh(crl: &CrlRecord, now: DateTime<Utc>) -> bool {
     now < crl.this_update + (crl.next_update - crl.this_update) / 2
+}
+
+/// Why a PostgreSQL deployment without a CA does not start.
+fn no_shared_ca(dir: &std::path::Path) -> String {
+    format!(
+        "no CA in {} (ca.dir): with a PostgreSQL database Onboard does not create one by itself, \
+         because every replica would make its own; run `onboardctl ca init` once and mount the \
+         result at ca.dir in every server",
+        dir.display()
+    )
 }
 
 fn already_exists_is_conflict(e: PkiError) -> CoreError {

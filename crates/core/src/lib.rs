@@ -20,6 +20,7 @@ mod provision;
 mod register;
 pub mod secrets;
 pub mod settings;
+mod stats;
 
 pub use adapters::{InternalIssuer, Ports};
 pub use admin::AdminSetup;
@@ -45,3 +46,4 @@ pub use operator::{BundleLink, NewDeviceRequest, OperatorRegistered};
 pub use provision::render_topic;
 pub use register::{MqttInfo, RegisterRequest, Registered, DEFAULT_TOPIC, MAX_CSR_BYTES};
 pub use settings::{Secret, Settings, SettingsError};
+pub use stats::FleetCounts;

@@ -72,6 +72,7 @@ on_both_backends!(possession_tests for possession:
 
 on_both_backends!(register_tests for register:
     a_device_registers_with_a_csr_and_the_certificate_verifies,
+    fleet_counts_list_every_status_and_rotation_state,
     without_a_csr_the_server_generates_the_key,
     every_key_failure_is_401_with_its_reason_audited,
     bad_input_costs_no_key_use_and_leaves_nothing,
@@ -97,11 +98,20 @@ pub fn fixture(backend: TestBackend, configure: impl FnOnce(&mut Settings)) -> F
         Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap(),
     ));
     let onboard = Onboard::with_clock(settings, clock.clone()).unwrap();
+    shared_ca(&onboard, backend);
     Fixture {
         onboard,
         clock,
         db,
         dir,
+    }
+}
+
+/// On PostgreSQL Onboard never creates a CA by itself (replicas would each make
+/// their own): the tests make it first, as `onboardctl ca init` does.
+pub fn shared_ca(onboard: &Onboard, backend: TestBackend) {
+    if backend == TestBackend::Postgres {
+        onboard.init_ca(&CaInit::default()).unwrap();
     }
 }
 
@@ -151,6 +161,33 @@ fn the_ca_is_created_on_first_use_encrypted_and_loaded_after() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("no passphrase"), "{msg}");
+}
+
+#[test]
+fn on_postgres_the_ca_is_never_created_by_itself_only_by_ca_init() {
+    let db = TestDb::migrated(TestBackend::Postgres);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default().with_files_under(dir.path());
+    settings.database.url = db.url.clone();
+    let onboard = Onboard::open(settings.clone()).unwrap();
+    let err = onboard.ca().unwrap_err();
+    assert!(matches!(err, CoreError::Setup(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("onboardctl ca init") && msg.contains("mount") && msg.contains("ca.dir"),
+        "{msg}"
+    );
+    // Nothing was written: no key, no certificate.
+    let ca_dir = settings.ca_dir();
+    let files: Vec<_> = std::fs::read_dir(&ca_dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(files.is_empty(), "{files:?}");
+
+    // What `onboardctl ca init` makes, every other process (replica) loads.
+    let made = onboard.init_ca(&CaInit::default()).unwrap();
+    let replica = Onboard::open(settings).unwrap().ca().unwrap();
+    assert_eq!(replica.chain_pem(), made.chain_pem());
 }
 
 #[test]

@@ -173,6 +173,10 @@ pub trait DeviceRepository {
     /// Removes a device and its certificates (tests and maintenance only; use
     /// cases retire devices, they never delete them).
     fn delete_device(&mut self, id: DeviceId) -> Result<(), RepoError>;
+    /// How many devices are in each status (statuses with none are left out).
+    fn count_devices_by_status(&mut self) -> Result<Vec<(String, i64)>, RepoError>;
+    /// How many devices are in each rotation state (`rotations.state`).
+    fn count_rotations_by_state(&mut self) -> Result<Vec<(String, i64)>, RepoError>;
 }
 
 pub trait CertificateRepository {

@@ -202,6 +202,29 @@ pub fn try_get(url: &str) -> Option<Response> {
 }
 
 /// The server binary, running until stopped or dropped.
+/// On PostgreSQL the server never creates its CA by itself (replicas would each
+/// make their own): like the deployment's Job, run `onboardctl ca init` once when
+/// the CA directory is still empty.
+pub fn init_shared_ca(dir: &Path, env: &[(&str, String)]) {
+    let value = |names: &[&str]| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| names.contains(k))
+            .map(|(_, v)| v.clone())
+    };
+    let url = value(&["ONBOARD__DATABASE__URL", "DATABASE_URL"]).unwrap_or_default();
+    // With a settings file the caller makes the CA where that file says.
+    if !url.starts_with("postgres") || value(&["ONBOARD_CONFIG"]).is_some() {
+        return;
+    }
+    let ca_dir = dir.join(value(&["ONBOARD__CA__DIR", "CA_ROOT_PATH"]).unwrap_or("data/ca".into()));
+    if ca_dir.join("ca.crt").exists() {
+        return;
+    }
+    let (ok, out, err) = onboardctl(dir, env, &["ca", "init"]);
+    assert!(ok, "onboardctl ca init: {out}{err}");
+}
+
 pub struct Server {
     child: Option<Child>,
     pub base: String,
@@ -213,6 +236,7 @@ impl Server {
     /// Starts the binary in `dir` with only `env` (plus PATH) and waits until it
     /// answers `/api/health` (bounded, so a broken start fails instead of hanging).
     pub fn start(dir: &Path, env: &[(&str, String)]) -> Server {
+        init_shared_ca(dir, env);
         let port = free_port();
         let log = dir.join("server.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_onboard-server"));

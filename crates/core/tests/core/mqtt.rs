@@ -27,7 +27,11 @@ fn onboard_with_broker_reloaded_by(
     settings.database.url = db.url.clone();
     settings.ca.dir = dir.path().join("ca").display().to_string();
     settings.broker.kind = onboard_core::settings::BrokerKind::None;
-    let ca = Onboard::open(settings.clone()).unwrap().ca().unwrap();
+    let ca = {
+        let first = Onboard::open(settings.clone()).unwrap();
+        crate::shared_ca(&first, backend);
+        first.ca().unwrap()
+    };
     let broker = TestBroker::start(&TestBrokerSpec {
         ca: &ca,
         now: SystemClock.now(),
@@ -209,10 +213,11 @@ pub fn the_broker_accepts_devices_after_more_than_one_crl_validity(backend: Test
     settings.ca.crl_validity_hours = 24;
     settings.broker.kind = onboard_core::settings::BrokerKind::None;
     let clock = std::sync::Arc::new(ManualClock::new(SystemClock.now()));
-    let ca = Onboard::with_clock(settings.clone(), clock.clone())
-        .unwrap()
-        .ca()
-        .unwrap();
+    let ca = {
+        let first = Onboard::with_clock(settings.clone(), clock.clone()).unwrap();
+        crate::shared_ca(&first, backend);
+        first.ca().unwrap()
+    };
     let env = faketime_env(&offset);
     let broker = TestBroker::start(&TestBrokerSpec {
         ca: &ca,
@@ -341,6 +346,7 @@ pub fn mosquitto_starts_on_a_fresh_install_with_the_documented_config(backend: T
     settings.database.url = db.url.clone();
     settings.broker.reload_pid_file = d.join("run/mosquitto.pid").display().to_string();
     let onboard = Onboard::open(settings.clone()).unwrap();
+    crate::shared_ca(&onboard, backend);
     let written = onboard.acl_sync().unwrap();
     assert_eq!(written.granted, 0);
     let b = &settings.broker;

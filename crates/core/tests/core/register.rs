@@ -145,6 +145,37 @@ pub fn without_a_csr_the_server_generates_the_key(backend: TestBackend) {
     assert_eq!(from_key, from_cert, "the key belongs to the certificate");
 }
 
+/// The counts behind `onboard_devices` and `onboard_rotations`: every status and
+/// rotation state, zeros included, from the registry.
+pub fn fleet_counts_list_every_status_and_rotation_state(backend: TestBackend) {
+    let f = fixture(backend, |_| {});
+    let empty = f.onboard.fleet_counts().unwrap();
+    assert!(empty.devices_by_status.iter().all(|(_, n)| *n == 0));
+    assert_eq!(empty.devices_by_status.len(), DeviceStatus::ALL.len());
+    assert_eq!(empty.rotations_by_state.len(), 4);
+    let key = batch(&f, 2);
+    f.onboard
+        .register(request(&key, "SN-count-1", None))
+        .unwrap();
+    f.onboard
+        .register(request(&key, "SN-count-2", None))
+        .unwrap();
+    let counts = f.onboard.fleet_counts().unwrap();
+    let of = |name: &str| {
+        counts
+            .devices_by_status
+            .iter()
+            .find(|(s, _)| *s == name)
+            .map(|(_, n)| *n)
+    };
+    assert_eq!(of("registered"), Some(2), "{counts:?}");
+    assert_eq!(of("active"), Some(0), "{counts:?}");
+    assert!(counts
+        .rotations_by_state
+        .iter()
+        .any(|(s, _)| *s == "TIMEOUT"));
+}
+
 pub fn every_key_failure_is_401_with_its_reason_audited(backend: TestBackend) {
     let f = fixture(backend, |_| {});
     let key = batch(&f, 1);

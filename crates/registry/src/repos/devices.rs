@@ -9,7 +9,7 @@ use super::{contains_pattern, lower, overfetch};
 use crate::db::DbConnection;
 use crate::error::DieselResultExt;
 use crate::rows::{json_text, ts, DeviceRow};
-use crate::schema::{certificates, devices, mqtt_credentials};
+use crate::schema::{certificates, devices, mqtt_credentials, rotations};
 
 const ENTITY: &str = "device";
 
@@ -44,6 +44,22 @@ fn changes_of(u: &DeviceUpdate, now: DateTime<Utc>) -> DeviceChanges {
 }
 
 impl DeviceRepository for DbConnection {
+    fn count_devices_by_status(&mut self) -> Result<Vec<(String, i64)>, RepoError> {
+        devices::table
+            .group_by(devices::status)
+            .select((devices::status, diesel::dsl::count_star()))
+            .load::<(String, i64)>(self)
+            .repo(ENTITY)
+    }
+
+    fn count_rotations_by_state(&mut self) -> Result<Vec<(String, i64)>, RepoError> {
+        rotations::table
+            .group_by(rotations::state)
+            .select((rotations::state, diesel::dsl::count_star()))
+            .load::<(String, i64)>(self)
+            .repo("rotation")
+    }
+
     fn insert_device(&mut self, d: &NewDevice) -> Result<Device, RepoError> {
         let row = DeviceRow {
             id: d.id.to_string(),
