@@ -18,6 +18,8 @@ mod iot;
 mod lifecycle;
 #[path = "cases/revocation.rs"]
 mod revocation;
+#[path = "cases/tls.rs"]
+mod tls;
 #[path = "cases/tokens.rs"]
 mod tokens;
 

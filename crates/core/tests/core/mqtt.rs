@@ -431,7 +431,11 @@ pub fn a_password_device_logs_in_with_its_secret_and_a_new_one_replaces_it(backe
     settings.database.url = db.url.clone();
     settings.ca.dir = dir.path().join("ca").display().to_string();
     settings.broker.kind = onboard_core::settings::BrokerKind::None;
-    let ca = Onboard::open(settings.clone()).unwrap().ca().unwrap();
+    let ca = {
+        let first = Onboard::open(settings.clone()).unwrap();
+        crate::shared_ca(&first, backend);
+        first.ca().unwrap()
+    };
     let broker = TestBroker::start(&TestBrokerSpec {
         ca: &ca,
         now: SystemClock.now(),
