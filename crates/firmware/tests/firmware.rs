@@ -212,3 +212,24 @@ fn an_oversized_image_is_refused_before_parsing() {
         "valid, only too large for the limit"
     );
 }
+
+#[test]
+fn the_fuzz_seeds_are_the_images_the_builder_makes() {
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    let read = |name: &str| std::fs::read(seeds.join(name)).unwrap();
+    assert_eq!(
+        read("app.bin"),
+        ImageBuilder::app("1.4.2", "tempsensor", "v5.3.1").build()
+    );
+    assert_eq!(
+        read("app-unhashed.bin"),
+        ImageBuilder::app("2.0", "gw", "v5.4")
+            .hash_appended(false)
+            .build()
+    );
+    assert_eq!(
+        read("bootloader.bin"),
+        ImageBuilder::bootloader("v5.3.1").build()
+    );
+    assert!(AppImage::parse(&read("app.bin"), LIMIT).is_ok());
+}
