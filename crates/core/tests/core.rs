@@ -10,6 +10,8 @@ use onboard_core::domain::ManualClock;
 use onboard_core::{CaInit, CoreError, Onboard, Settings};
 use onboard_registry::testing::{TestBackend, TestDb};
 
+#[path = "core/firmware.rs"]
+mod firmware;
 #[path = "core/lifecycle.rs"]
 mod lifecycle;
 #[path = "core/mqtt.rs"]
@@ -41,6 +43,11 @@ on_both_backends!(lifecycle_tests for lifecycle:
     import_of_a_thousand_rows_with_ten_bad_ones,
     unactivated_devices_are_reported_then_rolled_back,
     model_templates_shape_grants_and_follow_updates,
+);
+
+on_both_backends!(firmware_tests for firmware:
+    an_upload_is_stored_by_hash_and_shown_on_the_model,
+    rejected_uploads_name_the_problem_and_leave_nothing,
 );
 
 on_both_backends!(mqtt_tests for mqtt:
