@@ -41,6 +41,8 @@ use crate::health::{HealthBody, ReadyBody};
         crate::models::show_model,
         crate::models::update_model,
         crate::models::delete_model,
+        crate::firmware::upload_firmware,
+        crate::firmware::download_firmware,
     ),
     components(schemas(ErrorBody, HealthBody, ReadyBody)),
     modifiers(&OperationsPaths, &SecuritySchemes),

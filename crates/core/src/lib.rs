@@ -37,6 +37,7 @@ pub use lifecycle::DevicePatch;
 pub use models::{check_topic_template, ModelRequest};
 pub use onboard_broker::{StatusConfig, StatusListener};
 pub use onboard_domain as domain;
+pub use onboard_firmware::ImageError;
 pub use operator::{BundleLink, NewDeviceRequest, OperatorRegistered};
 pub use provision::render_topic;
 pub use register::{MqttInfo, RegisterRequest, Registered, DEFAULT_TOPIC, MAX_CSR_BYTES};
