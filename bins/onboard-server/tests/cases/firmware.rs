@@ -121,6 +121,7 @@ pub async fn firmware_is_uploaded_shown_and_downloaded_with_etag_and_ranges(back
     assert_eq!(header_of(&res, "etag"), etag);
     assert_eq!(header_of(&res, "x-firmware-version"), "1.4.2");
     assert_eq!(header_of(&res, "accept-ranges"), "bytes");
+    assert_eq!(header_of(&res, "cache-control"), "no-cache");
     assert_eq!(content_length(&res), image.len() as u64);
     assert_eq!(header_of(&res, "content-type"), "application/octet-stream");
     assert_eq!(atest::read_body(res).await.to_vec(), image);

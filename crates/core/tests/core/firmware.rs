@@ -69,6 +69,11 @@ pub fn an_upload_is_stored_by_hash_and_shown_on_the_model(backend: TestBackend) 
         .upload_firmware_file(&ops, "tempsensor", &path)
         .unwrap();
     assert_eq!(fw2.version, "1.5.0");
+    assert_eq!(
+        files(&dir).len(),
+        2,
+        "the image the model no longer points at stays on disk"
+    );
     assert_eq!(f.onboard.firmware_of_models().unwrap(), vec![fw2.clone()]);
     let audit = f
         .onboard
