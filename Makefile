@@ -4,7 +4,7 @@ CARGO ?= cargo
 # nextest runs the isolated tests in parallel processes; plain cargo test otherwise.
 TEST_RUNNER := $(shell if $(CARGO) nextest --version >/dev/null 2>&1; then echo "nextest run --no-fail-fast"; else echo "test --no-fail-fast"; fi)
 
-.PHONY: help run build release test test-unit lint fmt bench clean-test-services
+.PHONY: help run build release test test-unit lint fmt bench fuzz clean-test-services
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -37,6 +37,10 @@ bench: ## Benchmarks: criterion (pki) and an HTTP load run of registration; figu
 	openssl speed -seconds 3 ecdsap256 rsa2048 2>/dev/null | tail -n 4
 	scripts/test-services.sh scripts/bench-register.sh
 	scripts/test-services.sh scripts/bench-import.sh
+
+fuzz: ## Fuzz the ESP32 image parser for 60 s (cargo-fuzz, nightly; docs/testing.md)
+	mkdir -p fuzz/corpus/firmware_image
+	cargo +nightly fuzz run firmware_image fuzz/corpus/firmware_image fuzz/seeds -- -max_total_time=60
 
 clean-test-services: ## Stop the private PostgreSQL that test-services.sh may have started
 	@if [ -f target/test-services/pg/postmaster.pid ]; then \

@@ -338,6 +338,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(crate::models::show_model)
             .service(crate::models::update_model)
             .service(crate::models::delete_model)
+            .service(crate::firmware::upload_firmware)
+            .service(crate::firmware::download_firmware)
             .service(list_audit),
     );
 }

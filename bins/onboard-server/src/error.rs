@@ -94,6 +94,23 @@ impl From<CoreError> for ApiError {
                 v.to_string(),
             ),
             CoreError::NotFound { entity } => ApiError::not_found(format!("{entity} not found")),
+            CoreError::InvalidFirmware(onboard_core::ImageError::TooLarge { limit, .. }) => {
+                ApiError::payload_too_large(usize::try_from(limit).unwrap_or(usize::MAX))
+            }
+            CoreError::InvalidFirmware(e) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_firmware",
+                format!("not a valid ESP32 application image: {e}"),
+            ),
+            CoreError::TooLarge {
+                what,
+                setting,
+                limit,
+            } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the {what} is larger than {limit} bytes ({setting})"),
+            ),
             // One answer for every unusable credential; the audit log keeps which.
             CoreError::Unauthorized(_) => ApiError::new(
                 StatusCode::UNAUTHORIZED,

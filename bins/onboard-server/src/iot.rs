@@ -505,3 +505,27 @@ pub async fn renew(
             previous_valid_until: r.previous_valid_until,
         }))
 }
+
+/// The current firmware of the device's model: `ETag` (its SHA-256), 304 on
+/// `If-None-Match`, `Content-Length`, `X-Firmware-Version`, and single byte ranges
+/// for resumed downloads. 404 when the device has no model or the model no firmware.
+#[utoipa::path(tag = "iot", responses(
+    (status = 200, description = "the ESP32 application image", content_type = "application/octet-stream"),
+    (status = 206, description = "the requested byte range"),
+    (status = 304, description = "unchanged since the ETag given in If-None-Match"),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 416, description = "the range lies outside the image"),
+))]
+#[get("/iot/firmware")]
+pub async fn firmware(
+    req: HttpRequest,
+    device: Device,
+    onboard: web::Data<Onboard>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(model) = device.0.device.model.clone() else {
+        return Err(ApiError::not_found(
+            "the device has no model, so no firmware",
+        ));
+    };
+    crate::firmware::serve_model_firmware(&req, &onboard, &model).await
+}

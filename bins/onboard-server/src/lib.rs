@@ -16,6 +16,7 @@ pub mod auth;
 pub mod devices;
 pub mod docs;
 pub mod error;
+pub mod firmware;
 pub mod health;
 pub mod iot;
 pub mod models;
@@ -360,7 +361,11 @@ pub fn app(
         .app_data(web::Data::new(state.admin_tokens.clone()))
         .app_data(web::Data::new(state.registrations.clone()))
         .app_data(web::Data::new(state.guard.clone()))
-        .app_data(web::Data::new(BodyLimit(limit)))
+        .app_data(web::Data::new(BodyLimit {
+            default: limit,
+            firmware: usize::try_from(state.onboard.settings().assets.max_firmware_bytes)
+                .unwrap_or(usize::MAX),
+        }))
         .app_data(web::Data::new(iot::ProxyTrust::from_settings(
             &state.onboard.settings().server,
         )))
@@ -386,6 +391,7 @@ pub fn app(
         .service(iot::provisioning)
         .service(iot::activate)
         .service(iot::renew)
+        .service(iot::firmware)
         .service(iot::jwks)
         .service(iot::openid_configuration)
         .service(docs::openapi_json)
@@ -420,7 +426,12 @@ fn public_routes(
 }
 
 #[derive(Debug, Clone, Copy)]
-struct BodyLimit(usize);
+struct BodyLimit {
+    /// `server.max_body_bytes`.
+    default: usize,
+    /// Firmware uploads: `assets.max_firmware_bytes`.
+    firmware: usize,
+}
 
 /// Refuses a declared body above the limit before any handler runs, so every route
 /// answers 413 the same way; bodies without a length are cut by the extractors.
@@ -430,7 +441,13 @@ async fn limit_body(
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     let limit = req
         .app_data::<web::Data<BodyLimit>>()
-        .map(|l| l.0)
+        .map(|l| {
+            if firmware::is_upload(&req) {
+                l.firmware
+            } else {
+                l.default
+            }
+        })
         .unwrap_or(usize::MAX);
     let declared = req
         .headers()

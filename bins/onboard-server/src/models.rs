@@ -2,7 +2,7 @@
 
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
-use onboard_core::domain::DeviceModel;
+use onboard_core::domain::{DeviceModel, ModelFirmware};
 use onboard_core::{ModelRequest, Onboard};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use crate::admin::blocking;
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
+use crate::firmware::FirmwareView;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelView {
@@ -27,6 +28,15 @@ pub struct ModelView {
     pub credential: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The model's firmware (`PUT /models/{code}/firmware`); null until uploaded.
+    pub firmware: Option<FirmwareView>,
+}
+
+impl ModelView {
+    fn with_firmware(mut self, firmware: Option<&ModelFirmware>) -> Self {
+        self.firmware = firmware.map(FirmwareView::from);
+        self
+    }
 }
 
 impl From<&DeviceModel> for ModelView {
@@ -43,6 +53,7 @@ impl From<&DeviceModel> for ModelView {
             credential: m.credential.as_str().to_owned(),
             created_at: m.created_at,
             updated_at: m.updated_at,
+            firmware: None,
         }
     }
 }
@@ -115,8 +126,13 @@ pub async fn list_models(
     _admin: Admin,
     onboard: web::Data<Onboard>,
 ) -> Result<web::Json<Vec<ModelView>>, ApiError> {
-    let all = blocking(move || onboard.models()).await?;
-    Ok(web::Json(all.iter().map(ModelView::from).collect()))
+    let (all, firmware) =
+        blocking(move || Ok((onboard.models()?, onboard.firmware_of_models()?))).await?;
+    Ok(web::Json(
+        all.iter()
+            .map(|m| ModelView::from(m).with_firmware(firmware.iter().find(|f| f.model == m.code)))
+            .collect(),
+    ))
 }
 
 /// One device model.
@@ -129,8 +145,14 @@ pub async fn show_model(
     onboard: web::Data<Onboard>,
     code: web::Path<String>,
 ) -> Result<web::Json<ModelView>, ApiError> {
-    let m = blocking(move || onboard.model(&code)).await?;
-    Ok(web::Json(ModelView::from(&m)))
+    let (m, firmware) = blocking(move || {
+        let m = onboard.model(&code)?;
+        Ok((m, onboard.firmware_info(&code)?))
+    })
+    .await?;
+    Ok(web::Json(
+        ModelView::from(&m).with_firmware(firmware.as_ref()),
+    ))
 }
 
 /// Change a device model; its devices' broker permissions follow.
@@ -156,8 +178,14 @@ pub async fn update_model(
             .into(),
         );
     }
-    let m = blocking(move || onboard.update_model(&admin.0, &code, &req)).await?;
-    Ok(web::Json(ModelView::from(&m)))
+    let (m, firmware) = blocking(move || {
+        let m = onboard.update_model(&admin.0, &code, &req)?;
+        Ok((m, onboard.firmware_info(&code)?))
+    })
+    .await?;
+    Ok(web::Json(
+        ModelView::from(&m).with_firmware(firmware.as_ref()),
+    ))
 }
 
 /// Delete a device model that no device or key uses.

@@ -10,6 +10,8 @@ mod deploy;
 mod e2e;
 #[path = "cases/faults.rs"]
 mod faults;
+#[path = "cases/firmware.rs"]
+mod firmware;
 #[path = "cases/http.rs"]
 mod http;
 #[path = "cases/iot.rs"]
@@ -542,4 +544,40 @@ fn a_wrong_ca_passphrase_or_a_mismatched_key_stops_start_up() {
         output.contains("does not match the CA certificate"),
         "{output}"
     );
+}
+
+// ---- model firmware ----------------------------------------------------------------
+
+#[actix_web::test]
+async fn sqlite_firmware_is_uploaded_shown_and_downloaded_with_etag_and_ranges() {
+    firmware::firmware_is_uploaded_shown_and_downloaded_with_etag_and_ranges(TestBackend::Sqlite)
+        .await;
+}
+
+#[actix_web::test]
+async fn postgres_firmware_is_uploaded_shown_and_downloaded_with_etag_and_ranges() {
+    firmware::firmware_is_uploaded_shown_and_downloaded_with_etag_and_ranges(TestBackend::Postgres)
+        .await;
+}
+
+#[actix_web::test]
+async fn sqlite_invalid_images_are_422_naming_the_problem_and_change_nothing() {
+    firmware::invalid_images_are_422_naming_the_problem_and_change_nothing(TestBackend::Sqlite)
+        .await;
+}
+
+#[actix_web::test]
+async fn postgres_invalid_images_are_422_naming_the_problem_and_change_nothing() {
+    firmware::invalid_images_are_422_naming_the_problem_and_change_nothing(TestBackend::Postgres)
+        .await;
+}
+
+#[actix_web::test]
+async fn sqlite_the_serving_helper_works_in_any_app() {
+    firmware::the_serving_helper_works_in_any_app(TestBackend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_the_serving_helper_works_in_any_app() {
+    firmware::the_serving_helper_works_in_any_app(TestBackend::Postgres).await;
 }

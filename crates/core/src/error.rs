@@ -11,6 +11,17 @@ pub enum CoreError {
     Invalid(#[from] InvalidValue),
     #[error("{entity} not found")]
     NotFound { entity: &'static str },
+    /// An upload that is not a valid ESP32 application image; the error names
+    /// what is wrong. Nothing was changed.
+    #[error("invalid firmware image: {0}")]
+    InvalidFirmware(#[from] onboard_firmware::ImageError),
+    /// A body or file larger than its setting allows; nothing was changed.
+    #[error("the {what} is larger than {setting} ({limit} bytes)")]
+    TooLarge {
+        what: &'static str,
+        setting: &'static str,
+        limit: u64,
+    },
     /// The credential presented is missing, unknown or not usable. The code says
     /// which (for the audit log and metrics); callers are told only that it failed.
     #[error("the credential is not valid ({0})")]
@@ -40,6 +51,8 @@ impl CoreError {
         match self {
             CoreError::Invalid(_) => "invalid_input",
             CoreError::NotFound { .. } => "not_found",
+            CoreError::InvalidFirmware(_) => "invalid_firmware",
+            CoreError::TooLarge { .. } => "too_large",
             CoreError::Unauthorized(code) => code,
             CoreError::Conflict(_) => "conflict",
             CoreError::Takeover(_) => "possible_takeover",

@@ -96,12 +96,7 @@ impl Onboard {
         let location = req.location.clone().unwrap_or_default();
         check_text("location", &location, 128, false)?;
         let firmware_version = req.firmware_version.clone().unwrap_or_default();
-        if firmware_version.len() > 64 || !firmware_version.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(invalid(
-                "firmware_version",
-                "must be at most 64 printable characters without spaces",
-            ));
-        }
+        onboard_domain::check_firmware_version(&firmware_version, true)?;
         let config = req.config.clone().unwrap_or_else(|| json!({}));
         check_object("config", &config)?;
         let metadata = req.metadata.clone().unwrap_or_else(|| json!({}));

@@ -397,12 +397,7 @@ impl Onboard {
             None => None,
         };
         let firmware_version = req.firmware_version.clone().unwrap_or_default();
-        if firmware_version.len() > 64 || !firmware_version.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(invalid(
-                "firmware_version",
-                "must be at most 64 printable characters without spaces",
-            ));
-        }
+        onboard_domain::check_firmware_version(&firmware_version, true)?;
         let metadata = req.metadata.clone().unwrap_or_else(|| json!({}));
         if !metadata.is_object() {
             return Err(invalid("metadata", "must be a JSON object"));

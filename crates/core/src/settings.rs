@@ -392,13 +392,20 @@ impl Default for RotationSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AssetsSettings {
+    /// Firmware images live under `<dir>/firmware/`, named by their SHA-256.
     pub dir: String,
+    /// The largest firmware image an upload may send (the body is cut there).
+    pub max_firmware_bytes: u64,
 }
+
+/// 16 MiB: the largest ESP32 application partition.
+pub const DEFAULT_MAX_FIRMWARE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Default for AssetsSettings {
     fn default() -> Self {
         Self {
             dir: "data/assets".into(),
+            max_firmware_bytes: DEFAULT_MAX_FIRMWARE_BYTES,
         }
     }
 }
@@ -566,6 +573,15 @@ impl Settings {
         }
         if self.ca.dir.trim().is_empty() {
             return Err(invalid("ca.dir", "must not be empty"));
+        }
+        if self.assets.dir.trim().is_empty() {
+            return Err(invalid("assets.dir", "must not be empty"));
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&self.assets.max_firmware_bytes) {
+            return Err(invalid(
+                "assets.max_firmware_bytes",
+                "must be between 1024 and 268435456",
+            ));
         }
         if self.ca.common_name.trim().is_empty() || self.ca.common_name.len() > 64 {
             return Err(invalid("ca.common_name", "must be 1 to 64 characters"));

@@ -10,6 +10,8 @@ use onboard_core::domain::ManualClock;
 use onboard_core::{CaInit, CoreError, Onboard, Settings};
 use onboard_registry::testing::{TestBackend, TestDb};
 
+#[path = "core/firmware.rs"]
+mod firmware;
 #[path = "core/lifecycle.rs"]
 mod lifecycle;
 #[path = "core/mqtt.rs"]
@@ -43,6 +45,11 @@ on_both_backends!(lifecycle_tests for lifecycle:
     model_templates_shape_grants_and_follow_updates,
     password_devices_from_import_and_a_model_default,
     password_devices_are_refused_with_the_dynsec_broker,
+);
+
+on_both_backends!(firmware_tests for firmware:
+    an_upload_is_stored_by_hash_and_shown_on_the_model,
+    rejected_uploads_name_the_problem_and_leave_nothing,
 );
 
 on_both_backends!(mqtt_tests for mqtt:

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{
     BootstrapKeyId, CertSerial, CertificateId, DeviceId, Fingerprint, ModelCode, Serial,
+    Sha256Digest,
 };
 use crate::states::{
     AuditOutcome, CertificateStatus, CredentialKind, DeviceStatus, KeyAlgorithm, RevocationReason,
@@ -29,6 +30,21 @@ pub struct DeviceModel {
     pub credential: CredentialKind,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The firmware image a model's devices should run: what its application
+/// descriptor says and where it is stored (by `sha256`, under `assets.dir`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFirmware {
+    pub model: ModelCode,
+    /// The descriptor's version (`PROJECT_VER`), what devices report.
+    pub version: String,
+    /// SHA-256 of the whole image file.
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub project: String,
+    pub idf_version: String,
+    pub uploaded_at: DateTime<Utc>,
 }
 
 /// A bootstrap key as stored: never the secret, only its hash and public prefix.

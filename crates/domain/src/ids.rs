@@ -154,6 +154,51 @@ impl<'de> Deserialize<'de> for ModelCode {
     }
 }
 
+/// A firmware version as devices report it and as an image's application
+/// descriptor carries it: 1 to 64 printable ASCII characters without spaces.
+/// Empty is allowed only where "unknown" is meant ([`check_firmware_version`]
+/// with `allow_empty`).
+pub fn check_firmware_version(s: &str, allow_empty: bool) -> Result<(), InvalidValue> {
+    if s.is_empty() && !allow_empty {
+        return Err(InvalidValue::new("firmware_version", "must not be empty"));
+    }
+    if s.len() > 64 || !s.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(InvalidValue::new(
+            "firmware_version",
+            "must be at most 64 printable characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// A SHA-256 digest as 64 lowercase hex characters: the name of a stored
+/// firmware image, so only this type (never a caller's text) makes a file name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sha256Digest(String);
+
+impl Sha256Digest {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        if s.len() != 64 || !s.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+            return Err(InvalidValue::new(
+                "sha256",
+                "must be 64 lowercase hexadecimal characters",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A certificate serial number as uppercase hexadecimal without separators (at most
 /// 20 octets, RFC 5280 4.1.2.2).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -221,6 +266,26 @@ impl fmt::Display for Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firmware_versions_and_digests() {
+        for ok in ["1.4.2", "v2.0.0-rc1-3-gabc1234-dirty", &"9".repeat(64)] {
+            assert!(check_firmware_version(ok, false).is_ok(), "{ok}");
+        }
+        assert!(check_firmware_version("", true).is_ok());
+        for bad in ["", "1.0 beta", "1.0\n", &"9".repeat(65), "v\u{e9}"] {
+            assert!(check_firmware_version(bad, false).is_err(), "{bad:?}");
+        }
+        let hex = "ab".repeat(32);
+        assert_eq!(Sha256Digest::parse(&hex).unwrap().as_str(), hex);
+        for bad in [
+            "AB".repeat(32),
+            "ab".repeat(31),
+            format!("../{}", "a".repeat(61)),
+        ] {
+            assert!(Sha256Digest::parse(&bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn serials_accept_the_documented_set() {

@@ -13,18 +13,18 @@ mod states;
 pub use clock::{new_id, Clock, ManualClock, SystemClock};
 pub use entities::{
     AuditEvent, BootstrapKey, Certificate, CrlRecord, Device, DeviceModel, KeyRejection,
-    MqttCredential, NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice,
+    ModelFirmware, MqttCredential, NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice,
 };
 pub use ids::{
-    BootstrapKeyId, CertSerial, CertificateId, DeviceId, Fingerprint, InvalidValue, ModelCode,
-    Serial,
+    check_firmware_version, BootstrapKeyId, CertSerial, CertificateId, DeviceId, Fingerprint,
+    InvalidValue, ModelCode, Serial, Sha256Digest,
 };
 pub use ports::{
     AuditFilter, AuditRepository, BootstrapKeyFilter, BootstrapKeyRepository,
     CertificateRepository, CredentialBundleRepository, CrlRepository, DeviceFilter,
     DeviceModelRepository, DeviceRepository, DeviceUpdate, Effect, EffectRepository,
-    MqttCredentialRepository, NewCredentialBundle, Page, PageRequest, PendingEffect, RepoError,
-    Repositories, Store, MAX_PAGE_SIZE,
+    FirmwareRepository, MqttCredentialRepository, NewCredentialBundle, Page, PageRequest,
+    PendingEffect, RepoError, Repositories, Store, MAX_PAGE_SIZE,
 };
 pub use services::{
     BrokerAccess, BrokerGrant, CertificateIssuer, CloudDevice, CloudRegistrar, IssuedCert,

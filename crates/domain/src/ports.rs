@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::entities::{
-    AuditEvent, BootstrapKey, Certificate, CrlRecord, Device, DeviceModel, MqttCredential,
-    NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice,
+    AuditEvent, BootstrapKey, Certificate, CrlRecord, Device, DeviceModel, ModelFirmware,
+    MqttCredential, NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice,
 };
 use crate::ids::{
     BootstrapKeyId, CertSerial, CertificateId, DeviceId, InvalidValue, ModelCode, Serial,
@@ -259,6 +259,14 @@ pub trait DeviceModelRepository {
     fn delete_model(&mut self, code: &ModelCode) -> Result<(), RepoError>;
 }
 
+pub trait FirmwareRepository {
+    /// Sets (or replaces) the model's firmware; `NotFound` without the model.
+    fn set_model_firmware(&mut self, firmware: &ModelFirmware) -> Result<(), RepoError>;
+    fn model_firmware(&mut self, code: &ModelCode) -> Result<Option<ModelFirmware>, RepoError>;
+    /// Every model's firmware, ordered by model code.
+    fn list_model_firmware(&mut self) -> Result<Vec<ModelFirmware>, RepoError>;
+}
+
 pub trait AuditRepository {
     fn append_audit(&mut self, event: &NewAuditEvent) -> Result<(), RepoError>;
     /// Newest first.
@@ -400,6 +408,7 @@ pub trait Repositories:
     + CertificateRepository
     + BootstrapKeyRepository
     + DeviceModelRepository
+    + FirmwareRepository
     + AuditRepository
     + CrlRepository
     + CredentialBundleRepository
@@ -413,6 +422,7 @@ impl<T> Repositories for T where
         + CertificateRepository
         + BootstrapKeyRepository
         + DeviceModelRepository
+        + FirmwareRepository
         + AuditRepository
         + CrlRepository
         + CredentialBundleRepository

@@ -152,8 +152,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    model_firmware (model_code) {
+        model_code -> Text,
+        version -> Text,
+        sha256 -> Text,
+        size -> BigInt,
+        project -> Text,
+        idf_version -> Text,
+        uploaded_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(bootstrap_keys -> device_models (model_code));
 diesel::joinable!(devices -> device_models (model_code));
+diesel::joinable!(model_firmware -> device_models (model_code));
 diesel::joinable!(devices -> bootstrap_keys (bootstrap_key_id));
 diesel::joinable!(certificates -> devices (device_id));
 diesel::joinable!(credential_bundles -> devices (device_id));
@@ -171,4 +184,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     crls,
     pending_effects,
+    model_firmware,
 );

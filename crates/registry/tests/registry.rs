@@ -27,6 +27,8 @@ macro_rules! on_both_backends {
 mod credentials;
 #[path = "cases/effects.rs"]
 mod effects;
+#[path = "cases/firmware.rs"]
+mod firmware;
 #[path = "cases/more.rs"]
 mod more;
 use credentials::{
@@ -38,6 +40,7 @@ use effects::{
     exclusive_sections_do_not_overlap, pending_effects_queue_postpone_and_complete,
     revocation_count_only_grows,
 };
+use firmware::model_firmware_is_set_replaced_and_cascades;
 use more::{
     bundles_are_taken_once_and_purged_when_expired, crl_numbers_only_grow,
     failed_transactions_leave_nothing,
@@ -55,6 +58,7 @@ on_both_backends!(
     bootstrap_key_uses_respect_every_rule,
     bootstrap_key_uses_are_atomic_under_concurrency,
     models_crud_and_in_use_protection,
+    model_firmware_is_set_replaced_and_cascades,
     audit_filters_and_newest_first_pages,
     crl_numbers_only_grow,
     failed_transactions_leave_nothing,
@@ -234,7 +238,8 @@ fn schema_rs_matches_the_migrated_tables(backend: TestBackend) {
         rotations,
         audit_events,
         crls,
-        pending_effects
+        pending_effects,
+        model_firmware
     );
 }
 

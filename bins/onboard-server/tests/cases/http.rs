@@ -555,6 +555,8 @@ async fn openapi_documents_every_route() {
         ("/private/v1/admin/models/{code}", "get"),
         ("/private/v1/admin/models/{code}", "patch"),
         ("/private/v1/admin/models/{code}", "delete"),
+        ("/private/v1/admin/models/{code}/firmware", "put"),
+        ("/private/v1/admin/models/{code}/firmware", "get"),
     ] {
         let op = &doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} is not documented");

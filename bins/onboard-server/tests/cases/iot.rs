@@ -191,6 +191,82 @@ fn devices_reach_their_own_data_over_mutual_tls_and_lose_it_when_revoked() {
     let r = curl(d, &t, "GET", "/iot/provisioning", Some("b"), &[]);
     assert_eq!(r.json()["device_id"], b_id.as_str());
 
+    // Firmware: none yet (404), then the model's image with ETag, 304 and ranges.
+    let r = curl(d, &t, "GET", "/iot/firmware", Some("a"), &[]);
+    assert_eq!(r.status, 404, "{}", r.body);
+    let image = onboard_firmware::testing::ImageBuilder::app("2.1.0", "thermo-fw", "v5.2.1")
+        .code_size(40_000)
+        .build();
+    std::fs::write(d.join("fw.bin"), &image).unwrap();
+    let up = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Authorization: Bearer {}", t.token),
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            "@fw.bin",
+            &t.server.url("/private/v1/admin/models/thermo/firmware"),
+        ])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&up.stdout), "200");
+    let out = d.join("got.bin");
+    let r = curl(
+        d,
+        &t,
+        "GET",
+        "/iot/firmware",
+        Some("a"),
+        &["-o", out.to_str().unwrap()],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(std::fs::read(&out).unwrap(), image);
+    let h = r.headers.to_ascii_lowercase();
+    assert!(h.contains("x-firmware-version: 2.1.0"), "{h}");
+    assert!(
+        h.contains(&format!("content-length: {}", image.len())),
+        "{h}"
+    );
+    let etag = r
+        .headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("etag: ")
+                .or_else(|| l.strip_prefix("ETag: "))
+        })
+        .unwrap()
+        .trim()
+        .to_owned();
+    let r = curl(
+        d,
+        &t,
+        "GET",
+        "/iot/firmware",
+        Some("b"),
+        &["-H", &format!("If-None-Match: {etag}")],
+    );
+    assert_eq!(r.status, 304, "{}", r.headers);
+    let r = curl(
+        d,
+        &t,
+        "GET",
+        "/iot/firmware",
+        Some("a"),
+        &["-o", out.to_str().unwrap(), "-H", "Range: bytes=100-199"],
+    );
+    assert_eq!(r.status, 206, "{}", r.headers);
+    assert_eq!(std::fs::read(&out).unwrap(), image[100..200].to_vec());
+    assert_eq!(curl(d, &t, "GET", "/iot/firmware", None, &[]).status, 401);
+
     // No certificate and no token: 401 with a challenge; nothing is answered.
     let r = curl(d, &t, "GET", "/iot/config", None, &[]);
     assert_eq!(r.status, 401, "{}", r.body);

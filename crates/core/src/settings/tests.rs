@@ -157,6 +157,11 @@ fn invalid_values_name_the_setting() {
         ),
         (
             None,
+            &[("ONBOARD__ASSETS__MAX_FIRMWARE_BYTES", "100")],
+            "assets.max_firmware_bytes",
+        ),
+        (
+            None,
             &[("ONBOARD__LOG__LEVEL", "loud=verbose")],
             "log.level",
         ),

@@ -5,6 +5,7 @@ mod bundles;
 mod certificates;
 mod devices;
 mod effects;
+mod firmware;
 mod keys;
 mod models;
 mod mqtt;
