@@ -4,6 +4,8 @@
 
 mod support;
 
+#[path = "cases/aws.rs"]
+mod aws;
 #[path = "cases/e2e.rs"]
 mod e2e;
 #[path = "cases/faults.rs"]

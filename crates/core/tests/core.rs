@@ -41,6 +41,7 @@ on_both_backends!(aws_tests for aws:
     aws_going_away_mid_registration_fails_fast_and_the_intent_finishes_later,
     a_crash_between_aws_steps_is_removed_by_the_reconciler,
     the_sweep_removes_aws_resources_that_have_no_device,
+    operator_registration_and_a_new_certificate_reach_aws_after_the_commit,
 );
 
 on_both_backends!(lifecycle_tests for lifecycle:

@@ -356,3 +356,49 @@ pub fn the_sweep_removes_aws_resources_that_have_no_device(backend: TestBackend)
     // A periodic pass does not list AWS.
     assert_eq!(onboard.reconcile(false).unwrap().cloud_orphans_removed, 0);
 }
+
+pub fn operator_registration_and_a_new_certificate_reach_aws_after_the_commit(
+    backend: TestBackend,
+) {
+    let f = fixture(backend, |_| {});
+    let moto = MotoServer::start().unwrap();
+    let aws = Arc::new(moto.registrar(|c| c.issue_certificates = true));
+    let onboard = with_aws(&f, aws.clone());
+    // Operator registration: our CA's certificate is registered after the commit,
+    // in either mode.
+    let op = onboard
+        .register_device(
+            &Actor::cli(),
+            &onboard_core::NewDeviceRequest {
+                name: "boiler".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let rec = onboard.device(op.device.id).unwrap().aws.unwrap();
+    let (status, pem) = aws_certificate(&aws, &rec.certificate_id).unwrap();
+    assert_eq!(status, "ACTIVE");
+    let current = onboard
+        .device(op.device.id)
+        .unwrap()
+        .current_certificate
+        .unwrap();
+    assert_eq!(pem.trim(), current.pem.trim());
+
+    // A registration again with the device's own single-use key: the new
+    // certificate replaces the old one on the Thing, the old one is deleted.
+    let key = batch(&f, 1);
+    let first = onboard.register(request(&key, "SN-AGAIN", None)).unwrap();
+    let old = first.cloud.unwrap().record;
+    let again = onboard.register(request(&key, "SN-AGAIN", None)).unwrap();
+    assert!(again.reregistered);
+    let new = onboard.device(again.device.id).unwrap().aws.unwrap();
+    assert_ne!(new.certificate_id, old.certificate_id);
+    assert_eq!(new.thing_name, old.thing_name);
+    assert_eq!(aws_certificate(&aws, &old.certificate_id), None);
+    let (status, pem) = aws_certificate(&aws, &new.certificate_id).unwrap();
+    assert_eq!(status, "ACTIVE");
+    assert_eq!(pem.trim(), again.certificate.pem.trim());
+    assert_eq!(again.cloud.unwrap().record, new);
+    assert_eq!(pending(&f), 0);
+}
