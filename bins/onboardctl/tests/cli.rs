@@ -34,7 +34,15 @@ fn migrate_applies_once(backend: TestBackend) {
     );
     assert!(out.status.success(), "{:?}", text(&out));
     let pending: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(pending["pending"].as_array().unwrap().len(), 2);
+    // Every migration directory of the repository is pending.
+    let migrations = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../migrations/sqlite"
+    ))
+    .unwrap()
+    .filter(|e| e.as_ref().unwrap().path().is_dir())
+    .count();
+    assert_eq!(pending["pending"].as_array().unwrap().len(), migrations);
 
     let out = onboardctl(dir.path(), &env, &["migrate"]);
     let (stdout, stderr) = text(&out);
