@@ -263,6 +263,7 @@ pub async fn show_device(
         device: DeviceView::from(&d.device),
         current_certificate: d.current_certificate.as_ref().map(CertificateView::from),
         certificates: d.certificates.iter().map(CertificateView::from).collect(),
+        aws: d.aws.as_ref().map(crate::views::AwsView::from),
     }))
 }
 

@@ -127,6 +127,12 @@ impl From<CoreError> for ApiError {
                     "a dependency of the service is unavailable; retry later",
                 )
             }
+            // The AWS call and AWS's message are not secrets, and tell the
+            // operator (and the device's logs) which step failed.
+            CoreError::Cloud(message) => {
+                tracing::warn!(%message, "AWS IoT unavailable");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "aws_unavailable", message)
+            }
             CoreError::Setup(detail) | CoreError::Internal(detail) => {
                 tracing::error!(%detail, "request failed on the server");
                 ApiError::new(

@@ -61,6 +61,33 @@ pub struct RegisteredView {
     pub mqtt: MqttView,
     #[schema(value_type = Object)]
     pub config: serde_json::Value,
+    /// The device's Thing and certificate in AWS IoT Core and the data endpoint
+    /// (`iot:Data-ATS`) it connects to; only when AWS is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsAnswerView>,
+    /// The earlier FastAPI service's names, for devices flashed for it: the
+    /// same key as `private_key_pem` (only without a CSR).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// AWS's certificate id (earlier service's name); only when AWS is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_id: Option<String>,
+    /// The Thing's name (earlier service's name); only when AWS is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thing_name: Option<String>,
+    /// The Thing's ARN (earlier service's name); only when AWS is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thing_arn: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AwsAnswerView {
+    /// The AWS IoT data endpoint (host) the device connects to on port 8883.
+    pub endpoint: Option<String>,
+    pub thing_name: String,
+    pub thing_arn: String,
+    pub certificate_id: String,
+    pub certificate_arn: String,
 }
 
 /// The bootstrap key: `Authorization: Bearer <key>`, or `X-Api-Key: <key>` as the
@@ -129,12 +156,25 @@ pub async fn register(
         }
     };
     metrics.success(&done.timings, done.reregistered);
+    let private_key = done.private_key_pem.as_ref().map(|k| k.expose().to_owned());
+    let record = done.cloud.as_ref().map(|c| &c.record);
     let view = RegisteredView {
+        aws: done.cloud.as_ref().map(|c| AwsAnswerView {
+            endpoint: c.endpoint.clone(),
+            thing_name: c.record.thing_name.clone(),
+            thing_arn: c.record.thing_arn.clone(),
+            certificate_id: c.record.certificate_id.clone(),
+            certificate_arn: c.record.certificate_arn.clone(),
+        }),
+        private_key: private_key.clone(),
+        certificate_id: record.map(|r| r.certificate_id.clone()),
+        thing_name: record.map(|r| r.thing_name.clone()),
+        thing_arn: record.map(|r| r.thing_arn.clone()),
         device_id: done.device.id.to_string(),
         serial: done.device.serial.to_string(),
         status: done.device.status.to_string(),
         certificate_pem: done.certificate.pem.clone(),
-        private_key_pem: done.private_key_pem.as_ref().map(|k| k.expose().to_owned()),
+        private_key_pem: private_key,
         ca_chain_pem: done.ca_chain_pem,
         certificate_serial: done.certificate.serial.to_string(),
         not_after: done.certificate.not_after,

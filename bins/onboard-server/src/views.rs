@@ -142,12 +142,36 @@ impl From<&Certificate> for CertificateView {
     }
 }
 
+/// Where a device lives in AWS IoT Core.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AwsView {
+    pub thing_name: String,
+    pub thing_arn: String,
+    pub certificate_id: String,
+    pub certificate_arn: String,
+}
+
+impl From<&onboard_core::domain::CloudRecord> for AwsView {
+    fn from(r: &onboard_core::domain::CloudRecord) -> Self {
+        Self {
+            thing_name: r.thing_name.clone(),
+            thing_arn: r.thing_arn.clone(),
+            certificate_id: r.certificate_id.clone(),
+            certificate_arn: r.certificate_arn.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeviceDetailsView {
     #[serde(flatten)]
     pub device: DeviceView,
     pub current_certificate: Option<CertificateView>,
     pub certificates: Vec<CertificateView>,
+    /// The Thing and certificate in AWS IoT Core; absent when AWS is off or the
+    /// device is not registered there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -4,6 +4,8 @@
 
 mod support;
 
+#[path = "cases/aws.rs"]
+mod aws;
 #[path = "cases/deploy.rs"]
 mod deploy;
 #[path = "cases/e2e.rs"]

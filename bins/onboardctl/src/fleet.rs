@@ -195,7 +195,7 @@ pub fn devices(command: &DevicesCommand, onboard: &Onboard) -> Result<Rendered, 
                 .map_err(|e| CliError::Core(CoreError::Internal(e.to_string())))?;
             json["current_certificate"] = json!(d.current_certificate.as_ref().map(|c| &c.serial));
             json["certificates"] = json!(certs);
-            let note = match &d.current_certificate {
+            let mut note = match &d.current_certificate {
                 Some(c) => format!(
                     "current certificate {} (until {})",
                     c.serial,
@@ -203,6 +203,16 @@ pub fn devices(command: &DevicesCommand, onboard: &Onboard) -> Result<Rendered, 
                 ),
                 None => "no valid certificate".into(),
             };
+            if let Some(a) = &d.aws {
+                json["aws"] = json!({
+                    "thing_name": a.thing_name, "thing_arn": a.thing_arn,
+                    "certificate_id": a.certificate_id, "certificate_arn": a.certificate_arn,
+                });
+                note.push_str(&format!(
+                    "\nAWS IoT: thing {} ({})\n         certificate {} ({})",
+                    a.thing_name, a.thing_arn, a.certificate_id, a.certificate_arn
+                ));
+            }
             Ok(
                 Rendered::table(json, DEVICE_HEADERS.to_vec(), vec![device_row(&d.device)])
                     .with_note(note),

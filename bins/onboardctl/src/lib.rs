@@ -117,7 +117,7 @@ impl CliError {
         match self {
             CliError::Settings(_) => 2,
             CliError::Core(CoreError::Setup(_)) => 2,
-            CliError::Core(CoreError::Unavailable(_)) => 3,
+            CliError::Core(CoreError::Unavailable(_) | CoreError::Cloud(_)) => 3,
             CliError::Core(_) => 1,
         }
     }

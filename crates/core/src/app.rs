@@ -55,10 +55,13 @@ impl Onboard {
             ..PoolOptions::default()
         };
         let db = Database::open(&settings.database.url, &options)?;
-        let ports = Ports {
+        let mut ports = Ports {
             broker: crate::broker::broker_for(&settings, &db)?,
             ..Ports::default()
         };
+        if settings.aws.enabled {
+            ports.cloud = crate::cloud::aws_registrar(&settings.aws)?;
+        }
         Ok(Self {
             settings: Arc::new(settings),
             db,

@@ -366,7 +366,13 @@ impl Onboard {
                 .reason(why)
                 .details(json!({"superseded": retired, "current": kept.serial}));
                 tx.append_audit(audit.event())?;
-                self.enqueue(tx, &[Effect::BrokerCrl], &mut effects)?;
+                // The broker's CRL; with AWS IoT, the cloud's certificate follows
+                // the device's current one from now on.
+                self.enqueue(
+                    tx,
+                    &[Effect::BrokerCrl, Effect::CloudDevice(device)],
+                    &mut effects,
+                )?;
             }
             Ok(retired)
         })?;

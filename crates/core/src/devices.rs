@@ -1,8 +1,8 @@
 //! Reading devices: the fleet list and one device with its certificates.
 
 use onboard_domain::{
-    Certificate, CertificateRepository, CertificateStatus, Device, DeviceFilter, DeviceId,
-    DeviceRepository, Page, PageRequest, Store,
+    Certificate, CertificateRepository, CertificateStatus, CloudRecord, CloudRecordRepository,
+    Device, DeviceFilter, DeviceId, DeviceRepository, Page, PageRequest, Store,
 };
 
 use crate::app::Onboard;
@@ -16,6 +16,8 @@ pub struct DeviceDetails {
     /// The newest certificate that is not revoked.
     pub current_certificate: Option<Certificate>,
     pub certificates: Vec<Certificate>,
+    /// Where the device lives in AWS IoT Core, when it was registered there.
+    pub aws: Option<CloudRecord>,
 }
 
 impl Onboard {
@@ -38,8 +40,12 @@ impl Onboard {
     }
 
     pub fn device(&self, id: DeviceId) -> Result<DeviceDetails, CoreError> {
-        let (device, certificates) = self.store().read(|tx| -> Result<_, CoreError> {
-            Ok((tx.device(id)?, tx.certificates_of_device(id)?))
+        let (device, certificates, aws) = self.store().read(|tx| -> Result<_, CoreError> {
+            Ok((
+                tx.device(id)?,
+                tx.certificates_of_device(id)?,
+                tx.cloud_record(id)?,
+            ))
         })?;
         let current_certificate = certificates
             .iter()
@@ -49,6 +55,7 @@ impl Onboard {
             device,
             current_certificate,
             certificates,
+            aws,
         })
     }
 }

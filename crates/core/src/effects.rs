@@ -15,9 +15,9 @@ use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{
-    new_id, CertificateRepository, CertificateStatus, CloudDevice, CredentialKind, CrlRepository,
-    DeviceId, DeviceModelRepository, DeviceRepository, DeviceStatus, Effect, EffectRepository,
-    MqttCredentialRepository, PendingEffect, RepoError, Store,
+    new_id, CredentialKind, CrlRepository, DeviceId, DeviceModelRepository, DeviceRepository,
+    DeviceStatus, Effect, EffectRepository, MqttCredentialRepository, PendingEffect, RepoError,
+    Store,
 };
 
 use crate::app::Onboard;
@@ -50,6 +50,9 @@ pub struct Reconciled {
     /// Certificates revoked as superseded because their renewal's grace period
     /// (`device.renew_grace_hours`) was over.
     pub renewals_retired: usize,
+    /// Devices whose AWS resources were removed because no device (or a
+    /// decommissioned one) owned them (full passes only).
+    pub cloud_orphans_removed: usize,
 }
 
 /// The CRL this process last installed in the broker.
@@ -264,44 +267,6 @@ impl Onboard {
         })
     }
 
-    /// Registers the device in the cloud registry while it is in service, removes
-    /// it once decommissioned or gone.
-    fn converge_cloud(&self, id: DeviceId) -> Result<(), CoreError> {
-        let cloud = &self.ports().cloud;
-        let state = self.store().read(|tx| -> Result<_, CoreError> {
-            let device = match tx.device(id) {
-                Ok(d) => d,
-                Err(RepoError::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            let cert = tx
-                .certificates_of_device(id)?
-                .into_iter()
-                .find(|c| c.status == CertificateStatus::Active);
-            Ok(Some((device, cert)))
-        })?;
-        let unavailable =
-            |e: onboard_domain::PortError| CoreError::Unavailable(format!("cloud: {e}"));
-        match state {
-            Some((device, Some(cert)))
-                if matches!(
-                    device.status,
-                    DeviceStatus::Registered | DeviceStatus::Active
-                ) =>
-            {
-                cloud
-                    .register(&CloudDevice {
-                        device_id: id,
-                        serial: device.serial,
-                        certificate_pem: cert.pem,
-                    })
-                    .map_err(unavailable)
-            }
-            Some((device, _)) if device.status == DeviceStatus::Revoked => Ok(()),
-            _ => cloud.deregister(id).map_err(unavailable),
-        }
-    }
-
     /// Signs a new CRL (every revocation committed so far) and installs it.
     pub(crate) fn publish_and_install_crl(&self) -> Result<CrlStatus, CoreError> {
         let crl = self.publish_crl()?;
@@ -358,7 +323,8 @@ impl Onboard {
     }
 
     /// One pass of the reconciler: the CRL kept fresh and installed, then every
-    /// effect that is due (all of them with `all`, as at start-up).
+    /// effect that is due (all of them with `all`, as at start-up); with `all`
+    /// also the sweep for AWS resources that have no device.
     pub fn reconcile(&self, all: bool) -> Result<Reconciled, CoreError> {
         let mut report = Reconciled::default();
         // Before the CRL: a certificate retired here is in the CRL this pass
@@ -400,6 +366,15 @@ impl Onboard {
             // back at once, so a pass tries each effect once.
             if applied < n || (n as u32) < RECONCILE_BATCH {
                 break;
+            }
+        }
+        if all {
+            match self.sweep_cloud() {
+                Ok(n) => report.cloud_orphans_removed = n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for AWS resources without a device");
+                    report.errors.push(e.to_string());
+                }
             }
         }
         Ok(report)

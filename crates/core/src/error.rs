@@ -37,6 +37,10 @@ pub enum CoreError {
     /// Storage or another dependency cannot be reached now; retrying may help.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The cloud registry (AWS IoT Core) failed or cannot be reached; the message
+    /// names the call and says what was kept. Retrying may help.
+    #[error("{0}")]
+    Cloud(String),
     /// Settings or local state prevent the operation (bad CA key, unreadable file).
     #[error("{0}")]
     Setup(String),
@@ -57,6 +61,7 @@ impl CoreError {
             CoreError::Conflict(_) => "conflict",
             CoreError::Takeover(_) => "possible_takeover",
             CoreError::Unavailable(_) => "unavailable",
+            CoreError::Cloud(_) => "aws_unavailable",
             CoreError::Setup(_) => "setup",
             CoreError::Internal(_) => "internal",
         }

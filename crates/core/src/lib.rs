@@ -7,6 +7,7 @@ mod app;
 mod audit;
 mod broker;
 mod ca;
+mod cloud;
 mod device_api;
 mod devices;
 mod effects;
@@ -29,6 +30,7 @@ pub use app::{NotReady, Onboard, READINESS_TIMEOUT};
 pub use audit::Actor;
 pub use broker::{grants_from_registry, service_endpoint, status_config, AclSync, Unactivated};
 pub use ca::{CaInit, CaSummary, CrlStatus, InfraCertificate, PublishedCrl};
+pub use cloud::{aws_registrar, CloudAnswer};
 pub use device_api::{
     AccessToken, DeviceAuth, DeviceSession, Provisioning, Renewed, ACCESS_TOKEN_AUDIENCE,
     ACCESS_TOKEN_TYPE,
@@ -48,5 +50,5 @@ pub use onboard_pki::{presented_certificate, PresentedCertificate};
 pub use operator::{BundleLink, NewDeviceRequest, OperatorRegistered};
 pub use provision::render_topic;
 pub use register::{MqttInfo, RegisterRequest, Registered, DEFAULT_TOPIC, MAX_CSR_BYTES};
-pub use settings::{Secret, Settings, SettingsError};
+pub use settings::{AwsCertificateMode, Secret, Settings, SettingsError};
 pub use stats::FleetCounts;

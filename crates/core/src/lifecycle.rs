@@ -75,10 +75,12 @@ impl Onboard {
         .into_iter()
         .filter(|s| s.transition(to).is_ok())
         .collect();
-        let mut todo = vec![Effect::BrokerDevice(id), Effect::BrokerCrl];
-        if to == DeviceStatus::Decommissioned {
-            todo.push(Effect::CloudDevice(id));
-        }
+        // The cloud side too: REVOKED in AWS, or removed when decommissioned.
+        let todo = vec![
+            Effect::BrokerDevice(id),
+            Effect::BrokerCrl,
+            Effect::CloudDevice(id),
+        ];
         let mut effects = Vec::new();
         let changed = self.store().transaction(|tx| -> Result<bool, CoreError> {
             // The status change first: it holds the device's row, so a concurrent

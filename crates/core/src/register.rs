@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 
 use crate::app::Onboard;
 use crate::audit::{Actor, Audit};
+use crate::cloud::CloudAnswer;
 use crate::error::CoreError;
 use crate::provision::{check_serial_is_not_an_id, invalid, DeviceSpec, Trail};
 use crate::secrets::{bootstrap_key_prefix, matches_hash};
@@ -74,6 +75,8 @@ pub struct Registered {
     pub config: Value,
     /// True when an earlier registration of this serial was replaced.
     pub reregistered: bool,
+    /// The device's Thing and certificate in AWS IoT Core, when AWS is on.
+    pub cloud: Option<CloudAnswer>,
     /// Seconds spent in each step, for the latency metrics.
     pub timings: Vec<(&'static str, f64)>,
 }
@@ -141,7 +144,8 @@ impl Onboard {
             trail.device = Some(device_id);
 
             let step = Instant::now();
-            let (issued, private_key) = self.issue_for(issuer.as_ref(), &spec, device_id)?;
+            let (issued, private_key, cloud) =
+                self.issue_and_register(issuer.as_ref(), &spec, device_id)?;
             timings.push(("issue", step.elapsed().as_secs_f64()));
             let prepared = self.prepare(&spec, device_id, &issued, private_key);
 
@@ -150,6 +154,9 @@ impl Onboard {
             let details = json!({"reregistration": false, "csr": spec.csr.is_some()});
             let stored = self.store().transaction(|tx| -> Result<_, CoreError> {
                 let rows = self.store_new(tx, &spec, &prepared, details, &mut effects)?;
+                if let Some(pending) = &cloud {
+                    self.commit_cloud(tx, pending)?;
+                }
                 // The key's use last: its row stays locked only until the commit
                 // that follows, and a refusal rolls back everything above.
                 if !tx.consume_bootstrap_key_use(key.id, now)? {
@@ -163,6 +170,11 @@ impl Onboard {
                 }
                 Ok(rows)
             });
+            if stored.is_err() {
+                if let Some(pending) = &cloud {
+                    self.abandon_cloud_pending(pending);
+                }
+            }
             let (device, certificate) = match stored {
                 Ok((device, Some(certificate))) => (device, certificate),
                 Ok((_, None)) => {
@@ -178,14 +190,22 @@ impl Onboard {
             let step = Instant::now();
             self.apply_or_defer(&effects);
             timings.push(("effects", step.elapsed().as_secs_f64()));
+            // AWS's certificate chains to Amazon's root, which is also what
+            // devices trust to reach the AWS endpoint.
+            let ca_chain_pem = cloud
+                .as_ref()
+                .and_then(|p| p.registration.issued.as_ref())
+                .map(|i| i.ca_chain_pem.clone())
+                .unwrap_or_else(|| issuer.ca_chain_pem());
             return Ok(Registered {
                 device,
                 certificate,
                 private_key_pem: prepared.private_key_pem,
-                ca_chain_pem: issuer.ca_chain_pem(),
+                ca_chain_pem,
                 mqtt: prepared.mqtt,
                 config: prepared.config,
                 reregistered: false,
+                cloud: cloud.as_ref().map(|p| p.answer()),
                 timings,
             });
         }
@@ -252,6 +272,7 @@ impl Onboard {
             ))?;
             timings.push(("retry", step.elapsed().as_secs_f64()));
             return Ok(Registered {
+                cloud: self.cloud_answer(device.id)?,
                 mqtt: self.mqtt_info(&model, &device),
                 config: self.device_config(&model, &device),
                 device,
@@ -335,6 +356,7 @@ impl Onboard {
         self.apply_or_defer(&effects);
         timings.push(("effects", step.elapsed().as_secs_f64()));
         Ok(Registered {
+            cloud: self.cloud_answer(device.id)?,
             mqtt: self.mqtt_info(&model, &device),
             config: self.device_config(&model, &device),
             device,

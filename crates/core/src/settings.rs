@@ -332,6 +332,21 @@ impl Default for BrokerSettings {
     }
 }
 
+/// Who issues device certificates when AWS IoT Core is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AwsCertificateMode {
+    /// Our CA issues; the certificate is registered with
+    /// `RegisterCertificateWithoutCA`, so one identity works on Mosquitto and AWS.
+    #[default]
+    OwnCa,
+    /// AWS issues (`CreateCertificateFromCsr`, or `CreateKeysAndCertificate`
+    /// without a CSR); devices get Amazon's root chain.
+    AwsIssued,
+}
+
+/// AWS IoT Core (`docs/aws.md`). Credentials come from the standard AWS chain
+/// (environment, profile, web identity, instance or container role).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AwsSettings {
@@ -339,6 +354,20 @@ pub struct AwsSettings {
     pub region: String,
     /// Overrides the AWS IoT endpoint (tests point it at a local emulator).
     pub endpoint_url: String,
+    pub certificate_mode: AwsCertificateMode,
+    /// The IoT policy attached to every device certificate; created from the
+    /// template in `docs/aws.md` when missing.
+    pub policy_name: String,
+    /// The Thing name: `{device_id}`, `{serial}`, `{model}`.
+    pub thing_name_template: String,
+    /// Thing group name templates (`{model}`, `{batch}`), created when missing.
+    pub thing_groups: Vec<String>,
+    /// Every Thing is of this type (it marks Things as Onboard's).
+    pub thing_type: String,
+    /// The most one AWS call may take, retries included.
+    pub timeout_seconds: u64,
+    /// Attempts per AWS call (throttling and transient errors are retried).
+    pub max_attempts: u32,
 }
 
 impl Default for AwsSettings {
@@ -347,7 +376,79 @@ impl Default for AwsSettings {
             enabled: false,
             region: "us-east-1".into(),
             endpoint_url: String::new(),
+            certificate_mode: AwsCertificateMode::OwnCa,
+            policy_name: "onboard-device".into(),
+            thing_name_template: "{device_id}".into(),
+            thing_groups: Vec::new(),
+            thing_type: "onboard-device".into(),
+            timeout_seconds: 10,
+            max_attempts: 3,
         }
+    }
+}
+
+impl AwsSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if !self.endpoint_url.is_empty() {
+            check_http_url("aws.endpoint_url", &self.endpoint_url)?;
+        }
+        if !self.enabled {
+            return Ok(());
+        }
+        let region_ok = !self.region.is_empty()
+            && self
+                .region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !region_ok {
+            return Err(invalid(
+                "aws.region",
+                "must be an AWS region such as eu-west-1",
+            ));
+        }
+        onboard_aws_iot::check_policy_name(&self.policy_name)
+            .map_err(|r| invalid("aws.policy_name", r))?;
+        if !(self.thing_name_template.contains("{device_id}")
+            || self.thing_name_template.contains("{serial}"))
+        {
+            return Err(invalid(
+                "aws.thing_name_template",
+                "must contain {device_id} or {serial}, so every device gets its own Thing",
+            ));
+        }
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ":_-{}".contains(c))
+        };
+        if !name_ok(&self.thing_name_template) {
+            return Err(invalid(
+                "aws.thing_name_template",
+                "may contain only A-Z a-z 0-9 : _ - and the placeholders",
+            ));
+        }
+        if !name_ok(&self.thing_type) || self.thing_type.contains(['{', '}']) {
+            return Err(invalid(
+                "aws.thing_type",
+                "must be 1 to 128 of A-Z a-z 0-9 : _ -",
+            ));
+        }
+        for g in &self.thing_groups {
+            if !name_ok(g) {
+                return Err(invalid(
+                    "aws.thing_groups",
+                    format!("{g:?}: a group template may contain only A-Z a-z 0-9 : _ - {{model}} {{batch}}"),
+                ));
+            }
+        }
+        if !(1..=120).contains(&self.timeout_seconds) {
+            return Err(invalid("aws.timeout_seconds", "must be 1 to 120 seconds"));
+        }
+        if !(1..=10).contains(&self.max_attempts) {
+            return Err(invalid("aws.max_attempts", "must be 1 to 10"));
+        }
+        Ok(())
     }
 }
 
@@ -663,16 +764,7 @@ impl Settings {
                 "must be set for mosquitto-dynsec",
             ));
         }
-        if self.aws.enabled {
-            // Refused rather than silently ignored until the aws-iot adapter lands.
-            return Err(invalid(
-                "aws.enabled",
-                "the AWS IoT Core integration is not available in this version; leave it false",
-            ));
-        }
-        if !self.aws.endpoint_url.is_empty() {
-            check_http_url("aws.endpoint_url", &self.aws.endpoint_url)?;
-        }
+        self.aws.validate()?;
         if !(1..=7 * 24 * 60).contains(&self.delivery.download_expiry_minutes) {
             return Err(invalid(
                 "delivery.download_expiry_minutes",

@@ -10,6 +10,8 @@ use onboard_core::domain::ManualClock;
 use onboard_core::{CaInit, CoreError, Onboard, Settings};
 use onboard_registry::testing::{TestBackend, TestDb};
 
+#[path = "core/aws.rs"]
+mod aws;
 #[path = "core/firmware.rs"]
 mod firmware;
 #[path = "core/lifecycle.rs"]
@@ -33,6 +35,16 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+on_both_backends!(aws_tests for aws:
+    own_ca_registration_puts_our_certificate_in_aws_and_revoke_and_decommission_follow,
+    aws_issued_registration_hands_out_the_aws_certificate_and_amazons_root,
+    a_failing_aws_step_leaves_no_device_no_aws_resources_and_no_key_use,
+    aws_going_away_mid_registration_fails_fast_and_the_intent_finishes_later,
+    a_crash_between_aws_steps_is_removed_by_the_reconciler,
+    the_sweep_removes_aws_resources_that_have_no_device,
+    operator_registration_and_a_new_certificate_reach_aws_after_the_commit,
+);
 
 on_both_backends!(lifecycle_tests for lifecycle:
     operator_registration_makes_a_bundle_an_independent_tool_opens,

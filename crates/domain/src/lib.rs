@@ -21,14 +21,15 @@ pub use ids::{
 };
 pub use ports::{
     AuditFilter, AuditRepository, BootstrapKeyFilter, BootstrapKeyRepository,
-    CertificateRepository, CredentialBundleRepository, CrlRepository, DeviceFilter,
-    DeviceModelRepository, DeviceRepository, DeviceUpdate, Effect, EffectRepository,
+    CertificateRepository, CloudRecordRepository, CredentialBundleRepository, CrlRepository,
+    DeviceFilter, DeviceModelRepository, DeviceRepository, DeviceUpdate, Effect, EffectRepository,
     FirmwareRepository, MqttCredentialRepository, NewCredentialBundle, Page, PageRequest,
     PendingEffect, RepoError, Repositories, Store, MAX_PAGE_SIZE,
 };
 pub use services::{
-    BrokerAccess, BrokerGrant, CertificateIssuer, CloudDevice, CloudRegistrar, IssuedCert,
-    NoBroker, NoCloud, PortError, SecretString,
+    BrokerAccess, BrokerGrant, CertificateIssuer, CloudCertificate, CloudDevice, CloudIssued,
+    CloudRecord, CloudRegistrar, CloudRegistration, IssuedCert, NoBroker, NoCloud, PortError,
+    SecretString,
 };
 pub use states::{
     AuditOutcome, CertificateStatus, CredentialKind, DeviceStatus, IllegalTransition, KeyAlgorithm,

@@ -383,6 +383,8 @@ pub trait EffectRepository {
     fn pending_effects_summary(&mut self) -> Result<(i64, Option<DateTime<Utc>>), RepoError>;
     /// Removes applied effects; ids already gone are not an error.
     fn complete_effects(&mut self, ids: &[uuid::Uuid]) -> Result<(), RepoError>;
+    /// Whether an effect of `kind` for `device` is waiting.
+    fn has_pending_effect(&mut self, kind: &str, device: DeviceId) -> Result<bool, RepoError>;
     /// Counts a failed attempt and sets the next one.
     fn postpone_effect(
         &mut self,
@@ -390,6 +392,22 @@ pub trait EffectRepository {
         error: &str,
         retry_at: DateTime<Utc>,
     ) -> Result<(), RepoError>;
+}
+
+/// Where devices live in the cloud registry (`aws_resources`).
+pub trait CloudRecordRepository {
+    /// Inserts or replaces the device's record.
+    fn put_cloud_record(
+        &mut self,
+        record: &crate::services::CloudRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+    fn cloud_record(
+        &mut self,
+        device: DeviceId,
+    ) -> Result<Option<crate::services::CloudRecord>, RepoError>;
+    /// Removing nothing is not an error.
+    fn delete_cloud_record(&mut self, device: DeviceId) -> Result<(), RepoError>;
 }
 
 /// Everything a use case can do inside one transaction.
@@ -413,6 +431,7 @@ pub trait Repositories:
     + CrlRepository
     + CredentialBundleRepository
     + EffectRepository
+    + CloudRecordRepository
 {
 }
 
@@ -427,6 +446,7 @@ impl<T> Repositories for T where
         + CrlRepository
         + CredentialBundleRepository
         + EffectRepository
+        + CloudRecordRepository
 {
 }
 

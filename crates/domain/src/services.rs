@@ -113,19 +113,95 @@ pub trait BrokerAccess: Send + Sync + std::fmt::Debug {
     fn publish_crl(&self, crl_pem: &str) -> Result<(), PortError>;
 }
 
-/// A device's record in a cloud IoT registry (AWS IoT Core).
+/// How the cloud registry gets a device's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloudCertificate {
+    /// Our CA issued it: the registry takes it as it is (PEM).
+    Own { pem: String },
+    /// The registry issues it: from the device's CSR (PEM), or with a key pair it
+    /// generates when there is none.
+    Issue { csr: Option<Vec<u8>> },
+}
+
+/// A device to enter in a cloud IoT registry (AWS IoT Core).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudDevice {
     pub device_id: DeviceId,
     pub serial: Serial,
-    pub certificate_pem: String,
+    pub model: Option<String>,
+    /// The bootstrap key batch the device registered with.
+    pub batch: Option<String>,
+    pub firmware_version: String,
+    pub certificate: CloudCertificate,
 }
 
-/// The cloud side of a device.
+/// Where a device lives in the cloud registry; stored with the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudRecord {
+    pub device_id: DeviceId,
+    pub thing_name: String,
+    pub thing_arn: String,
+    pub certificate_id: String,
+    pub certificate_arn: String,
+    /// SHA-256 of the registered certificate's DER, lowercase hex: tells whether
+    /// the cloud holds the device's current certificate.
+    pub certificate_fingerprint: String,
+}
+
+/// A certificate the cloud registry issued (`CloudCertificate::Issue`).
+#[derive(Debug, Clone)]
+pub struct CloudIssued {
+    pub certificate_pem: String,
+    /// Only when the registry generated the key pair (no CSR).
+    pub private_key: Option<SecretString>,
+    /// The chain a device trusts to reach the registry's endpoint (Amazon's roots).
+    pub ca_chain_pem: String,
+}
+
+/// What a complete cloud registration made.
+#[derive(Debug, Clone)]
+pub struct CloudRegistration {
+    /// `certificate_fingerprint` is empty in `Issue` mode: the caller fills it in
+    /// from `issued`.
+    pub record: CloudRecord,
+    /// The data endpoint devices connect to.
+    pub endpoint: String,
+    pub issued: Option<CloudIssued>,
+}
+
+/// The cloud side of a device. Every call returns once the registry holds the
+/// change; an error names the call that failed.
 pub trait CloudRegistrar: Send + Sync + std::fmt::Debug {
-    fn register(&self, device: &CloudDevice) -> Result<(), PortError>;
-    /// Undoes `register`; removing nothing is not an error.
+    /// False for [`NoCloud`]: registration then makes no cloud calls at all.
+    fn enabled(&self) -> bool {
+        true
+    }
+    /// True when the registry issues certificates (`CloudCertificate::Issue`)
+    /// instead of registering our CA's.
+    fn issues_certificates(&self) -> bool {
+        false
+    }
+    /// The endpoint devices connect to, when the registry has one.
+    fn endpoint(&self) -> Result<Option<String>, PortError> {
+        Ok(None)
+    }
+    /// Creates everything a device needs, all or nothing: on a failure the steps
+    /// already made are undone before the error returns (what cannot be undone
+    /// then is found again by [`CloudRegistrar::deregister`]).
+    fn register(&self, device: &CloudDevice) -> Result<CloudRegistration, PortError>;
+    /// Puts `pem` (from our CA) in place of the record's certificate.
+    fn replace_certificate(
+        &self,
+        record: &CloudRecord,
+        pem: &str,
+    ) -> Result<CloudRecord, PortError>;
+    /// Marks the record's certificate revoked.
+    fn revoke(&self, record: &CloudRecord) -> Result<(), PortError>;
+    /// Removes everything the registry holds for the device (found by the device
+    /// id it is marked with); removing nothing is not an error.
     fn deregister(&self, device: DeviceId) -> Result<(), PortError>;
+    /// Every device id the registry holds resources for (marked as ours).
+    fn devices(&self) -> Result<Vec<DeviceId>, PortError>;
 }
 
 /// No broker to manage (the broker is AWS IoT Core, or permissions are external).
@@ -152,11 +228,25 @@ impl BrokerAccess for NoBroker {
 pub struct NoCloud;
 
 impl CloudRegistrar for NoCloud {
-    fn register(&self, _: &CloudDevice) -> Result<(), PortError> {
+    fn enabled(&self) -> bool {
+        false
+    }
+    fn register(&self, _: &CloudDevice) -> Result<CloudRegistration, PortError> {
+        Err(PortError::Unavailable(
+            "no cloud registry is configured".into(),
+        ))
+    }
+    fn replace_certificate(&self, record: &CloudRecord, _: &str) -> Result<CloudRecord, PortError> {
+        Ok(record.clone())
+    }
+    fn revoke(&self, _: &CloudRecord) -> Result<(), PortError> {
         Ok(())
     }
     fn deregister(&self, _: DeviceId) -> Result<(), PortError> {
         Ok(())
+    }
+    fn devices(&self) -> Result<Vec<DeviceId>, PortError> {
+        Ok(Vec::new())
     }
 }
 

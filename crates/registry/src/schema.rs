@@ -164,6 +164,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    aws_resources (device_id) {
+        device_id -> Text,
+        thing_name -> Text,
+        thing_arn -> Text,
+        certificate_id -> Text,
+        certificate_arn -> Text,
+        certificate_fingerprint -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(aws_resources -> devices (device_id));
 diesel::joinable!(bootstrap_keys -> device_models (model_code));
 diesel::joinable!(devices -> device_models (model_code));
 diesel::joinable!(model_firmware -> device_models (model_code));
@@ -185,4 +199,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     crls,
     pending_effects,
     model_firmware,
+    aws_resources,
 );

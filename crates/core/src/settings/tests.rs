@@ -171,7 +171,30 @@ fn invalid_values_name_the_setting() {
             "broker.mqtt_url",
         ),
         (None, &[("ONBOARD__NOPE__KEY", "1")], "nope"),
-        (None, &[("ONBOARD__AWS__ENABLED", "true")], "aws.enabled"),
+        (
+            None,
+            &[
+                ("ONBOARD__AWS__ENABLED", "true"),
+                ("ONBOARD__AWS__POLICY_NAME", "no spaces"),
+            ],
+            "aws.policy_name",
+        ),
+        (
+            None,
+            &[
+                ("ONBOARD__AWS__ENABLED", "true"),
+                ("ONBOARD__AWS__THING_NAME_TEMPLATE", "fleet"),
+            ],
+            "aws.thing_name_template",
+        ),
+        (
+            None,
+            &[
+                ("ONBOARD__AWS__ENABLED", "true"),
+                ("ONBOARD__AWS__CERTIFICATE_MODE", "self-signed"),
+            ],
+            "certificate_mode",
+        ),
         (Some("[server]\nbindd = \"x\"\n"), &[], "bindd"),
         (
             Some("[ca]\nvalidity_days = \"long\"\n"),

@@ -218,31 +218,45 @@ pub fn broker_and_cloud_failures_after_the_commit_converge_later(backend: TestBa
     for step in ["broker", "cloud"] {
         let f = fixture(backend, |_| {});
         let key = batch(&f, 1);
-        let flaky = Arc::new(Flaky {
+        let healthy = Arc::new(Flaky::default());
+        let down = Arc::new(Flaky {
             fail_grant: step == "broker",
             fail_cloud: step == "cloud",
             ..Flaky::default()
         });
-        let down = flaky_onboard(&f, &flaky);
-        // The identity is committed and answered; the component catches up.
-        let r = down.register(request(&key, "SN-later", None)).unwrap();
+        let r = if step == "broker" {
+            // The identity is committed and answered; the broker catches up.
+            flaky_onboard(&f, &down)
+                .register(request(&key, "SN-later", None))
+                .unwrap()
+        } else {
+            // The cloud registry is part of the registration itself (before the
+            // commit); after it, a decommission has to reach it.
+            let r = flaky_onboard(&f, &healthy)
+                .register(request(&key, "SN-later", None))
+                .unwrap();
+            assert!(healthy.clouded.lock().unwrap().contains(&r.device.id));
+            let err = flaky_onboard(&f, &down)
+                .decommission_device(&Actor::cli(), r.device.id)
+                .unwrap_err();
+            assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
+            r
+        };
         assert_eq!(key_uses(&f), 1, "{step}");
         assert_eq!(last_audit(&f).outcome, AuditOutcome::Success, "{step}");
         let (pending, _) = f.onboard.pending_effects().unwrap();
         assert_eq!(pending, 1, "{step}: the failed effect waits");
         // Still down: the reconciler keeps it.
-        let report = down.reconcile(true).unwrap();
+        let report = flaky_onboard(&f, &down).reconcile(true).unwrap();
         assert_eq!(report.failed, 1, "{step}");
         assert!(!report.errors.is_empty(), "{step}");
         assert_eq!(f.onboard.pending_effects().unwrap().0, 1, "{step}");
         // Back: one pass applies it and the queue is empty.
-        let healthy = Arc::new(Flaky::default());
-        let back = flaky_onboard(&f, &healthy);
-        let report = back.reconcile(true).unwrap();
+        let report = flaky_onboard(&f, &healthy).reconcile(true).unwrap();
         assert_eq!((report.applied, report.failed), (1, 0), "{step}");
         match step {
             "broker" => assert!(healthy.granted.lock().unwrap().contains(&r.device.id)),
-            _ => assert!(healthy.clouded.lock().unwrap().contains(&r.device.id)),
+            _ => assert!(!healthy.clouded.lock().unwrap().contains(&r.device.id)),
         }
         assert_eq!(f.onboard.pending_effects().unwrap().0, 0, "{step}");
     }

@@ -341,17 +341,44 @@ impl BrokerAccess for Flaky {
     }
 }
 
+/// A cloud registry in memory: `clouded` holds the devices registered there.
 impl CloudRegistrar for Flaky {
-    fn register(&self, d: &CloudDevice) -> Result<(), PortError> {
+    fn register(&self, d: &CloudDevice) -> Result<CloudRegistration, PortError> {
         if self.fail_cloud {
             return Err(PortError::Unavailable("cloud down".into()));
         }
         self.clouded.lock().unwrap().insert(d.device_id);
+        Ok(CloudRegistration {
+            record: CloudRecord {
+                device_id: d.device_id,
+                thing_name: d.device_id.to_string(),
+                thing_arn: format!("arn:test:thing/{}", d.device_id),
+                certificate_id: "c0ffee".into(),
+                certificate_arn: "arn:test:cert/c0ffee".into(),
+                certificate_fingerprint: String::new(),
+            },
+            endpoint: "iot.test".into(),
+            issued: None,
+        })
+    }
+    fn replace_certificate(&self, r: &CloudRecord, _: &str) -> Result<CloudRecord, PortError> {
+        if self.fail_cloud {
+            return Err(PortError::Unavailable("cloud down".into()));
+        }
+        Ok(r.clone())
+    }
+    fn revoke(&self, _: &CloudRecord) -> Result<(), PortError> {
         Ok(())
     }
     fn deregister(&self, d: DeviceId) -> Result<(), PortError> {
+        if self.fail_cloud {
+            return Err(PortError::Unavailable("cloud down".into()));
+        }
         self.clouded.lock().unwrap().remove(&d);
         Ok(())
+    }
+    fn devices(&self) -> Result<Vec<DeviceId>, PortError> {
+        Ok(self.clouded.lock().unwrap().iter().copied().collect())
     }
 }
 

@@ -45,6 +45,16 @@ fn into_domain(row: EffectRow) -> Result<PendingEffect, RepoError> {
 }
 
 impl EffectRepository for DbConnection {
+    fn has_pending_effect(&mut self, kind: &str, device: DeviceId) -> Result<bool, RepoError> {
+        let n: i64 = e::table
+            .filter(e::kind.eq(kind))
+            .filter(e::device_id.eq(device.to_string()))
+            .select(count_star())
+            .first(self)
+            .repo(ENTITY)?;
+        Ok(n > 0)
+    }
+
     fn enqueue_effect(
         &mut self,
         id: uuid::Uuid,

@@ -3,6 +3,7 @@
 mod audit;
 mod bundles;
 mod certificates;
+mod cloud;
 mod devices;
 mod effects;
 mod firmware;
