@@ -23,7 +23,7 @@ release: ## Release build of the binaries
 
 test: ## The whole suite against real PostgreSQL, SQLite, Mosquitto and openssl
 	scripts/test-services.sh $(CARGO) build --workspace --all-targets
-	scripts/test-services.sh $(CARGO) $(TEST_RUNNER) --workspace
+	ONBOARD_TEST_PREBUILT=1 scripts/test-services.sh $(CARGO) $(TEST_RUNNER) --workspace
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

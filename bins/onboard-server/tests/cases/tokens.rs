@@ -135,6 +135,23 @@ async fn tokens_follow_rfc_6749_and_expire(backend: TestBackend) {
         assert_eq!((s, body["error"].as_str()), (status, Some(code)), "{body}");
         assert_eq!(headers.get("cache-control").unwrap(), "no-store");
     }
+    // Each refused secret is audited (and never the secret itself).
+    let refused = onboard
+        .audit_events(
+            &onboard_core::domain::AuditFilter {
+                action: Some("device.token".into()),
+                outcome: Some(onboard_core::domain::AuditOutcome::Failure),
+                ..Default::default()
+            },
+            &onboard_core::domain::PageRequest::first(50).unwrap(),
+        )
+        .unwrap()
+        .items;
+    assert_eq!(refused.len(), 4, "the four invalid_client cases");
+    assert!(refused
+        .iter()
+        .all(|e| e.reason.as_deref() == Some("invalid_client")));
+    assert!(!serde_json::to_string(&refused).unwrap().contains(&secret));
     let (_, headers, _) = call(form(
         "grant_type=client_credentials".into(),
         Some((&id, "wrong")),

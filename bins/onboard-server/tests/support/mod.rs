@@ -124,45 +124,47 @@ pub fn delete_with(url: &str, headers: &[(&str, &str)]) -> Response {
     read(req.call().unwrap())
 }
 
-/// Another binary of the workspace, built through cargo once per test process
-/// (into the target directory and profile of this test binary), so a plain
-/// `cargo test -p onboard-server` never runs a stale copy left by an earlier
-/// build. Cargo builds only what changed; under `make test` it is already fresh.
+/// Another binary of the workspace, never a stale copy left by an earlier build.
+/// `make test` builds the whole workspace first and says so with
+/// `ONBOARD_TEST_PREBUILT=1`: then the binary beside this test is used as it is.
+/// Otherwise (a plain `cargo test`) the test builds it first, once per test process,
+/// with the same command as `make test` (`cargo build --workspace --all-targets`,
+/// into this test binary's target directory and profile), so dependencies are
+/// built with the same features and nothing is compiled twice.
 pub fn workspace_bin(name: &str) -> PathBuf {
-    use std::collections::BTreeMap;
-    use std::sync::{Mutex, OnceLock};
-    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(|| Mutex::new(BTreeMap::new()))
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(path) = built.get(name) {
-        return path.clone();
-    }
+    use std::sync::OnceLock;
+    static BUILT: OnceLock<()> = OnceLock::new();
     // This binary is <target>/<profile dir>/deps/<test>-<hash>.
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-    let target_dir = profile_dir.parent().unwrap();
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()).unwrap() {
-        "debug" => "dev".to_owned(),
-        other => other.to_owned(),
-    };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
-    let out = Command::new(&cargo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--quiet", "--locked", "--profile", &profile])
-        .args(["-p", name, "--bin", name, "--target-dir"])
-        .arg(target_dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{cargo}: {e}"));
-    assert!(
-        out.status.success(),
-        "cargo build -p {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if std::env::var("ONBOARD_TEST_PREBUILT").as_deref() != Ok("1") {
+        BUILT.get_or_init(|| {
+            let target_dir = profile_dir.parent().unwrap();
+            let profile = match profile_dir.file_name().and_then(|n| n.to_str()).unwrap() {
+                "debug" => "dev".to_owned(),
+                other => other.to_owned(),
+            };
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
+            let out = Command::new(&cargo)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "--quiet", "--locked", "--profile", &profile])
+                .args(["--workspace", "--all-targets", "--target-dir"])
+                .arg(target_dir)
+                .output()
+                .unwrap_or_else(|e| panic!("{cargo}: {e}"));
+            assert!(
+                out.status.success(),
+                "cargo build --workspace: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+    }
     let path = profile_dir.join(name);
-    assert!(path.is_file(), "cargo built no {}", path.display());
-    built.insert(name.to_owned(), path.clone());
+    assert!(
+        path.is_file(),
+        "no {}: build the workspace first",
+        path.display()
+    );
     path
 }
 
