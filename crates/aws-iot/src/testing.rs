@@ -103,6 +103,11 @@ impl MotoServer {
         self.port
     }
 
+    /// The emulator's process id (a fault test pauses it with SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
