@@ -145,6 +145,30 @@ impl Drop for MotoServer {
     }
 }
 
+/// Every Thing's name and every certificate's id that `aws` sees (a test's check
+/// that nothing was left behind).
+pub fn inventory(aws: &AwsIot) -> (Vec<String>, Vec<String>) {
+    aws.block_on(async {
+        let things = aws.client().list_things().send().await;
+        let certs = aws.client().list_certificates().send().await;
+        let (Ok(things), Ok(certs)) = (things, certs) else {
+            panic!("moto did not answer ListThings/ListCertificates");
+        };
+        (
+            things
+                .things()
+                .iter()
+                .filter_map(|t| t.thing_name().map(str::to_owned))
+                .collect(),
+            certs
+                .certificates()
+                .iter()
+                .filter_map(|c| c.certificate_id().map(str::to_owned))
+                .collect(),
+        )
+    })
+}
+
 /// Makes AWS calls fail before they are sent: the named call (every time), and,
 /// once [`Faults::cut_from`] saw its call, every call after it (the network or the
 /// process gone mid-registration). Records the calls made.

@@ -70,25 +70,7 @@ fn openssl_csr(dir: &std::path::Path) -> Vec<u8> {
     out.stdout
 }
 
-/// Every Thing marked as an Onboard device, and every certificate, in moto.
-fn inventory(aws: &AwsIot) -> (Vec<String>, Vec<String>) {
-    aws.block_on(async {
-        let things = aws.client().list_things().send().await.unwrap();
-        let certs = aws.client().list_certificates().send().await.unwrap();
-        (
-            things
-                .things()
-                .iter()
-                .filter_map(|t| t.thing_name().map(str::to_owned))
-                .collect(),
-            certs
-                .certificates()
-                .iter()
-                .filter_map(|c| c.certificate_id().map(str::to_owned))
-                .collect(),
-        )
-    })
-}
+use onboard_aws_iot::testing::inventory;
 
 fn certificate_status(aws: &AwsIot, id: &str) -> Option<CertificateStatus> {
     aws.block_on(async {

@@ -199,14 +199,7 @@ impl Onboard {
         if secret.is_empty() || secret.len() > 256 {
             return Err(refused);
         }
-        let found = self.store().read(|tx| -> Result<_, CoreError> {
-            let device = match tx.device(id) {
-                Ok(d) => d,
-                Err(RepoError::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            Ok(Some((device, tx.mqtt_credential(id)?)))
-        })?;
+        let found = self.device_and_secret(id)?;
         match found {
             Some((device, Some(cred)))
                 if device.credential == CredentialKind::Password
@@ -217,6 +210,21 @@ impl Onboard {
             }
             _ => Err(refused),
         }
+    }
+
+    /// A device and its secret's stored hash; `None` for an unknown device.
+    fn device_and_secret(
+        &self,
+        id: DeviceId,
+    ) -> Result<Option<(Device, Option<onboard_domain::MqttCredential>)>, CoreError> {
+        self.store().read(|tx| -> Result<_, CoreError> {
+            let device = match tx.device(id) {
+                Ok(d) => d,
+                Err(RepoError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(Some((device, tx.mqtt_credential(id)?)))
+        })
     }
 
     /// The device behind an access token: signature, issuer, audience and time,
@@ -240,14 +248,7 @@ impl Onboard {
         let Some(id) = text("sub").and_then(|s| s.parse::<DeviceId>().ok()) else {
             return Err(refused);
         };
-        let found = self.store().read(|tx| -> Result<_, CoreError> {
-            let device = match tx.device(id) {
-                Ok(d) => d,
-                Err(RepoError::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            Ok(Some((device, tx.mqtt_credential(id)?)))
-        })?;
+        let found = self.device_and_secret(id)?;
         match found {
             Some((device, Some(cred)))
                 if in_service(&device)

@@ -170,23 +170,7 @@ fn request_waiting(port: u16) -> bool {
 }
 
 fn inventory(moto: &MotoServer) -> (Vec<String>, Vec<String>) {
-    let aws = moto.registrar(|_| {});
-    aws.block_on(async {
-        let things = aws.client().list_things().send().await.unwrap();
-        let certs = aws.client().list_certificates().send().await.unwrap();
-        (
-            things
-                .things()
-                .iter()
-                .filter_map(|t| t.thing_name().map(str::to_owned))
-                .collect(),
-            certs
-                .certificates()
-                .iter()
-                .filter_map(|c| c.certificate_id().map(str::to_owned))
-                .collect(),
-        )
-    })
+    onboard_aws_iot::testing::inventory(&moto.registrar(|_| {}))
 }
 
 fn signal(pid: u32, sig: &str) {

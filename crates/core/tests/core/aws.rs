@@ -20,25 +20,7 @@ fn with_aws(f: &Fixture, cloud: Arc<dyn CloudRegistrar>) -> Onboard {
     })
 }
 
-/// Thing names and certificate ids in moto.
-fn inventory(aws: &AwsIot) -> (Vec<String>, Vec<String>) {
-    aws.block_on(async {
-        let things = aws.client().list_things().send().await.unwrap();
-        let certs = aws.client().list_certificates().send().await.unwrap();
-        (
-            things
-                .things()
-                .iter()
-                .filter_map(|t| t.thing_name().map(str::to_owned))
-                .collect(),
-            certs
-                .certificates()
-                .iter()
-                .filter_map(|c| c.certificate_id().map(str::to_owned))
-                .collect(),
-        )
-    })
-}
+use onboard_aws_iot::testing::inventory;
 
 /// (status, PEM) of a certificate in moto; `None` when it does not exist.
 fn aws_certificate(aws: &AwsIot, id: &str) -> Option<(String, String)> {

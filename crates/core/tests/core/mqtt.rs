@@ -21,6 +21,16 @@ fn onboard_with_broker_reloaded_by(
     backend: TestBackend,
     pid_file: Option<&std::path::Path>,
 ) -> (Onboard, TestBroker, TestDb, tempfile::TempDir) {
+    onboard_with_broker_listening(backend, pid_file, false)
+}
+
+/// As [`onboard_with_broker_reloaded_by`]; with `password_listener`, the broker
+/// also takes username/password logins.
+fn onboard_with_broker_listening(
+    backend: TestBackend,
+    pid_file: Option<&std::path::Path>,
+    password_listener: bool,
+) -> (Onboard, TestBroker, TestDb, tempfile::TempDir) {
     let db = TestDb::migrated(backend);
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::default();
@@ -36,7 +46,7 @@ fn onboard_with_broker_reloaded_by(
         ca: &ca,
         now: SystemClock.now(),
         auth: Auth::Files,
-        password_listener: false,
+        password_listener,
         env: &[],
     })
     .unwrap();
@@ -425,31 +435,7 @@ pub fn mosquitto_starts_on_a_fresh_install_with_the_documented_config(backend: T
 /// A password device's secret is its MQTT password on a real Mosquitto (password
 /// file); a new secret replaces it at once; decommissioning ends it.
 pub fn a_password_device_logs_in_with_its_secret_and_a_new_one_replaces_it(backend: TestBackend) {
-    let db = TestDb::migrated(backend);
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
-    settings.database.url = db.url.clone();
-    settings.ca.dir = dir.path().join("ca").display().to_string();
-    settings.broker.kind = onboard_core::settings::BrokerKind::None;
-    let ca = {
-        let first = Onboard::open(settings.clone()).unwrap();
-        crate::shared_ca(&first, backend);
-        first.ca().unwrap()
-    };
-    let broker = TestBroker::start(&TestBrokerSpec {
-        ca: &ca,
-        now: SystemClock.now(),
-        auth: Auth::Files,
-        password_listener: true,
-        env: &[],
-    })
-    .unwrap();
-    settings.broker.kind = onboard_core::settings::BrokerKind::MosquittoFile;
-    settings.broker.acl_file = broker.acl_file().display().to_string();
-    settings.broker.password_file = broker.password_file().display().to_string();
-    settings.broker.crl_file = broker.crl_file().display().to_string();
-    settings.broker.reload_pid_file = broker.pid_file().display().to_string();
-    let onboard = Onboard::open(settings).unwrap();
+    let (onboard, broker, _db, _dir) = onboard_with_broker_listening(backend, None, true);
 
     let done = onboard
         .register_device(
