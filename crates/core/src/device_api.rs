@@ -346,6 +346,8 @@ impl Onboard {
                 return Ok(Vec::new());
             };
             let mut retired = Vec::new();
+            // Only those strictly older: a certificate created at the same instant
+            // as `keep` might be the one in use, and is never revoked here.
             for c in &certs {
                 if c.status == CertificateStatus::Active
                     && c.id != keep

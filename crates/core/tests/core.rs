@@ -87,6 +87,7 @@ on_both_backends!(possession_tests for possession:
     concurrent_revocations_all_reach_the_crl,
     serials_shaped_like_device_ids_are_refused,
     an_older_crl_never_replaces_a_newer_one_in_the_broker,
+    a_renewal_retires_the_old_certificate_after_the_grace_period,
 );
 
 on_both_backends!(register_tests for register:

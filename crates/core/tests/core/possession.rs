@@ -535,3 +535,99 @@ pub fn an_older_crl_never_replaces_a_newer_one_in_the_broker(backend: TestBacken
         "the process knows the newest CRL is installed"
     );
 }
+
+/// `POST /iot/renew`'s rules with time moved through the Clock: the old certificate
+/// stays until the grace period is over, then the reconciler revokes it as
+/// superseded and the CRL lists it; an unused renewal is replaced by the next one.
+pub fn a_renewal_retires_the_old_certificate_after_the_grace_period(backend: TestBackend) {
+    let f = fixture(backend, |s| s.device.renew_grace_hours = 24);
+    let key = batch(&f, 5);
+    let r = f
+        .onboard
+        .register(request(&key, "SN-RENEW", Some(p256_csr(&f, "first"))))
+        .unwrap();
+    let presented = |c: &Certificate| onboard_core::PresentedCertificate {
+        serial: c.serial.clone(),
+        fingerprint: c.fingerprint.clone(),
+    };
+    let session = f
+        .onboard
+        .authenticate_certificate(&presented(&r.certificate))
+        .unwrap();
+    f.clock.advance(chrono::Duration::minutes(1));
+    let unused = f
+        .onboard
+        .renew_certificate(&session, &p256_csr(&f, "second"))
+        .unwrap();
+    f.clock.advance(chrono::Duration::minutes(1));
+    // A second renewal before the first was used supersedes the unused one.
+    let renewed = f
+        .onboard
+        .renew_certificate(&session, &p256_csr(&f, "third"))
+        .unwrap();
+    let status = |c: &Certificate| {
+        f.onboard
+            .device(r.device.id)
+            .unwrap()
+            .certificates
+            .into_iter()
+            .find(|x| x.id == c.id)
+            .unwrap()
+            .status
+    };
+    assert_eq!(status(&unused.certificate), CertificateStatus::Revoked);
+    assert_eq!(status(&r.certificate), CertificateStatus::Active);
+    assert_eq!(status(&renewed.certificate), CertificateStatus::Active);
+    assert_eq!(
+        renewed.previous_valid_until,
+        f.clock.now() + chrono::Duration::hours(24)
+    );
+
+    // Within the grace period nothing changes; after it the old one is retired.
+    f.clock.advance(chrono::Duration::hours(23));
+    assert_eq!(f.onboard.reconcile(false).unwrap().renewals_retired, 0);
+    assert!(f
+        .onboard
+        .authenticate_certificate(&presented(&r.certificate))
+        .is_ok());
+    f.clock.advance(chrono::Duration::hours(2));
+    assert_eq!(f.onboard.reconcile(false).unwrap().renewals_retired, 1);
+    assert_eq!(status(&r.certificate), CertificateStatus::Revoked);
+    assert!(matches!(
+        f.onboard
+            .authenticate_certificate(&presented(&r.certificate)),
+        Err(onboard_core::CoreError::Unauthorized(_))
+    ));
+    assert!(crl_text(&f).contains(r.certificate.serial.as_str()));
+    assert_eq!(
+        f.onboard.reconcile(false).unwrap().renewals_retired,
+        0,
+        "once"
+    );
+    let d = f.onboard.device(r.device.id).unwrap();
+    assert_eq!(d.current_certificate.unwrap().id, renewed.certificate.id);
+    let retired = f
+        .onboard
+        .audit_events(
+            &AuditFilter {
+                action: Some("certificate.supersede".into()),
+                ..Default::default()
+            },
+            &PageRequest::first(5).unwrap(),
+        )
+        .unwrap()
+        .items;
+    assert_eq!(retired.len(), 1);
+    assert_eq!(retired[0].reason.as_deref(), Some("renewal_grace_elapsed"));
+
+    // A renewal needs a new key, and the device's own current certificate.
+    let same = same_key_csr(&f, "third");
+    let session = f
+        .onboard
+        .authenticate_certificate(&presented(&renewed.certificate))
+        .unwrap();
+    assert!(matches!(
+        f.onboard.renew_certificate(&session, &same),
+        Err(onboard_core::CoreError::Invalid(_))
+    ));
+}
