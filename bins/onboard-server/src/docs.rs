@@ -54,7 +54,7 @@ use crate::health::{HealthBody, ReadyBody};
         crate::firmware::download_firmware,
     ),
     components(schemas(ErrorBody, HealthBody, ReadyBody)),
-    modifiers(&OperationsPaths, &SecuritySchemes),
+    modifiers(&OperationsPaths, &SecuritySchemes, &ExtractorAnswers),
     tags(
         (name = "operations", description = "Health, metrics and documentation"),
         (name = "public", description = "Routes devices call without admin credentials"),
@@ -142,10 +142,86 @@ impl Modify for OperationsPaths {
     }
 }
 
+/// What every route with a request body may answer before its handler runs (the
+/// extractors and the body limit), added to each such operation that does not
+/// document it itself: 400 (a body that is not JSON or not a form), 413 (too large),
+/// 415 (another content type).
+struct ExtractorAnswers;
+
+impl Modify for ExtractorAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Response};
+        let answers = [
+            ("400", "the body cannot be read (malformed JSON or form)"),
+            ("413", "the body is larger than the limit"),
+            ("415", "the body has another content type"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for op in [item.post.as_mut(), item.put.as_mut(), item.patch.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if op.request_body.is_none() {
+                    continue;
+                }
+                for (status, what) in answers {
+                    if op.responses.responses.contains_key(status) {
+                        continue;
+                    }
+                    let response: Response = ResponseBuilder::new()
+                        .description(what)
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .build();
+                    op.responses
+                        .responses
+                        .insert(status.to_owned(), RefOr::T(response));
+                }
+            }
+        }
+    }
+}
+
+/// The OpenAPI document, built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOC.get_or_init(ApiDoc::openapi)
+}
+
+/// The methods the document lists for the route that `path` matches, if any (so an
+/// unsupported method on a known route is 405, not 404).
+pub fn allowed_methods(path: &str) -> Option<Vec<&'static str>> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    document().paths.paths.iter().find_map(|(template, item)| {
+        let parts: Vec<&str> = template.trim_end_matches('/').split('/').collect();
+        let matches = parts.len() == segments.len()
+            && parts
+                .iter()
+                .zip(&segments)
+                .all(|(t, s)| (t.starts_with('{') && !s.is_empty()) || t == s);
+        matches.then(|| {
+            [
+                ("GET", item.get.is_some()),
+                ("POST", item.post.is_some()),
+                ("PUT", item.put.is_some()),
+                ("PATCH", item.patch.is_some()),
+                ("DELETE", item.delete.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(m, has)| has.then_some(m))
+            .collect()
+        })
+    })
+}
+
 /// The OpenAPI 3 document for every endpoint.
 #[get("/api/openapi.json")]
 pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(document())
 }
 
 /// `/api/docs` without the slash: where the UI lives.

@@ -462,7 +462,26 @@ async fn limit_body(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
+/// No route: 405 with `Allow` when the path is a route of ours with other methods
+/// (HEAD is GET's), else 404.
 async fn not_found(req: HttpRequest) -> HttpResponse {
+    if let Some(allowed) = docs::allowed_methods(req.path()).filter(|m| !m.is_empty()) {
+        let e = ApiError::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} {} is not a route; allowed: {}",
+                req.method(),
+                req.path(),
+                allowed.join(", ")
+            ),
+        );
+        let mut res = actix_web::ResponseError::error_response(&e);
+        if let Ok(v) = header::HeaderValue::from_str(&allowed.join(", ")) {
+            res.headers_mut().insert(header::ALLOW, v);
+        }
+        return res;
+    }
     let e = ApiError::not_found(format!("no route for {} {}", req.method(), req.path()));
     actix_web::ResponseError::error_response(&e)
 }

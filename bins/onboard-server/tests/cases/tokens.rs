@@ -202,8 +202,10 @@ async fn tokens_follow_rfc_6749_and_expire(backend: TestBackend) {
         body.get("client_secret").is_none(),
         "the device API never shows a secret"
     );
-    let (s, _, _) = call(get("/iot/renew", &token)).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "renew is POST only");
+    let (s, headers, body) = call(get("/iot/renew", &token)).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "renew is POST only");
+    assert_eq!(headers.get("allow").unwrap(), "POST");
+    assert_eq!(body["error"], "method_not_allowed");
     let renew = atest::TestRequest::post()
         .uri("/iot/renew")
         .insert_header(("authorization", format!("Bearer {token}")))
