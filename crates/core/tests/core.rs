@@ -22,6 +22,8 @@ mod mqtt;
 mod possession;
 #[path = "core/register.rs"]
 mod register;
+#[path = "core/rotation.rs"]
+mod rotation;
 
 macro_rules! on_both_backends {
     ($tests:ident for $module:ident: $($name:ident),* $(,)?) => {
@@ -87,6 +89,13 @@ on_both_backends!(possession_tests for possession:
     concurrent_revocations_all_reach_the_crl,
     serials_shaped_like_device_ids_are_refused,
     an_older_crl_never_replaces_a_newer_one_in_the_broker,
+);
+
+on_both_backends!(rotation_tests for rotation:
+    a_cycle_times_out_restores_the_old_certificate_retries_and_completes,
+    the_first_use_of_the_new_certificate_completes_the_rotation,
+    triggers_queue_only_what_may_be_queued_and_status_lists_states,
+    concurrent_cycles_never_exceed_max_in_flight,
 );
 
 on_both_backends!(register_tests for register:
