@@ -23,6 +23,7 @@ pub mod models;
 pub mod public;
 pub mod ratelimit;
 pub mod register;
+pub mod rotation;
 pub mod telemetry;
 pub mod tls;
 pub mod views;
@@ -391,6 +392,7 @@ pub fn app(
         .service(iot::provisioning)
         .service(iot::activate)
         .service(iot::renew)
+        .service(rotation::acknowledge)
         .service(iot::firmware)
         .service(iot::jwks)
         .service(iot::openid_configuration)

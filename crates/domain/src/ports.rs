@@ -449,6 +449,8 @@ pub trait RotationRepository {
     /// The scheduled run the fleet was last queued for (or the baseline).
     fn last_scheduled_run(&mut self) -> Result<Option<DateTime<Utc>>, RepoError>;
     fn set_last_scheduled_run(&mut self, at: DateTime<Utc>) -> Result<(), RepoError>;
+    /// How many audit events each of `actions` has (rotations by outcome).
+    fn count_audit_actions(&mut self, actions: &[&str]) -> Result<Vec<(String, i64)>, RepoError>;
 }
 
 pub trait Repositories:

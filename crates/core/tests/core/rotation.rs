@@ -214,6 +214,13 @@ pub fn a_cycle_times_out_restores_the_old_certificate_retries_and_completes(back
     assert_eq!((s.timed_out, s.started, s.pending), (0, 1, 1), "{s}");
     assert_eq!(state(&f, second.device.id), Some(RotationState::Pending));
 
+    // The metrics count the ended rotations by outcome.
+    let counts = f.onboard.fleet_counts().unwrap();
+    assert_eq!(
+        counts.rotations_by_outcome,
+        vec![("completed", 1), ("timed_out", 2)]
+    );
+
     // Every transition is in the audit log.
     use AuditOutcome::*;
     assert_eq!(

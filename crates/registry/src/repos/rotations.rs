@@ -9,7 +9,7 @@ use onboard_domain::{
 use crate::db::DbConnection;
 use crate::error::DieselResultExt;
 use crate::rows::{ts, utc, uuid};
-use crate::schema::{devices as d, rotation_schedule as s, rotations as r};
+use crate::schema::{audit_events as a, devices as d, rotation_schedule as s, rotations as r};
 
 const ENTITY: &str = "rotation";
 /// The one schedule there is (the table allows more later).
@@ -239,5 +239,14 @@ impl RotationRepository for DbConnection {
                 .repo(ENTITY)?;
         }
         Ok(())
+    }
+
+    fn count_audit_actions(&mut self, actions: &[&str]) -> Result<Vec<(String, i64)>, RepoError> {
+        a::table
+            .filter(a::action.eq_any(actions))
+            .group_by(a::action)
+            .select((a::action, diesel::dsl::count_star()))
+            .load::<(String, i64)>(self)
+            .repo("audit event")
     }
 }
