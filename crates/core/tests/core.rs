@@ -96,6 +96,7 @@ on_both_backends!(rotation_tests for rotation:
     the_first_use_of_the_new_certificate_completes_the_rotation,
     triggers_queue_only_what_may_be_queued_and_status_lists_states,
     concurrent_cycles_never_exceed_max_in_flight,
+    password_devices_and_devices_out_of_service_are_not_rotated,
 );
 
 on_both_backends!(register_tests for register:

@@ -623,3 +623,45 @@ fn a_rotation_is_queued_started_renewed_and_acknowledged_over_http() {
         assert!(api["paths"].get(path).is_some(), "{path} not documented");
     }
 }
+
+/// With `rotation.run_in_server` the server runs the cycle itself (at start and
+/// every minute): a queued device becomes PENDING without the CronJob.
+#[test]
+fn the_server_runs_rotation_cycles_only_when_asked() {
+    let db = TestDb::new(TestBackend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = start(
+        d,
+        &db,
+        &[("ONBOARD__ROTATION__RUN_IN_SERVER", "true".into())],
+    );
+    let auth = admin(&t);
+    let r = post_json(
+        &t.server.url("/private/v1/admin/models"),
+        &headers(&auth),
+        &json!({"code": "thermo"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let key = crate::faults::create_key(d, &env_for(&db), "rot", 10).secret;
+    let a = register(d, &t, &key, "SN-ROT-S", "rs");
+    let a_id = a["device_id"].as_str().unwrap();
+    let r = post_json(
+        &t.server
+            .url(&format!("/private/v1/admin/devices/{a_id}/rotate")),
+        &headers(&auth),
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The next minute's pass starts it (the test waits for it, up to 3 minutes).
+    for _ in 0..180 {
+        let status =
+            support::get_with(&t.server.url("/private/v1/admin/rotation"), &headers(&auth)).json();
+        if status["states"][2]["count"] == 1 {
+            assert_eq!(status["states"][2]["devices"][0]["device_id"], a_id);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    panic!("the server never started the rotation\n{}", t.server.log());
+}

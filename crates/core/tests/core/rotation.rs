@@ -430,3 +430,47 @@ pub fn concurrent_cycles_never_exceed_max_in_flight(backend: TestBackend) {
     devices.dedup();
     assert_eq!(devices.len(), 6);
 }
+
+pub fn password_devices_and_devices_out_of_service_are_not_rotated(backend: TestBackend) {
+    let f = fixture(backend, settings);
+    let key = batch(&f, 10);
+    let a = f
+        .onboard
+        .register(request(&key, "SN-out", Some(csr(&f, "out"))))
+        .unwrap();
+    let pw = f
+        .onboard
+        .register_device(
+            &Actor::cli(),
+            &onboard_core::NewDeviceRequest {
+                name: "pw".into(),
+                credential: Some("password".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(pw.device.credential, CredentialKind::Password);
+    // The fleet: the certificate device only.
+    assert_eq!(f.onboard.trigger_rotation(&Actor::cli(), None).unwrap(), 1);
+    assert_eq!(state(&f, pw.device.id), None);
+    let err = f
+        .onboard
+        .trigger_rotation(&Actor::cli(), Some(pw.device.id))
+        .unwrap_err();
+    assert!(err.to_string().contains("password"), "{err}");
+    assert_eq!(state(&f, pw.device.id), None);
+
+    // Revoked while QUEUED: the cycle skips it (back to OK, audited) and starts
+    // nothing.
+    f.onboard
+        .revoke_device(&Actor::cli(), a.device.id, RevocationReason::KeyCompromise)
+        .unwrap();
+    let s = f.onboard.run_rotation_cycle().unwrap();
+    assert_eq!((s.started, s.pending), (0, 0), "{s}");
+    assert_eq!(state(&f, a.device.id), Some(RotationState::Ok));
+    assert_eq!(
+        audit_actions(&f, a.device.id),
+        // (The fleet's queueing is one audit event without a device.)
+        vec![("rotation.skip".into(), AuditOutcome::Failure)]
+    );
+}
