@@ -99,6 +99,12 @@ on_both_backends!(rotation_tests for rotation:
     password_devices_and_devices_out_of_service_are_not_rotated,
 );
 
+#[test]
+#[ignore = "a benchmark: one million device rows (docs/benchmarks.md)"]
+fn postgres_a_million_devices_one_cycle_each() {
+    rotation::a_million_devices_one_cycle_each(TestBackend::Postgres);
+}
+
 on_both_backends!(register_tests for register:
     a_device_registers_with_a_csr_and_the_certificate_verifies,
     fleet_counts_list_every_status_and_rotation_state,

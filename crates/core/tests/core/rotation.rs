@@ -474,3 +474,46 @@ pub fn password_devices_and_devices_out_of_service_are_not_rotated(backend: Test
         vec![("rotation.skip".into(), AuditOutcome::Failure)]
     );
 }
+
+/// The benchmark of `docs/benchmarks.md` (ignored by default; run with
+/// `scripts/test-services.sh cargo nextest run -p onboard-core --run-ignored only
+/// a_million_devices`): one million generated device rows on PostgreSQL, then the
+/// cycles a CronJob runs. It asserts what each cycle did; the times are printed.
+pub fn a_million_devices_one_cycle_each(backend: TestBackend) {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let n: i64 = std::env::var("ONBOARD_BENCH_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let f = fixture(backend, settings);
+    let mut conn = diesel::PgConnection::establish(&f.db.url).unwrap();
+    conn.batch_execute(&format!(
+        "INSERT INTO devices (id, serial, name, status, created_at, updated_at, credential) \
+         SELECT gen_random_uuid()::text, 'SN-BENCH-' || g, 'bench', 'active', \
+                TIMESTAMP '2026-11-01', TIMESTAMP '2026-11-01', 'certificate' \
+         FROM generate_series(1, {n}) g; ANALYZE devices;"
+    ))
+    .unwrap();
+    let timed = |what: &str| {
+        let t = std::time::Instant::now();
+        let s = f.onboard.run_rotation_cycle().unwrap();
+        eprintln!("{what}: {:?} ({s})", t.elapsed());
+        s
+    };
+    let s = timed("first cycle (baseline)");
+    assert_eq!((s.queued, s.started), (0, 0));
+    let s = timed("nothing due");
+    assert_eq!((s.queued, s.started), (0, 0));
+    f.clock
+        .set(Utc.with_ymd_and_hms(2026, 12, 5, 8, 0, 30).unwrap());
+    let s = timed("schedule due: queue the fleet, start one");
+    assert_eq!((s.queued, s.started, s.pending), (n as u64, 1, 1));
+    conn.batch_execute("ANALYZE rotations;").unwrap();
+    f.clock.advance(Duration::seconds(60));
+    let s = timed("within the deadline (one PENDING)");
+    assert_eq!((s.timed_out, s.started, s.pending), (0, 0, 1));
+    f.clock.advance(Duration::seconds(300));
+    let s = timed("a timeout and the next start");
+    assert_eq!((s.timed_out, s.started, s.pending), (1, 1, 1));
+}

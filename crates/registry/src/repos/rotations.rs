@@ -188,10 +188,13 @@ impl RotationRepository for DbConnection {
         ))
         .execute(self)
         .repo(ENTITY)?;
+        // An anti-join (`LEFT JOIN ... IS NULL`): planned as a hash anti-join on
+        // both backends, where `NOT IN (subquery)` is not.
         let fresh = d::table
+            .left_join(r::table)
             .filter(d::status.eq_any(in_service()))
             .filter(d::credential.eq(credential.as_str()))
-            .filter(d::id.ne_all(r::table.select(r::device_id)))
+            .filter(r::device_id.nullable().is_null())
             .select((
                 d::id,
                 RotationState::Queued.as_str().into_sql::<Text>(),
