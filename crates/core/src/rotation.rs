@@ -289,12 +289,9 @@ impl Onboard {
                 };
                 let device = tx.device(r.device_id)?;
                 if !in_service(device.status) || device.credential != CredentialKind::Certificate {
-                    tx.put_rotation(&Rotation {
-                        state: RotationState::Ok,
-                        updated_at: now,
-                        last_error: Some(format!("device is {}; not rotated", device.status)),
-                        ..r.clone()
-                    })?;
+                    // Not a state change: the device left service, so its rotation
+                    // ends with the record (a device without one is OK).
+                    tx.delete_rotation(r.device_id)?;
                     let audit = Audit::new(
                         self.clock(),
                         &Actor::system(),

@@ -425,6 +425,8 @@ pub trait RotationRepository {
     fn rotation(&mut self, device: DeviceId) -> Result<Option<Rotation>, RepoError>;
     /// Inserts or replaces the device's rotation record.
     fn put_rotation(&mut self, rotation: &Rotation) -> Result<(), RepoError>;
+    /// Removes the device's rotation record (a device that left service).
+    fn delete_rotation(&mut self, device: DeviceId) -> Result<(), RepoError>;
     /// Up to `limit` rotations in `state`, oldest `queued_at` (then device id) first.
     fn rotations_in_state(
         &mut self,

@@ -460,14 +460,14 @@ pub fn password_devices_and_devices_out_of_service_are_not_rotated(backend: Test
     assert!(err.to_string().contains("password"), "{err}");
     assert_eq!(state(&f, pw.device.id), None);
 
-    // Revoked while QUEUED: the cycle skips it (back to OK, audited) and starts
+    // Revoked while QUEUED: the cycle drops its record (audited) and starts
     // nothing.
     f.onboard
         .revoke_device(&Actor::cli(), a.device.id, RevocationReason::KeyCompromise)
         .unwrap();
     let s = f.onboard.run_rotation_cycle().unwrap();
     assert_eq!((s.started, s.pending), (0, 0), "{s}");
-    assert_eq!(state(&f, a.device.id), Some(RotationState::Ok));
+    assert_eq!(state(&f, a.device.id), None);
     assert_eq!(
         audit_actions(&f, a.device.id),
         // (The fleet's queueing is one audit event without a device.)

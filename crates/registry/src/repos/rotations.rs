@@ -123,6 +123,13 @@ impl RotationRepository for DbConnection {
         Ok(())
     }
 
+    fn delete_rotation(&mut self, device: DeviceId) -> Result<(), RepoError> {
+        diesel::delete(r::table.filter(r::device_id.eq(device.to_string())))
+            .execute(self)
+            .repo(ENTITY)?;
+        Ok(())
+    }
+
     fn rotations_in_state(
         &mut self,
         state: RotationState,
