@@ -341,6 +341,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(crate::models::delete_model)
             .service(crate::firmware::upload_firmware)
             .service(crate::firmware::download_firmware)
+            .service(crate::rotation::rotation_status)
+            .service(crate::rotation::trigger_rotation)
+            .service(crate::rotation::rotate_device)
             .service(list_audit),
     );
 }

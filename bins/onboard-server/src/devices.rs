@@ -97,7 +97,7 @@ pub async fn register_device(
         }))
 }
 
-fn device_id(raw: &str) -> Result<DeviceId, ApiError> {
+pub(crate) fn device_id(raw: &str) -> Result<DeviceId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("device not found"))
 }

@@ -23,6 +23,7 @@ pub mod models;
 pub mod public;
 pub mod ratelimit;
 pub mod register;
+pub mod rotation;
 pub mod telemetry;
 pub mod tls;
 pub mod views;
@@ -312,6 +313,16 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
                 }
             }
             limiter.retain_recent();
+            // Only when asked: the CronJob (`onboardctl rotation run-job`) is
+            // otherwise the one scheduler of rotations.
+            if sweeper.settings().rotation.run_in_server {
+                let onboard = sweeper.clone();
+                match web::block(move || onboard.run_rotation_cycle()).await {
+                    Ok(Ok(summary)) => tracing::info!(%summary, "rotation cycle"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "the rotation cycle failed"),
+                    Err(_) => tracing::warn!("the rotation cycle task failed"),
+                }
+            }
             let onboard = sweeper.clone();
             match web::block(move || onboard.fleet_counts()).await {
                 Ok(Ok(counts)) => unactivated.set_fleet(&counts),
@@ -391,6 +402,7 @@ pub fn app(
         .service(iot::provisioning)
         .service(iot::activate)
         .service(iot::renew)
+        .service(rotation::acknowledge)
         .service(iot::firmware)
         .service(iot::jwks)
         .service(iot::openid_configuration)

@@ -77,6 +77,7 @@ pub struct RegistrationMetrics {
     ca_not_after: prometheus::IntGauge,
     devices: prometheus::IntGaugeVec,
     rotations: prometheus::IntGaugeVec,
+    rotation_outcomes: prometheus::IntGaugeVec,
 }
 
 impl RegistrationMetrics {
@@ -157,7 +158,15 @@ impl RegistrationMetrics {
             &["state"],
         )
         .map_err(|e| e.to_string())?;
-        for g in [&devices, &rotations] {
+        let rotation_outcomes = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "onboard_rotation_outcomes",
+                "Credential rotations ended, by outcome (completed, timed_out), from the audit log",
+            ),
+            &["outcome"],
+        )
+        .map_err(|e| e.to_string())?;
+        for g in [&devices, &rotations, &rotation_outcomes] {
             registry
                 .register(Box::new(g.clone()))
                 .map_err(|e| e.to_string())?;
@@ -172,6 +181,7 @@ impl RegistrationMetrics {
             ca_not_after,
             devices,
             rotations,
+            rotation_outcomes,
         })
     }
 
@@ -207,6 +217,9 @@ impl RegistrationMetrics {
         }
         for (state, n) in &counts.rotations_by_state {
             self.rotations.with_label_values(&[state]).set(*n);
+        }
+        for (outcome, n) in &counts.rotations_by_outcome {
+            self.rotation_outcomes.with_label_values(&[outcome]).set(*n);
         }
     }
 

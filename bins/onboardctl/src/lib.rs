@@ -18,6 +18,7 @@ mod keys;
 mod models;
 pub mod output;
 mod provisioning;
+mod rotation;
 
 use output::{OutputFormat, Rendered};
 
@@ -79,6 +80,11 @@ pub enum Command {
     /// apply every pending broker and cloud change (after a crash or an outage).
     /// Exits 3 when something is still pending afterwards.
     Reconcile,
+    /// Credential rotation (docs/rotation.md).
+    Rotation {
+        #[command(subcommand)]
+        command: rotation::RotationCommand,
+    },
     /// Admin API credentials.
     Admin {
         #[command(subcommand)]
@@ -166,6 +172,7 @@ pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliErr
         Command::Completions { shell } => Ok(docs::completions(*shell)),
         Command::Man => docs::man(),
         Command::Models { command } => models::run(command, &onboard),
+        Command::Rotation { command } => rotation::run(command, &onboard),
         Command::Reconcile => {
             let r = onboard.reconcile(true)?;
             let (pending, _) = onboard.pending_effects()?;

@@ -551,3 +551,96 @@ fn completions_and_the_man_page_are_generated_from_the_cli() {
     );
     assert!(text_page.contains("Settings file (TOML)"), "{text_page}");
 }
+
+fn rotation_commands_report_in_one_line_and_refuse_bad_input(backend: TestBackend) {
+    let db = TestDb::migrated(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ONBOARD__DATABASE__URL", db.url.as_str())];
+
+    // Nothing is due: a no-op cycle, exit 0, one summary line.
+    let out = onboardctl(dir.path(), &env, &["rotation", "run-job"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stdout,
+        "rotation cycle: 0 timed out, 0 queued, 0 started, 0 pending (max 1)\n"
+    );
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &["--output", "json", "rotation", "run-job"],
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["started"], 0);
+    assert_eq!(summary["max_in_flight"], 1);
+
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &["--output", "json", "rotation", "status"],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<_> = status["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["state"].as_str().unwrap().to_owned(),
+                s["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("OK", 0), ("QUEUED", 0), ("PENDING", 0), ("TIMEOUT", 0)]
+            .map(|(s, n)| (s.to_owned(), n))
+            .to_vec()
+    );
+    // The first cycle set the schedule's baseline.
+    assert!(status["last_scheduled_run"].is_string(), "{status}");
+
+    let out = onboardctl(dir.path(), &env, &["rotation", "trigger"]);
+    assert_eq!(text(&out).0, "0 device(s) queued for rotation\n");
+
+    for (args, needle) in [
+        (
+            &["rotation", "trigger", "--device", "not-an-id"][..],
+            "device id",
+        ),
+        (
+            &[
+                "rotation",
+                "trigger",
+                "--device",
+                "0190a0b0-0000-7000-8000-000000000000",
+            ][..],
+            "not found",
+        ),
+    ] {
+        let out = onboardctl(dir.path(), &env, args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+
+    // A schedule that is not five cron fields stops the job with exit 2, naming it.
+    let mut bad = env.to_vec();
+    bad.push(("ROTATION_CRON", "0 0 8 * * 6"));
+    let out = onboardctl(dir.path(), &bad, &["rotation", "run-job"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("rotation.cron"), "{stderr}");
+}
+
+#[test]
+fn sqlite_rotation_commands_report_in_one_line_and_refuse_bad_input() {
+    rotation_commands_report_in_one_line_and_refuse_bad_input(TestBackend::Sqlite);
+}
+
+#[test]
+fn postgres_rotation_commands_report_in_one_line_and_refuse_bad_input() {
+    rotation_commands_report_in_one_line_and_refuse_bad_input(TestBackend::Postgres);
+}

@@ -18,8 +18,8 @@ use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{
     AuditOutcome, AuditRepository, Certificate, CertificateId, CertificateRepository,
     CertificateStatus, CredentialKind, Device, DeviceId, DeviceRepository, DeviceStatus,
-    DeviceUpdate, Effect, MqttCredentialRepository, RepoError, RevocationReason, SecretString,
-    Store,
+    DeviceUpdate, Effect, MqttCredentialRepository, RepoError, RevocationReason,
+    RotationRepository, RotationState, SecretString, Store,
 };
 use onboard_pki::{PresentedCertificate, TokenKey};
 use serde_json::{json, Value};
@@ -286,9 +286,12 @@ impl Onboard {
                     && c.id != cert.id
                     && c.created_at < cert.created_at
             });
-            Ok(Some((cert, device, older_active)))
+            let rotating = tx.rotation(device.id)?.is_some_and(|r| {
+                r.state == RotationState::Pending && r.new_certificate_id == Some(cert.id)
+            });
+            Ok(Some((cert, device, older_active, rotating)))
         })?;
-        let Some((cert, device, older_active)) = found else {
+        let Some((cert, device, older_active, rotating)) = found else {
             return Err(refused);
         };
         if cert.fingerprint != presented.fingerprint
@@ -297,7 +300,11 @@ impl Onboard {
         {
             return Err(refused);
         }
-        if older_active {
+        // The first use of a rotation's new certificate completes the rotation
+        // (which retires the older ones); any other renewal retires them here.
+        let completed =
+            rotating && self.complete_rotation(device.id, cert.id, "new_certificate_used")?;
+        if older_active && !completed {
             self.retire_before(device.id, cert.id, "renewed_certificate_used")?;
         }
         Ok(DeviceSession {
@@ -625,6 +632,7 @@ impl Onboard {
                 }
             }
             let certificate = tx.insert_certificate(&row)?;
+            let rotation = Self::note_rotation_certificate(tx, device.id, certificate.id, now)?;
             let audit = Audit::new(
                 self.clock(),
                 &Actor::device(None),
@@ -637,6 +645,7 @@ impl Onboard {
                 "certificate_serial": certificate.serial,
                 "previous": current_cert.serial,
                 "superseded": superseded,
+                "rotation": rotation,
             }));
             tx.append_audit(audit.event())?;
             if !superseded.is_empty() {

@@ -20,6 +20,7 @@ mod models;
 mod operator;
 mod provision;
 mod register;
+mod rotation;
 pub mod secrets;
 pub mod settings;
 mod stats;
@@ -50,5 +51,8 @@ pub use onboard_pki::{presented_certificate, PresentedCertificate};
 pub use operator::{BundleLink, NewDeviceRequest, OperatorRegistered};
 pub use provision::render_topic;
 pub use register::{MqttInfo, RegisterRequest, Registered, DEFAULT_TOPIC, MAX_CSR_BYTES};
+pub use rotation::{
+    CycleSummary, RotationEntry, RotationStatus, StateDevices, STATUS_DEVICES_PER_STATE,
+};
 pub use settings::{AwsCertificateMode, Secret, Settings, SettingsError};
 pub use stats::FleetCounts;

@@ -477,6 +477,9 @@ pub struct RotationSettings {
     /// Rotations PENDING at once.
     pub max_in_flight: u32,
     pub topic_prefix: String,
+    /// Whether `onboard-server` runs the rotation cycle itself (every minute).
+    /// Off: the CronJob (`onboardctl rotation run-job`) is the one scheduler.
+    pub run_in_server: bool,
 }
 
 impl Default for RotationSettings {
@@ -486,6 +489,7 @@ impl Default for RotationSettings {
             timeout_seconds: 300,
             max_in_flight: 1,
             topic_prefix: "iotsupport".into(),
+            run_in_server: false,
         }
     }
 }
@@ -771,8 +775,10 @@ impl Settings {
                 "must be 1 to 10080 minutes",
             ));
         }
-        croner::Cron::from_str(&self.rotation.cron)
-            .map_err(|e| invalid("rotation.cron", format!("not a cron expression: {e}")))?;
+        self.rotation
+            .cron
+            .parse::<onboard_rotation::Schedule>()
+            .map_err(|e| invalid("rotation.cron", e.to_string()))?;
         if self.rotation.timeout_seconds == 0 {
             return Err(invalid("rotation.timeout_seconds", "must be at least 1"));
         }

@@ -1,7 +1,7 @@
 //! Counts for the metrics: devices by status and rotations by state, straight
 //! from the registry, so every replica reports the same numbers.
 
-use onboard_domain::{DeviceRepository, DeviceStatus, RotationState, Store};
+use onboard_domain::{DeviceRepository, DeviceStatus, RotationRepository, RotationState, Store};
 
 use crate::app::Onboard;
 use crate::error::CoreError;
@@ -12,14 +12,24 @@ use crate::error::CoreError;
 pub struct FleetCounts {
     pub devices_by_status: Vec<(&'static str, i64)>,
     pub rotations_by_state: Vec<(&'static str, i64)>,
+    /// Rotations ended, by outcome (`completed`, `timed_out`), from the audit log,
+    /// so the cycles the CronJob runs count as well.
+    pub rotations_by_outcome: Vec<(&'static str, i64)>,
 }
+
+/// The audit action of each rotation outcome.
+const OUTCOMES: [(&str, &str); 2] = [
+    ("completed", "rotation.complete"),
+    ("timed_out", "rotation.timeout"),
+];
 
 impl Onboard {
     pub fn fleet_counts(&self) -> Result<FleetCounts, CoreError> {
-        let (devices, rotations) = self.store().read(|tx| -> Result<_, CoreError> {
+        let (devices, rotations, outcomes) = self.store().read(|tx| -> Result<_, CoreError> {
             Ok((
                 tx.count_devices_by_status()?,
                 tx.count_rotations_by_state()?,
+                tx.count_audit_actions(&OUTCOMES.map(|(_, action)| action))?,
             ))
         })?;
         let count = |found: &[(String, i64)], name: &str| {
@@ -37,6 +47,10 @@ impl Onboard {
             rotations_by_state: RotationState::ALL
                 .iter()
                 .map(|s| (s.as_str(), count(&rotations, s.as_str())))
+                .collect(),
+            rotations_by_outcome: OUTCOMES
+                .iter()
+                .map(|(outcome, action)| (*outcome, count(&outcomes, action)))
                 .collect(),
         })
     }

@@ -22,6 +22,8 @@ mod mqtt;
 mod possession;
 #[path = "core/register.rs"]
 mod register;
+#[path = "core/rotation.rs"]
+mod rotation;
 
 macro_rules! on_both_backends {
     ($tests:ident for $module:ident: $($name:ident),* $(,)?) => {
@@ -89,6 +91,20 @@ on_both_backends!(possession_tests for possession:
     an_older_crl_never_replaces_a_newer_one_in_the_broker,
     a_renewal_retires_the_old_certificate_after_the_grace_period,
 );
+
+on_both_backends!(rotation_tests for rotation:
+    a_cycle_times_out_restores_the_old_certificate_retries_and_completes,
+    the_first_use_of_the_new_certificate_completes_the_rotation,
+    triggers_queue_only_what_may_be_queued_and_status_lists_states,
+    concurrent_cycles_never_exceed_max_in_flight,
+    password_devices_and_devices_out_of_service_are_not_rotated,
+);
+
+#[test]
+#[ignore = "a benchmark: one million device rows (docs/benchmarks.md)"]
+fn postgres_a_million_devices_one_cycle_each() {
+    rotation::a_million_devices_one_cycle_each(TestBackend::Postgres);
+}
 
 on_both_backends!(register_tests for register:
     a_device_registers_with_a_csr_and_the_certificate_verifies,

@@ -306,3 +306,24 @@ pub struct MqttCredential {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// A device's credential rotation, as stored (`rotations`). A device without one
+/// is `OK`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rotation {
+    pub device_id: DeviceId,
+    pub state: crate::states::RotationState,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    /// While PENDING: when it times out.
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// How many times the rotation was started.
+    pub attempts: i32,
+    /// Password devices: the previous secret, encrypted (AES-256-GCM).
+    pub old_secret_encrypted: Option<Vec<u8>>,
+    /// Certificate devices: the certificate issued during this rotation.
+    pub new_certificate_id: Option<crate::ids::CertificateId>,
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}

@@ -14,6 +14,7 @@ pub use clock::{new_id, Clock, ManualClock, SystemClock};
 pub use entities::{
     AuditEvent, BootstrapKey, Certificate, CrlRecord, Device, DeviceModel, KeyRejection,
     ModelFirmware, MqttCredential, NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice,
+    Rotation,
 };
 pub use ids::{
     check_firmware_version, BootstrapKeyId, CertSerial, CertificateId, DeviceId, Fingerprint,
@@ -24,7 +25,7 @@ pub use ports::{
     CertificateRepository, CloudRecordRepository, CredentialBundleRepository, CrlRepository,
     DeviceFilter, DeviceModelRepository, DeviceRepository, DeviceUpdate, Effect, EffectRepository,
     FirmwareRepository, MqttCredentialRepository, NewCredentialBundle, Page, PageRequest,
-    PendingEffect, RepoError, Repositories, Store, MAX_PAGE_SIZE,
+    PendingEffect, RepoError, Repositories, RotationRepository, Store, MAX_PAGE_SIZE,
 };
 pub use services::{
     BrokerAccess, BrokerGrant, CertificateIssuer, CloudCertificate, CloudDevice, CloudIssued,

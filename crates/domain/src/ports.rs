@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use crate::entities::{
     AuditEvent, BootstrapKey, Certificate, CrlRecord, Device, DeviceModel, ModelFirmware,
-    MqttCredential, NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice,
+    MqttCredential, NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice, Rotation,
 };
 use crate::ids::{
     BootstrapKeyId, CertSerial, CertificateId, DeviceId, InvalidValue, ModelCode, Serial,
 };
-use crate::states::{AuditOutcome, DeviceStatus, RevocationReason};
+use crate::states::{AuditOutcome, CredentialKind, DeviceStatus, RevocationReason, RotationState};
 
 /// What storage can report. `Unavailable` is the one a caller may retry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -420,8 +420,44 @@ pub trait MqttCredentialRepository {
     fn mqtt_credentials(&mut self) -> Result<Vec<MqttCredential>, RepoError>;
 }
 
+/// Credential rotations (`rotations`) and the schedule's last run.
+pub trait RotationRepository {
+    fn rotation(&mut self, device: DeviceId) -> Result<Option<Rotation>, RepoError>;
+    /// Inserts or replaces the device's rotation record.
+    fn put_rotation(&mut self, rotation: &Rotation) -> Result<(), RepoError>;
+    /// Removes the device's rotation record (a device that left service).
+    fn delete_rotation(&mut self, device: DeviceId) -> Result<(), RepoError>;
+    /// Up to `limit` rotations in `state`, oldest `queued_at` (then device id) first.
+    fn rotations_in_state(
+        &mut self,
+        state: RotationState,
+        limit: i64,
+    ) -> Result<Vec<Rotation>, RepoError>;
+    /// Up to `limit` PENDING rotations whose deadline is at or before `now`.
+    fn pending_past_deadline(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Rotation>, RepoError>;
+    fn count_rotations_in_state(&mut self, state: RotationState) -> Result<i64, RepoError>;
+    /// Puts every in-service device of `credential` kind that is OK (or has no
+    /// record) into QUEUED at `now`; returns how many. One statement per backend
+    /// table, so a large fleet is queued without loading it.
+    fn queue_fleet(
+        &mut self,
+        credential: CredentialKind,
+        now: DateTime<Utc>,
+    ) -> Result<u64, RepoError>;
+    /// The scheduled run the fleet was last queued for (or the baseline).
+    fn last_scheduled_run(&mut self) -> Result<Option<DateTime<Utc>>, RepoError>;
+    fn set_last_scheduled_run(&mut self, at: DateTime<Utc>) -> Result<(), RepoError>;
+    /// How many audit events each of `actions` has (rotations by outcome).
+    fn count_audit_actions(&mut self, actions: &[&str]) -> Result<Vec<(String, i64)>, RepoError>;
+}
+
 pub trait Repositories:
     DeviceRepository
+    + RotationRepository
     + MqttCredentialRepository
     + CertificateRepository
     + BootstrapKeyRepository
@@ -437,6 +473,7 @@ pub trait Repositories:
 
 impl<T> Repositories for T where
     T: DeviceRepository
+        + RotationRepository
         + MqttCredentialRepository
         + CertificateRepository
         + BootstrapKeyRepository

@@ -116,6 +116,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    rotation_schedule (name) {
+        name -> Text,
+        last_run_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     audit_events (id) {
         id -> Text,
         occurred_at -> Timestamp,
@@ -195,6 +203,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     credential_bundles,
     mqtt_credentials,
     rotations,
+    rotation_schedule,
     audit_events,
     crls,
     pending_effects,

@@ -509,3 +509,159 @@ fn password_devices_get_tokens_from_a_standard_oauth2_client() {
         "the old secret is refused"
     );
 }
+
+/// Credential rotation over HTTP: the admin routes queue a device, the CronJob's
+/// `onboardctl rotation run-job` starts it, the device renews over mutual TLS and
+/// acknowledges with its new certificate; the old one is refused and in the CRL.
+#[test]
+fn a_rotation_is_queued_started_renewed_and_acknowledged_over_http() {
+    let db = TestDb::new(TestBackend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = start(d, &db, &[]);
+    let auth = admin(&t);
+    let r = post_json(
+        &t.server.url("/private/v1/admin/models"),
+        &headers(&auth),
+        &json!({"code": "thermo"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let key = crate::faults::create_key(d, &env_for(&db), "rot", 10).secret;
+    let a = register(d, &t, &key, "SN-ROT-A", "ra");
+    let a_id = a["device_id"].as_str().unwrap().to_owned();
+    let rotate = format!("/private/v1/admin/devices/{a_id}/rotate");
+
+    // Nothing pending: an acknowledgment is refused.
+    let r = curl(d, &t, "POST", "/iot/rotation/ack", Some("ra"), &[]);
+    assert_eq!(r.status, 409, "{}", r.body);
+    // Admin routes need the admin token; an unknown device is 404.
+    assert_eq!(
+        post_json(&t.server.url(&rotate), &[], &json!({})).status,
+        401
+    );
+    let r = post_json(
+        &t.server
+            .url("/private/v1/admin/devices/0190a0b0-0000-7000-8000-000000000000/rotate"),
+        &headers(&auth),
+        &json!({}),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    let r = post_json(&t.server.url(&rotate), &headers(&auth), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], "QUEUED");
+    let r = post_json(&t.server.url(&rotate), &headers(&auth), &json!({}));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.json()["error"], "conflict");
+    let r = post_json(
+        &t.server.url("/private/v1/admin/rotation/trigger"),
+        &headers(&auth),
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["queued"], 0, "the only device is queued already");
+
+    // The CronJob's cycle starts it.
+    let (ok, stdout, stderr) = support::onboardctl(d, &env_for(&db), &["rotation", "run-job"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 started, 1 pending (max 1)"), "{stdout}");
+    let status = support::get_with(&t.server.url("/private/v1/admin/rotation"), &headers(&auth));
+    assert_eq!(status.status, 200, "{}", status.body);
+    let pending = &status.json()["states"][2];
+    assert_eq!(pending["state"], "PENDING");
+    assert_eq!(pending["count"], 1);
+    assert_eq!(pending["devices"][0]["device_id"], a_id.as_str());
+
+    // The device renews with a new key; the old certificate still works until the
+    // new one is used; acknowledging with the old one is refused.
+    let csr = p256_csr(d, "ra2");
+    let r = curl(
+        d,
+        &t,
+        "POST",
+        "/iot/renew",
+        Some("ra"),
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &json!({"csr": csr}).to_string(),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    std::fs::write(
+        d.join("ra2.crt"),
+        r.json()["certificate_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let r = curl(d, &t, "POST", "/iot/rotation/ack", Some("ra"), &[]);
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = curl(d, &t, "POST", "/iot/rotation/ack", Some("ra2"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], "OK");
+    assert!(r.json()["completed_at"].is_string());
+    assert_eq!(
+        curl(d, &t, "GET", "/iot/config", Some("ra"), &[]).status,
+        401,
+        "the old certificate is superseded"
+    );
+    let old_serial = a["certificate_serial"].as_str().unwrap();
+    assert!(crl_text(d, &t).contains(old_serial));
+    let status =
+        support::get_with(&t.server.url("/private/v1/admin/rotation"), &headers(&auth)).json();
+    assert_eq!(status["states"][0]["state"], "OK");
+    assert_eq!(status["states"][0]["count"], 1);
+    assert_eq!(status["states"][2]["count"], 0);
+    // The OpenAPI document lists the new routes.
+    let api = support::get(&t.server.url("/api/openapi.json")).json();
+    for path in [
+        "/private/v1/admin/rotation",
+        "/private/v1/admin/rotation/trigger",
+        "/private/v1/admin/devices/{id}/rotate",
+        "/iot/rotation/ack",
+    ] {
+        assert!(api["paths"].get(path).is_some(), "{path} not documented");
+    }
+}
+
+/// With `rotation.run_in_server` the server runs the cycle itself (at start and
+/// every minute): a queued device becomes PENDING without the CronJob.
+#[test]
+fn the_server_runs_rotation_cycles_only_when_asked() {
+    let db = TestDb::new(TestBackend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = start(
+        d,
+        &db,
+        &[("ONBOARD__ROTATION__RUN_IN_SERVER", "true".into())],
+    );
+    let auth = admin(&t);
+    let r = post_json(
+        &t.server.url("/private/v1/admin/models"),
+        &headers(&auth),
+        &json!({"code": "thermo"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let key = crate::faults::create_key(d, &env_for(&db), "rot", 10).secret;
+    let a = register(d, &t, &key, "SN-ROT-S", "rs");
+    let a_id = a["device_id"].as_str().unwrap();
+    let r = post_json(
+        &t.server
+            .url(&format!("/private/v1/admin/devices/{a_id}/rotate")),
+        &headers(&auth),
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The next minute's pass starts it (the test waits for it, up to 3 minutes).
+    for _ in 0..180 {
+        let status =
+            support::get_with(&t.server.url("/private/v1/admin/rotation"), &headers(&auth)).json();
+        if status["states"][2]["count"] == 1 {
+            assert_eq!(status["states"][2]["devices"][0]["device_id"], a_id);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    panic!("the server never started the rotation\n{}", t.server.log());
+}

@@ -10,6 +10,7 @@ mod firmware;
 mod keys;
 mod models;
 mod mqtt;
+mod rotations;
 
 #[diesel::declare_sql_function]
 extern "SQL" {

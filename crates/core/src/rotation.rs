@@ -1,0 +1,561 @@
+//! Credential rotation (`docs/rotation.md`): one cycle of the job the Kubernetes
+//! CronJob runs, the operator's trigger and status, and what the device API does
+//! while a rotation is PENDING.
+//!
+//! Every state change is decided by `onboard_rotation::transition`, written with
+//! its time and its audit event in one transaction. A cycle holds
+//! `Store::exclusive("rotation")` (an advisory lock on PostgreSQL), and each start
+//! re-counts the PENDING rotations inside its own write transaction, so two
+//! cycles never exceed `rotation.max_in_flight` nor start one device twice.
+//!
+//! This version rotates certificate devices; password devices stay OK.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+use onboard_domain::{
+    AuditOutcome, AuditRepository, CertificateId, CertificateRepository, CertificateStatus,
+    CredentialKind, DeviceId, DeviceRepository, DeviceStatus, Effect, RevocationReason, Rotation,
+    RotationRepository, RotationState, Store,
+};
+use onboard_rotation::{start_slots, transition, Schedule};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::app::Onboard;
+use crate::audit::{Actor, Audit};
+use crate::error::CoreError;
+
+/// How many rotations one query of a cycle looks at.
+const BATCH: i64 = 100;
+/// How many devices per state `rotation status` lists.
+pub const STATUS_DEVICES_PER_STATE: i64 = 100;
+
+/// What one cycle did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CycleSummary {
+    /// PENDING rotations past their deadline, now TIMEOUT.
+    pub timed_out: u64,
+    /// The scheduled run the fleet was queued for in this cycle, if any.
+    pub scheduled_run: Option<DateTime<Utc>>,
+    /// Devices queued by the schedule in this cycle.
+    pub queued: u64,
+    /// Rotations started (QUEUED or TIMEOUT -> PENDING).
+    pub started: u64,
+    /// PENDING after the cycle.
+    pub pending: u64,
+    pub max_in_flight: u32,
+}
+
+impl fmt::Display for CycleSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rotation cycle: {} timed out, {} queued",
+            self.timed_out, self.queued
+        )?;
+        if let Some(at) = self.scheduled_run {
+            write!(f, " (schedule due {})", at.format("%Y-%m-%dT%H:%M:%SZ"))?;
+        }
+        write!(
+            f,
+            ", {} started, {} pending (max {})",
+            self.started, self.pending, self.max_in_flight
+        )
+    }
+}
+
+/// A device in a rotation state, for `rotation status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RotationEntry {
+    pub device_id: DeviceId,
+    pub state: RotationState,
+    pub attempts: i32,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Rotation> for RotationEntry {
+    fn from(r: &Rotation) -> Self {
+        Self {
+            device_id: r.device_id,
+            state: r.state,
+            attempts: r.attempts,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            deadline_at: r.deadline_at,
+            completed_at: r.completed_at,
+        }
+    }
+}
+
+/// Counts per state and (up to [`STATUS_DEVICES_PER_STATE`]) the devices in each.
+/// Devices without a rotation record are OK and counted under `OK` only when a
+/// rotation of theirs completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RotationStatus {
+    pub last_scheduled_run: Option<DateTime<Utc>>,
+    pub states: Vec<StateDevices>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateDevices {
+    pub state: RotationState,
+    pub count: i64,
+    pub devices: Vec<RotationEntry>,
+}
+
+fn fresh(device: DeviceId, now: DateTime<Utc>) -> Rotation {
+    Rotation {
+        device_id: device,
+        state: RotationState::Ok,
+        queued_at: None,
+        started_at: None,
+        deadline_at: None,
+        completed_at: None,
+        attempts: 0,
+        old_secret_encrypted: None,
+        new_certificate_id: None,
+        last_error: None,
+        updated_at: now,
+    }
+}
+
+fn in_service(status: DeviceStatus) -> bool {
+    matches!(status, DeviceStatus::Registered | DeviceStatus::Active)
+}
+
+impl Onboard {
+    fn schedule(&self) -> Result<Schedule, CoreError> {
+        self.settings()
+            .rotation
+            .cron
+            .parse::<Schedule>()
+            .map_err(|e| CoreError::Setup(format!("rotation.cron: {e}")))
+    }
+
+    /// One cycle, as `onboardctl rotation run-job` runs it: time out PENDING
+    /// rotations past their deadline, queue the fleet when the schedule came due,
+    /// start rotations while fewer than `rotation.max_in_flight` are PENDING.
+    pub fn run_rotation_cycle(&self) -> Result<CycleSummary, CoreError> {
+        let schedule = self.schedule()?;
+        self.store().exclusive("rotation", || {
+            let now = self.clock().now();
+            let max = self.settings().rotation.max_in_flight;
+            let mut summary = CycleSummary {
+                max_in_flight: max,
+                ..CycleSummary::default()
+            };
+            // 1. Timeouts.
+            let mut timed_out = HashSet::new();
+            loop {
+                let due = self
+                    .store()
+                    .read(|tx| tx.pending_past_deadline(now, BATCH))?;
+                let n = due.len();
+                for r in due {
+                    if self.time_out(r.device_id, now)? {
+                        timed_out.insert(r.device_id);
+                    }
+                }
+                if (n as i64) < BATCH {
+                    break;
+                }
+            }
+            summary.timed_out = timed_out.len() as u64;
+            // 2. The schedule.
+            let (scheduled, queued) = self.store().transaction(|tx| -> Result<_, CoreError> {
+                let Some(last) = tx.last_scheduled_run()? else {
+                    // The first cycle sets the baseline: the fleet is queued at the
+                    // first occurrence after it, not for one before the job existed.
+                    tx.set_last_scheduled_run(now)?;
+                    return Ok((None, 0));
+                };
+                let Some(due) = schedule
+                    .due_since(last, now)
+                    .map_err(|e| CoreError::Setup(format!("rotation.cron: {e}")))?
+                else {
+                    return Ok((None, 0));
+                };
+                let queued = tx.queue_fleet(CredentialKind::Certificate, now)?;
+                tx.set_last_scheduled_run(due)?;
+                let audit = Audit::new(
+                    self.clock(),
+                    &Actor::system(),
+                    "rotation.queue",
+                    AuditOutcome::Success,
+                )
+                .reason("schedule")
+                .details(json!({"scheduled_run": due, "devices": queued}));
+                tx.append_audit(audit.event())?;
+                Ok((Some(due), queued))
+            })?;
+            summary.scheduled_run = scheduled;
+            summary.queued = queued;
+            // 3. Starts.
+            while let Some(_started) = self.start_next(now, max, &timed_out)? {
+                summary.started += 1;
+            }
+            summary.pending = self
+                .store()
+                .read(|tx| tx.count_rotations_in_state(RotationState::Pending))?
+                as u64;
+            Ok(summary)
+        })
+    }
+
+    /// PENDING -> TIMEOUT for one device whose deadline passed: the certificate
+    /// issued during the rotation (if any) is revoked, so the device keeps its old
+    /// one. Returns whether it timed out (false when something else got there).
+    fn time_out(&self, device: DeviceId, now: DateTime<Utc>) -> Result<bool, CoreError> {
+        let mut effects = Vec::new();
+        let done = self.store().transaction(|tx| -> Result<_, CoreError> {
+            let Some(mut r) = tx.rotation(device)? else {
+                return Ok(false);
+            };
+            if r.state != RotationState::Pending || r.deadline_at.is_none_or(|d| d > now) {
+                return Ok(false);
+            }
+            r.state = transition(r.state, RotationState::Timeout)
+                .map_err(|e| CoreError::Conflict(e.to_string()))?;
+            let mut revoked = None;
+            if let Some(new_cert) = r.new_certificate_id.take() {
+                let certs = tx.certificates_of_device(device)?;
+                if let Some(c) = certs
+                    .iter()
+                    .find(|c| c.id == new_cert && c.status == CertificateStatus::Active)
+                {
+                    tx.revoke_certificate(c.id, now, RevocationReason::Superseded)?;
+                    revoked = Some(c.serial.to_string());
+                    self.enqueue(
+                        tx,
+                        &[Effect::BrokerCrl, Effect::CloudDevice(device)],
+                        &mut effects,
+                    )?;
+                }
+            }
+            r.last_error = Some("deadline passed without an acknowledgment".into());
+            r.updated_at = now;
+            tx.put_rotation(&r)?;
+            let mut audit = Audit::new(
+                self.clock(),
+                &Actor::system(),
+                "rotation.timeout",
+                AuditOutcome::Failure,
+            )
+            .device(device)
+            .reason("deadline_passed")
+            .details(json!({"attempts": r.attempts, "revoked_new_certificate": revoked}));
+            if let Ok(d) = tx.device(device) {
+                audit = audit.serial(d.serial.as_str());
+            }
+            tx.append_audit(audit.event())?;
+            Ok(true)
+        })?;
+        self.apply_or_defer(&effects);
+        Ok(done)
+    }
+
+    /// Starts the next rotation (QUEUED first, then TIMEOUT, oldest first) when
+    /// fewer than `max` are PENDING, in one write transaction that re-counts them.
+    /// Devices that left service meanwhile lose their record. Returns the device
+    /// started, or `None` when there is no slot or no candidate.
+    fn start_next(
+        &self,
+        now: DateTime<Utc>,
+        max: u32,
+        skip: &HashSet<DeviceId>,
+    ) -> Result<Option<DeviceId>, CoreError> {
+        let deadline = now + Duration::seconds(self.timeout_seconds());
+        loop {
+            let outcome = self.store().transaction(|tx| -> Result<_, CoreError> {
+                let pending = tx.count_rotations_in_state(RotationState::Pending)?;
+                if start_slots(pending.max(0) as u64, max) == 0 {
+                    return Ok(Start::NoSlot);
+                }
+                let mut candidate = tx.rotations_in_state(RotationState::Queued, 1)?.pop();
+                if candidate.is_none() {
+                    let limit = skip.len() as i64 + 1;
+                    candidate = tx
+                        .rotations_in_state(RotationState::Timeout, limit)?
+                        .into_iter()
+                        .find(|r| !skip.contains(&r.device_id));
+                }
+                let Some(mut r) = candidate else {
+                    return Ok(Start::NoCandidate);
+                };
+                let device = tx.device(r.device_id)?;
+                if !in_service(device.status) || device.credential != CredentialKind::Certificate {
+                    // Not a state change: the device left service, so its rotation
+                    // ends with the record (a device without one is OK).
+                    tx.delete_rotation(r.device_id)?;
+                    let audit = Audit::new(
+                        self.clock(),
+                        &Actor::system(),
+                        "rotation.skip",
+                        AuditOutcome::Failure,
+                    )
+                    .device(device.id)
+                    .serial(device.serial.as_str())
+                    .reason("not_in_service")
+                    .details(json!({"from": r.state, "status": device.status}));
+                    tx.append_audit(audit.event())?;
+                    return Ok(Start::Skipped);
+                }
+                let from = r.state;
+                r.state = transition(from, RotationState::Pending)
+                    .map_err(|e| CoreError::Conflict(e.to_string()))?;
+                r.started_at = Some(now);
+                r.deadline_at = Some(deadline);
+                r.completed_at = None;
+                r.attempts += 1;
+                r.new_certificate_id = None;
+                r.last_error = None;
+                r.updated_at = now;
+                tx.put_rotation(&r)?;
+                let audit = Audit::new(
+                    self.clock(),
+                    &Actor::system(),
+                    "rotation.start",
+                    AuditOutcome::Success,
+                )
+                .device(device.id)
+                .serial(device.serial.as_str())
+                .details(json!({"from": from, "attempt": r.attempts, "deadline": deadline}));
+                tx.append_audit(audit.event())?;
+                Ok(Start::Started(device.id))
+            })?;
+            match outcome {
+                Start::Started(id) => return Ok(Some(id)),
+                Start::Skipped => continue,
+                Start::NoSlot | Start::NoCandidate => return Ok(None),
+            }
+        }
+    }
+
+    fn timeout_seconds(&self) -> i64 {
+        i64::try_from(self.settings().rotation.timeout_seconds).unwrap_or(i64::MAX / 2)
+    }
+
+    /// Queues one device (OK or TIMEOUT -> QUEUED), or with `None` every
+    /// certificate device in service that is OK. Returns how many were queued.
+    pub fn trigger_rotation(
+        &self,
+        actor: &Actor,
+        device: Option<DeviceId>,
+    ) -> Result<u64, CoreError> {
+        let now = self.clock().now();
+        self.store().transaction(|tx| -> Result<_, CoreError> {
+            let Some(id) = device else {
+                let n = tx.queue_fleet(CredentialKind::Certificate, now)?;
+                let audit = Audit::new(self.clock(), actor, "rotation.queue", AuditOutcome::Success)
+                    .reason("trigger")
+                    .details(json!({"devices": n}));
+                tx.append_audit(audit.event())?;
+                return Ok(n);
+            };
+            let d = tx.device(id)?;
+            if !in_service(d.status) {
+                return Err(CoreError::Conflict(format!(
+                    "device {id} is {}; only devices in service are rotated",
+                    d.status
+                )));
+            }
+            if d.credential != CredentialKind::Certificate {
+                return Err(CoreError::Conflict(format!(
+                    "device {id} uses a {} credential; this version rotates certificate devices only",
+                    d.credential
+                )));
+            }
+            let mut r = tx.rotation(id)?.unwrap_or_else(|| fresh(id, now));
+            let from = r.state;
+            r.state = transition(from, RotationState::Queued).map_err(|_| {
+                CoreError::Conflict(format!("device {id} is already {from}; it cannot be queued"))
+            })?;
+            r.queued_at = Some(now);
+            r.updated_at = now;
+            tx.put_rotation(&r)?;
+            let audit = Audit::new(self.clock(), actor, "rotation.queue", AuditOutcome::Success)
+                .device(id)
+                .serial(d.serial.as_str())
+                .reason("trigger")
+                .details(json!({"from": from}));
+            tx.append_audit(audit.event())?;
+            Ok(1)
+        })
+    }
+
+    /// Counts per state and the devices in each.
+    pub fn rotation_status(&self) -> Result<RotationStatus, CoreError> {
+        self.store().read(|tx| -> Result<_, CoreError> {
+            let mut states = Vec::new();
+            for &state in RotationState::ALL {
+                let count = tx.count_rotations_in_state(state)?;
+                let devices = tx
+                    .rotations_in_state(state, STATUS_DEVICES_PER_STATE)?
+                    .iter()
+                    .map(RotationEntry::from)
+                    .collect();
+                states.push(StateDevices {
+                    state,
+                    count,
+                    devices,
+                });
+            }
+            Ok(RotationStatus {
+                last_scheduled_run: tx.last_scheduled_run()?,
+                states,
+            })
+        })
+    }
+
+    /// The device's rotation, if it has a record.
+    pub fn device_rotation(&self, device: DeviceId) -> Result<Option<RotationEntry>, CoreError> {
+        Ok(self
+            .store()
+            .read(|tx| tx.rotation(device))?
+            .as_ref()
+            .map(RotationEntry::from))
+    }
+
+    /// Inside a renewal's transaction: a renewal while PENDING is the rotation's
+    /// new certificate. Returns whether it was.
+    pub(crate) fn note_rotation_certificate<T: RotationRepository>(
+        tx: &mut T,
+        device: DeviceId,
+        certificate: CertificateId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, CoreError> {
+        match tx.rotation(device)? {
+            Some(mut r) if r.state == RotationState::Pending => {
+                r.new_certificate_id = Some(certificate);
+                r.updated_at = now;
+                tx.put_rotation(&r)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// PENDING -> OK when `certificate` is the rotation's new certificate: the
+    /// device's older active certificates are revoked as superseded (CRL to the
+    /// broker). `Ok(false)` when the device has no such PENDING rotation.
+    pub(crate) fn complete_rotation(
+        &self,
+        device: DeviceId,
+        certificate: CertificateId,
+        via: &'static str,
+    ) -> Result<bool, CoreError> {
+        let now = self.clock().now();
+        let mut effects = Vec::new();
+        let done = self.store().transaction(|tx| -> Result<_, CoreError> {
+            let Some(mut r) = tx.rotation(device)? else {
+                return Ok(false);
+            };
+            if r.state != RotationState::Pending || r.new_certificate_id != Some(certificate) {
+                return Ok(false);
+            }
+            let certs = tx.certificates_of_device(device)?;
+            let Some(kept) = certs
+                .iter()
+                .find(|c| c.id == certificate && c.status == CertificateStatus::Active)
+            else {
+                return Ok(false);
+            };
+            let mut superseded = Vec::new();
+            for c in &certs {
+                if c.status == CertificateStatus::Active && c.id != certificate {
+                    tx.revoke_certificate(c.id, now, RevocationReason::Superseded)?;
+                    superseded.push(c.serial.to_string());
+                }
+            }
+            r.state = transition(r.state, RotationState::Ok)
+                .map_err(|e| CoreError::Conflict(e.to_string()))?;
+            r.completed_at = Some(now);
+            r.deadline_at = None;
+            r.last_error = None;
+            r.updated_at = now;
+            tx.put_rotation(&r)?;
+            let mut audit = Audit::new(
+                self.clock(),
+                &Actor::device(None),
+                "rotation.complete",
+                AuditOutcome::Success,
+            )
+            .device(device)
+            .reason(via)
+            .details(json!({"current": kept.serial, "superseded": superseded}));
+            if let Ok(d) = tx.device(device) {
+                audit = audit.serial(d.serial.as_str());
+            }
+            tx.append_audit(audit.event())?;
+            if !superseded.is_empty() {
+                self.enqueue(
+                    tx,
+                    &[Effect::BrokerCrl, Effect::CloudDevice(device)],
+                    &mut effects,
+                )?;
+            }
+            Ok(true)
+        })?;
+        self.apply_or_defer(&effects);
+        Ok(done)
+    }
+
+    /// `POST /iot/rotation/ack`: the device acknowledges its new certificate,
+    /// presenting it.
+    pub fn acknowledge_rotation(
+        &self,
+        s: &crate::device_api::DeviceSession,
+    ) -> Result<RotationEntry, CoreError> {
+        let crate::device_api::DeviceAuth::Certificate(cert) = s.via else {
+            return Err(CoreError::Conflict(
+                "acknowledge with the new client certificate (mutual TLS)".into(),
+            ));
+        };
+        let current = self.store().read(|tx| tx.rotation(s.device.id))?;
+        match current {
+            Some(r) if r.state == RotationState::Ok && r.completed_at.is_some() => {
+                // Acknowledged already (the first use of the new certificate completes
+                // the rotation too): answer the same again.
+                if self
+                    .store()
+                    .read(|tx| tx.certificates_of_device(s.device.id))?
+                    .iter()
+                    .any(|c| c.id == cert && c.status == CertificateStatus::Active)
+                {
+                    return Ok(RotationEntry::from(&r));
+                }
+                Err(CoreError::Conflict(
+                    "no rotation is pending for this device".into(),
+                ))
+            }
+            Some(r) if r.state == RotationState::Pending => {
+                if self.complete_rotation(s.device.id, cert, "acknowledged")? {
+                    let r = self
+                        .store()
+                        .read(|tx| tx.rotation(s.device.id))?
+                        .ok_or(CoreError::Internal("the rotation disappeared".into()))?;
+                    return Ok(RotationEntry::from(&r));
+                }
+                Err(CoreError::Conflict(
+                    "acknowledge with the certificate issued during the rotation (POST /iot/renew first)"
+                        .into(),
+                ))
+            }
+            _ => Err(CoreError::Conflict(
+                "no rotation is pending for this device".into(),
+            )),
+        }
+    }
+}
+
+enum Start {
+    Started(DeviceId),
+    Skipped,
+    NoSlot,
+    NoCandidate,
+}
