@@ -3,7 +3,10 @@
 //!
 //! Exit codes: 0 success; 1 the operation failed (not found, conflict, invalid
 //! input); 2 usage or settings error; 3 a dependency (the database) is unavailable,
-//! so retrying later may help.
+//! so retrying later may help; 4 the command ran to the end but part of it failed
+//! (`devices import` with failed rows: the good rows are imported, the result is
+//! printed, and the failed rows are listed); 5 a simulated device was revoked
+//! (`device simulate`).
 
 use std::path::PathBuf;
 
@@ -103,6 +106,11 @@ pub enum AclCommand {
     /// current CRL is installed.
     Sync,
 }
+
+/// `devices import` finished, but some rows failed (they are listed).
+pub const EXIT_PARTIAL: u8 = 4;
+/// `device simulate`: the broker refused a simulated device as revoked.
+pub const EXIT_REVOKED: u8 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {

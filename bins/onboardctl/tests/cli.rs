@@ -355,7 +355,11 @@ fn devices_register_import_and_revoke() {
         ],
     );
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "failed rows: exit 4 after the result: {stderr}"
+    );
     assert!(
         stdout.contains("18 created, 0 already registered, 2 failed"),
         "{stdout}"
@@ -398,11 +402,27 @@ fn devices_register_import_and_revoke() {
             "bundles",
         ],
     );
+    assert_eq!(out.status.code(), Some(4), "the same 2 rows fail again");
     let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (again["created"].as_u64(), again["existing"].as_u64()),
         (Some(0), Some(18))
     );
+    // Only the good rows: exit 0.
+    let good: String = std::fs::read_to_string(dir.path().join("devices.csv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("Bad Model"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join("good.csv"), good).unwrap();
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &["devices", "import", "--csv", "good.csv", "--out", "bundles"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert!(text(&out).0.contains("0 created, 18 already registered, 0 failed"));
 
     let id = reg["device_id"].as_str().unwrap();
     let out = onboardctl(
