@@ -21,6 +21,8 @@ mod keys;
 mod models;
 pub mod output;
 mod provisioning;
+pub mod simulate;
+mod testdata;
 
 use output::{OutputFormat, Rendered};
 
@@ -94,6 +96,22 @@ pub enum Command {
         #[arg(value_enum)]
         shell: docs::Shell,
     },
+    /// Fill an empty development database with sample data: device models with
+    /// topic templates and default configuration, a bootstrap key batch (`demo`,
+    /// its key printed once) and a few devices registered with it. Refused when
+    /// the database already holds devices, unless --force.
+    LoadTestData {
+        /// Add the sample data to a database that already holds devices (existing
+        /// models and sample serials are left as they are).
+        #[arg(long)]
+        force: bool,
+    },
+    /// A reference device: registers over HTTP, connects to the broker, reports
+    /// its status. Reads no settings and no database.
+    Device {
+        #[command(subcommand)]
+        command: simulate::DeviceCommand,
+    },
     /// Print the manual page (roff): `onboardctl man > onboardctl.1; man
     /// ./onboardctl.1`. Reads no settings.
     Man,
@@ -118,6 +136,9 @@ pub enum CliError {
     Settings(#[from] SettingsError),
     #[error("{0}")]
     Core(#[from] CoreError),
+    /// A simulated device failed (`device simulate`).
+    #[error("{0}")]
+    Simulate(#[from] simulate::SimulateError),
 }
 
 impl CliError {
@@ -127,6 +148,7 @@ impl CliError {
             CliError::Core(CoreError::Setup(_)) => 2,
             CliError::Core(CoreError::Unavailable(_) | CoreError::Cloud(_)) => 3,
             CliError::Core(_) => 1,
+            CliError::Simulate(e) => e.exit_code(),
         }
     }
 }
@@ -137,6 +159,7 @@ pub fn run(cli: &Cli) -> Result<Rendered, CliError> {
     match &cli.command {
         Command::Completions { shell } => return Ok(docs::completions(*shell)),
         Command::Man => return docs::man(),
+        Command::Device { command } => return simulate::run(command),
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
@@ -151,6 +174,7 @@ pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliErr
         Command::Admin { command } => return fleet::admin(command),
         Command::Completions { shell } => return Ok(docs::completions(*shell)),
         Command::Man => return docs::man(),
+        Command::Device { command } => return simulate::run(command),
         _ => {}
     }
     let onboard = Onboard::open(settings)?;
@@ -173,6 +197,8 @@ pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliErr
         Command::Admin { command } => fleet::admin(command),
         Command::Completions { shell } => Ok(docs::completions(*shell)),
         Command::Man => docs::man(),
+        Command::Device { command } => simulate::run(command),
+        Command::LoadTestData { force } => testdata::load(&onboard, *force),
         Command::Models { command } => models::run(command, &onboard),
         Command::Reconcile => {
             let r = onboard.reconcile(true)?;
