@@ -22,6 +22,8 @@ mod iot;
 mod lifecycle;
 #[path = "cases/revocation.rs"]
 mod revocation;
+#[path = "cases/simulate.rs"]
+mod simulate;
 #[path = "cases/tls.rs"]
 mod tls;
 #[path = "cases/tokens.rs"]

@@ -159,9 +159,20 @@ pub fn run(command: &DeviceCommand) -> Result<Rendered, crate::CliError> {
         .collect();
     // One thread per device; the command ends when every device has ended, with
     // the first error (a revocation is reported by each revoked device).
+    let several = *count > 1;
     let handles: Vec<_> = specs
         .into_iter()
-        .map(|spec| std::thread::spawn(move || device(&spec)))
+        .map(|spec| {
+            std::thread::spawn(move || {
+                let ended = device(&spec);
+                // With several devices each one says how it ended at once; the
+                // process ends when all have.
+                if let (true, Err(e)) = (several, &ended) {
+                    say(&format!("{e}"));
+                }
+                ended
+            })
+        })
         .collect();
     let mut first = None;
     for h in handles {
@@ -169,9 +180,6 @@ pub fn run(command: &DeviceCommand) -> Result<Rendered, crate::CliError> {
             .join()
             .unwrap_or_else(|_| Err(SimulateError::Setup("a device thread panicked".into())));
         if let Err(e) = result {
-            if *count > 1 {
-                say(&format!("{e}"));
-            }
             first.get_or_insert(e);
         }
     }
