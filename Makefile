@@ -12,7 +12,7 @@ help: ## List the targets
 run: ## Build both binaries (target/release) and run the server on the embedded default (SQLite and CA under ./data/)
 	@scripts/dev-deps.sh
 	$(CARGO) build --release --bin onboard-server --bin onboardctl
-	target/release/onboard-server
+	"$${CARGO_TARGET_DIR:-target}/release/onboard-server"
 
 install: ## Install onboard-server and onboardctl into ~/.cargo/bin (cargo install)
 	@scripts/dev-deps.sh
