@@ -16,8 +16,8 @@ run: ## Build both binaries (target/release) and run the server on the embedded 
 
 install: ## Install onboard-server and onboardctl into ~/.cargo/bin (cargo install)
 	@scripts/dev-deps.sh
-	$(CARGO) install --locked --path bins/onboardctl
-	$(CARGO) install --locked --path bins/onboard-server
+	$(CARGO) install --locked --target-dir "$${CARGO_TARGET_DIR:-target}" --path bins/onboardctl
+	$(CARGO) install --locked --target-dir "$${CARGO_TARGET_DIR:-target}" --path bins/onboard-server
 
 build: ## Debug build of every crate and binary
 	@scripts/dev-deps.sh
