@@ -62,6 +62,10 @@ pub enum DeviceCommand {
         /// the device subscribes to <prefix>/<client_id>/rotation.
         #[arg(long, default_value = "iotsupport")]
         rotation_prefix: String,
+        /// How often a registration without an answer is sent again (with the
+        /// same CSR), waiting 0.5 s, doubling up to 10 s.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=100))]
+        retries: u32,
     },
 }
 
@@ -113,6 +117,7 @@ struct Spec {
     interval: Duration,
     status_topic: String,
     rotation_prefix: String,
+    attempts: u32,
 }
 
 pub fn run(command: &DeviceCommand) -> Result<Rendered, crate::CliError> {
@@ -126,6 +131,7 @@ pub fn run(command: &DeviceCommand) -> Result<Rendered, crate::CliError> {
         interval,
         status_topic,
         rotation_prefix,
+        retries,
     } = command;
     let server = server.trim_end_matches('/').to_owned();
     if !server.starts_with("http://") {
@@ -155,6 +161,7 @@ pub fn run(command: &DeviceCommand) -> Result<Rendered, crate::CliError> {
             interval: Duration::from_secs(*interval),
             status_topic: status_topic.clone(),
             rotation_prefix: rotation_prefix.clone(),
+            attempts: retries + 1,
         })
         .collect();
     // One thread per device; the command ends when every device has ended, with
@@ -243,8 +250,7 @@ fn key_and_csr(spec: &Spec) -> Result<(String, String), SimulateError> {
     Ok((key.expose_secret().to_owned(), csr))
 }
 
-/// How often a registration is sent when no answer comes back, and the waits.
-const REGISTER_ATTEMPTS: u32 = 8;
+/// The waits between registration attempts and between broker connections.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -275,7 +281,7 @@ fn register(spec: &Spec, csr: &str) -> Result<Value, SimulateError> {
     }
     let mut backoff = FIRST_BACKOFF;
     let mut last = String::new();
-    for attempt in 1..=REGISTER_ATTEMPTS {
+    for attempt in 1..=spec.attempts {
         if attempt > 1 {
             say(&format!(
                 "{}: no answer ({last}); sending the same CSR again in {:.1} s",
@@ -337,7 +343,10 @@ fn register(spec: &Spec, csr: &str) -> Result<Value, SimulateError> {
     }
     Err(SimulateError::Unavailable {
         serial: spec.serial.clone(),
-        message: format!("no registration answer after {REGISTER_ATTEMPTS} attempts ({last})"),
+        message: format!(
+            "no registration answer after {} attempt(s) ({last})",
+            spec.attempts
+        ),
     })
 }
 
@@ -496,7 +505,7 @@ fn wait_connack(connection: &mut Connection) -> Result<(), String> {
         match connection.recv_timeout(left) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok(()),
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(format!("{e}: {e:?}")),
+            Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err("no CONNACK".into()),
         }
     }
@@ -574,7 +583,7 @@ fn session(
                     }
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return (Ended::Cut(format!("{e}: {e:?}")), delivered),
+                Ok(Err(e)) => return (Ended::Cut(e.to_string()), delivered),
                 Err(rumqttc::RecvTimeoutError::Timeout) => break,
                 Err(rumqttc::RecvTimeoutError::Disconnected) => {
                     return (Ended::Cut("the client closed".into()), delivered)

@@ -705,3 +705,42 @@ fn sqlite_load_test_data_fills_an_empty_database_only() {
 fn postgres_load_test_data_fills_an_empty_database_only() {
     load_test_data_fills_an_empty_database_only(TestBackend::Postgres);
 }
+
+#[test]
+fn device_simulate_refuses_bad_arguments_and_gives_up_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["device", "simulate", "--key", "k", "--serial", "SIM-1"];
+        all.extend_from_slice(args);
+        onboardctl(dir.path(), &[], &all)
+    };
+    let out = run(&["--server", "https://localhost:8443"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("must be an http:// URL"), "{stderr}");
+    let out = run(&["--server", "http://x", "--status-topic", "devices/#"]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(text(&out).1.contains("--status-topic"));
+    // Nothing listens on this port: one retry, then exit 3 (try again later).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = run(&["--server", &url, "--retries", "1", "--state-dir", "st"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("SIM-1: no answer") && stdout.contains("sending the same CSR again"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("no registration answer after 2 attempt(s)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // The key and CSR it made are kept for the next start.
+    assert!(dir.path().join("st/SIM-1/device.key").is_file());
+    assert!(dir.path().join("st/SIM-1/device.csr").is_file());
+}
