@@ -595,3 +595,21 @@ fn session(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_certificate_alerts_count_as_a_refused_certificate() {
+        // What rumqttc says when Mosquitto's CRL check refuses the certificate.
+        assert!(certificate_refused(
+            "Mqtt state: Mqtt serialization/deserialization error: IO: received fatal alert: CertificateRevoked"
+        ));
+        assert!(certificate_refused("received fatal alert: BadCertificate"));
+        assert!(!certificate_refused(
+            "I/O: Connection refused (os error 111)"
+        ));
+        assert!(!certificate_refused("no CONNACK"));
+    }
+}
