@@ -4,14 +4,20 @@ CARGO ?= cargo
 # nextest runs the isolated tests in parallel processes; plain cargo test otherwise.
 TEST_RUNNER := $(shell if $(CARGO) nextest --version >/dev/null 2>&1; then echo "nextest run --no-fail-fast"; else echo "test --no-fail-fast"; fi)
 
-.PHONY: help run build release test test-unit lint fmt bench fuzz clean-test-services
+.PHONY: help run install build release test test-unit lint fmt bench fuzz clean-test-services
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
-run: ## Run the server on the embedded default (SQLite and CA under ./data/)
+run: ## Build both binaries (target/release) and run the server on the embedded default (SQLite and CA under ./data/)
 	@scripts/dev-deps.sh
-	$(CARGO) run --release --bin onboard-server
+	$(CARGO) build --release --bin onboard-server --bin onboardctl
+	"$${CARGO_TARGET_DIR:-target}/release/onboard-server"
+
+install: ## Install onboard-server and onboardctl into ~/.cargo/bin (cargo install)
+	@scripts/dev-deps.sh
+	$(CARGO) install --locked --target-dir "$${CARGO_TARGET_DIR:-target}" --path bins/onboardctl
+	$(CARGO) install --locked --target-dir "$${CARGO_TARGET_DIR:-target}" --path bins/onboard-server
 
 build: ## Debug build of every crate and binary
 	@scripts/dev-deps.sh

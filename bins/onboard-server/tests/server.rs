@@ -20,10 +20,14 @@ mod http;
 mod iot;
 #[path = "cases/lifecycle.rs"]
 mod lifecycle;
+#[path = "cases/quickstart.rs"]
+mod quickstart;
 #[path = "cases/revocation.rs"]
 mod revocation;
 #[path = "cases/schema.rs"]
 mod schema;
+#[path = "cases/simulate.rs"]
+mod simulate;
 #[path = "cases/tls.rs"]
 mod tls;
 #[path = "cases/tokens.rs"]

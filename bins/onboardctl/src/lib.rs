@@ -3,7 +3,10 @@
 //!
 //! Exit codes: 0 success; 1 the operation failed (not found, conflict, invalid
 //! input); 2 usage or settings error; 3 a dependency (the database) is unavailable,
-//! so retrying later may help.
+//! so retrying later may help; 4 the command ran to the end but part of it failed
+//! (`devices import` with failed rows: the good rows are imported, the result is
+//! printed, and the failed rows are listed); 5 a simulated device was revoked
+//! (`device simulate`).
 
 use std::path::PathBuf;
 
@@ -19,6 +22,8 @@ mod models;
 pub mod output;
 mod provisioning;
 mod rotation;
+pub mod simulate;
+mod testdata;
 
 use output::{OutputFormat, Rendered};
 
@@ -97,6 +102,22 @@ pub enum Command {
         #[arg(value_enum)]
         shell: docs::Shell,
     },
+    /// Fill an empty development database with sample data: device models with
+    /// topic templates and default configuration, a bootstrap key batch (`demo`,
+    /// its key printed once) and a few devices registered with it. Refused when
+    /// the database already holds devices, unless --force.
+    LoadTestData {
+        /// Add the sample data to a database that already holds devices (existing
+        /// models and sample serials are left as they are).
+        #[arg(long)]
+        force: bool,
+    },
+    /// A reference device: registers over HTTP, connects to the broker, reports
+    /// its status. Reads no settings and no database.
+    Device {
+        #[command(subcommand)]
+        command: simulate::DeviceCommand,
+    },
     /// Print the manual page (roff): `onboardctl man > onboardctl.1; man
     /// ./onboardctl.1`. Reads no settings.
     Man,
@@ -110,12 +131,20 @@ pub enum AclCommand {
     Sync,
 }
 
+/// `devices import` finished, but some rows failed (they are listed).
+pub const EXIT_PARTIAL: u8 = 4;
+/// `device simulate`: the broker refused a simulated device as revoked.
+pub const EXIT_REVOKED: u8 = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{0}")]
     Settings(#[from] SettingsError),
     #[error("{0}")]
     Core(#[from] CoreError),
+    /// A simulated device failed (`device simulate`).
+    #[error("{0}")]
+    Simulate(#[from] simulate::SimulateError),
 }
 
 impl CliError {
@@ -125,6 +154,7 @@ impl CliError {
             CliError::Core(CoreError::Setup(_)) => 2,
             CliError::Core(CoreError::Unavailable(_) | CoreError::Cloud(_)) => 3,
             CliError::Core(_) => 1,
+            CliError::Simulate(e) => e.exit_code(),
         }
     }
 }
@@ -135,6 +165,7 @@ pub fn run(cli: &Cli) -> Result<Rendered, CliError> {
     match &cli.command {
         Command::Completions { shell } => return Ok(docs::completions(*shell)),
         Command::Man => return docs::man(),
+        Command::Device { command } => return simulate::run(command),
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
@@ -149,6 +180,7 @@ pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliErr
         Command::Admin { command } => return fleet::admin(command),
         Command::Completions { shell } => return Ok(docs::completions(*shell)),
         Command::Man => return docs::man(),
+        Command::Device { command } => return simulate::run(command),
         _ => {}
     }
     let onboard = Onboard::open(settings)?;
@@ -171,6 +203,8 @@ pub fn execute(command: &Command, settings: Settings) -> Result<Rendered, CliErr
         Command::Admin { command } => fleet::admin(command),
         Command::Completions { shell } => Ok(docs::completions(*shell)),
         Command::Man => docs::man(),
+        Command::Device { command } => simulate::run(command),
+        Command::LoadTestData { force } => testdata::load(&onboard, *force),
         Command::Models { command } => models::run(command, &onboard),
         Command::Rotation { command } => rotation::run(command, &onboard),
         Command::Reconcile => {

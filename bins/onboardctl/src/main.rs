@@ -12,7 +12,7 @@ fn main() -> ExitCode {
                 eprintln!("onboardctl: {e}");
                 return ExitCode::FAILURE;
             }
-            ExitCode::SUCCESS
+            ExitCode::from(out.exit_code)
         }
         Err(e) => {
             // One line, whatever the underlying error put in it.

@@ -24,6 +24,9 @@ pub struct Rendered {
     pub note: Option<String>,
     /// Printed as it is instead of a table (a PEM document, say).
     pub raw: Option<String>,
+    /// The process exit code after printing (0 unless the command finished with
+    /// part of its work failed, as `devices import` with failed rows: 4).
+    pub exit_code: u8,
 }
 
 impl Rendered {
@@ -34,6 +37,7 @@ impl Rendered {
             rows,
             note: None,
             raw: None,
+            exit_code: 0,
         }
     }
 
@@ -45,7 +49,13 @@ impl Rendered {
             rows: Vec::new(),
             note: None,
             raw: Some(text),
+            exit_code: 0,
         }
+    }
+
+    pub fn with_exit_code(mut self, code: u8) -> Self {
+        self.exit_code = code;
+        self
     }
 
     pub fn with_note(mut self, note: impl Into<String>) -> Self {

@@ -245,6 +245,11 @@ pub fn import(onboard: &Onboard, csv_path: &Path, out: &Path) -> Result<Rendered
         .iter()
         .map(|(line, serial, message)| json!({"line": line, "serial": serial, "error": message}))
         .collect();
+    let exit_code = if errors.is_empty() {
+        0
+    } else {
+        crate::EXIT_PARTIAL
+    };
     Ok(Rendered::table(
         json!({"created": created, "existing": existing, "failed": errors.len(),
                "manifest": manifest_path, "errors": json_errors}),
@@ -259,7 +264,8 @@ pub fn import(onboard: &Onboard, csv_path: &Path, out: &Path) -> Result<Rendered
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         out.display()
-    )))
+    ))
+    .with_exit_code(exit_code))
 }
 
 pub fn revoke(onboard: &Onboard, id: &str, reason: &str) -> Result<Rendered, CliError> {

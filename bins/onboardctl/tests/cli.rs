@@ -355,7 +355,11 @@ fn devices_register_import_and_revoke() {
         ],
     );
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "failed rows: exit 4 after the result: {stderr}"
+    );
     assert!(
         stdout.contains("18 created, 0 already registered, 2 failed"),
         "{stdout}"
@@ -398,11 +402,29 @@ fn devices_register_import_and_revoke() {
             "bundles",
         ],
     );
+    assert_eq!(out.status.code(), Some(4), "the same 2 rows fail again");
     let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (again["created"].as_u64(), again["existing"].as_u64()),
         (Some(0), Some(18))
     );
+    // Only the good rows: exit 0.
+    let good: String = std::fs::read_to_string(dir.path().join("devices.csv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("Bad Model"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join("good.csv"), good).unwrap();
+    let out = onboardctl(
+        dir.path(),
+        &env,
+        &["devices", "import", "--csv", "good.csv", "--out", "bundles"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert!(text(&out)
+        .0
+        .contains("0 created, 18 already registered, 0 failed"));
 
     let id = reg["device_id"].as_str().unwrap();
     let out = onboardctl(
@@ -643,4 +665,175 @@ fn sqlite_rotation_commands_report_in_one_line_and_refuse_bad_input() {
 #[test]
 fn postgres_rotation_commands_report_in_one_line_and_refuse_bad_input() {
     rotation_commands_report_in_one_line_and_refuse_bad_input(TestBackend::Postgres);
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", text(out)))
+}
+
+fn load_test_data_fills_an_empty_database_only(backend: TestBackend) {
+    let db = TestDb::new(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ONBOARD__DATABASE__URL", db.url.as_str())];
+    let run = |args: &[&str]| onboardctl(dir.path(), &env, args);
+    assert!(run(&["migrate"]).status.success());
+    let out = run(&["ca", "init"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let out = run(&["--output", "json", "load-test-data"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let loaded = json_of(&out);
+    assert_eq!(
+        loaded["models"],
+        serde_json::json!(["tempsensor", "smartplug", "gateway"])
+    );
+    let key = loaded["key"]["key"].as_str().unwrap().to_owned();
+    assert_eq!(loaded["key"]["max_uses"], 100);
+    assert_eq!(loaded["devices"].as_array().unwrap().len(), 5);
+
+    // The models carry topic templates and default configuration.
+    let model = json_of(&run(&["--output", "json", "models", "show", "smartplug"]));
+    assert_eq!(
+        model["subscribe_topics"],
+        serde_json::json!(["devices/{device_id}/#", "fleet/{model}/commands"])
+    );
+    assert_eq!(model["config"]["max_load_watts"], 2300);
+    // The devices are registered with the batch key, each with its model.
+    let devices = json_of(&run(&[
+        "--output", "json", "devices", "list", "--batch", "demo",
+    ]));
+    let items = devices["items"].as_array().unwrap();
+    let mut serials: Vec<_> = items
+        .iter()
+        .map(|d| d["serial"].as_str().unwrap())
+        .collect();
+    serials.sort_unstable();
+    assert_eq!(
+        serials,
+        [
+            "DEMO-0001",
+            "DEMO-0002",
+            "DEMO-0003",
+            "DEMO-0004",
+            "DEMO-0005"
+        ]
+    );
+    assert!(items.iter().all(|d| d["status"] == "registered"));
+    let gateway = items.iter().find(|d| d["serial"] == "DEMO-0005").unwrap();
+    assert_eq!(gateway["model"], "gateway");
+    let shown = json_of(&run(&[
+        "--output",
+        "json",
+        "devices",
+        "show",
+        gateway["id"].as_str().unwrap(),
+    ]));
+    assert!(shown["current_certificate"].is_string(), "{shown}");
+    let keys = json_of(&run(&[
+        "--output", "json", "keys", "list", "--batch", "demo",
+    ]));
+    let keys = keys["items"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["uses"], 5, "one use per sample device");
+    assert!(key.starts_with(keys[0]["prefix"].as_str().unwrap()));
+    let snapshot = |run: &dyn Fn(&[&str]) -> Output| {
+        (
+            json_of(&run(&["--output", "json", "devices", "list"]))["items"]
+                .as_array()
+                .unwrap()
+                .len(),
+            json_of(&run(&["--output", "json", "keys", "list"]))["items"]
+                .as_array()
+                .unwrap()
+                .len(),
+            json_of(&run(&["--output", "json", "models", "list"]))
+                .as_array()
+                .unwrap()
+                .len(),
+        )
+    };
+    assert_eq!(snapshot(&run), (5, 1, 3));
+
+    // Devices exist: refused, exit 1, one line, nothing changed.
+    let out = run(&["load-test-data"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("already holds devices"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(snapshot(&run), (5, 1, 3));
+
+    // --force: a new key; existing models and sample serials are left alone.
+    let out = run(&["load-test-data", "--force"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("0 model(s) and 0 device(s) created"),
+        "{stdout}"
+    );
+    assert_eq!(snapshot(&run), (5, 2, 3));
+
+    // Another database with a device that is no sample: --force adds the samples.
+    let other = TestDb::new(backend);
+    let env2 = [("ONBOARD__DATABASE__URL", other.url.as_str())];
+    let run2 = |args: &[&str]| onboardctl(dir.path(), &env2, args);
+    assert!(run2(&["migrate"]).status.success());
+    let out = run2(&[
+        "devices", "register", "--name", "boiler", "--serial", "SN-X", "--out", "b2",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(run2(&["load-test-data"]).status.code(), Some(1));
+    assert_eq!(snapshot(&run2), (1, 0, 0));
+    let out = run2(&["load-test-data", "--force"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(snapshot(&run2), (6, 1, 3));
+}
+
+#[test]
+fn sqlite_load_test_data_fills_an_empty_database_only() {
+    load_test_data_fills_an_empty_database_only(TestBackend::Sqlite);
+}
+
+#[test]
+fn postgres_load_test_data_fills_an_empty_database_only() {
+    load_test_data_fills_an_empty_database_only(TestBackend::Postgres);
+}
+
+#[test]
+fn device_simulate_refuses_bad_arguments_and_gives_up_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["device", "simulate", "--key", "k", "--serial", "SIM-1"];
+        all.extend_from_slice(args);
+        onboardctl(dir.path(), &[], &all)
+    };
+    let out = run(&["--server", "https://localhost:8443"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("must be an http:// URL"), "{stderr}");
+    let out = run(&["--server", "http://x", "--status-topic", "devices/#"]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(text(&out).1.contains("--status-topic"));
+    // Nothing listens on this port: one retry, then exit 3 (try again later).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = run(&["--server", &url, "--retries", "1", "--state-dir", "st"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("SIM-1: no answer") && stdout.contains("sending the same CSR again"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("no registration answer after 2 attempt(s)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // The key and CSR it made are kept for the next start.
+    assert!(dir.path().join("st/SIM-1/device.key").is_file());
+    assert!(dir.path().join("st/SIM-1/device.csr").is_file());
 }

@@ -24,6 +24,26 @@ pub fn check_csr(csr: &[u8]) -> Result<KeyAlgorithm, PkiError> {
     parse(csr).map(|c| c.key_algorithm)
 }
 
+/// What a device does before it registers: a fresh key pair and a CSR for it
+/// (subject CN `common_name`, signed with the key), both PEM. The CA takes only the
+/// public key from the CSR. The same CSR sent again proves possession of the key
+/// (`docs/registration.md`).
+pub fn device_key_and_csr(
+    algorithm: KeyAlgorithm,
+    common_name: &str,
+) -> Result<(keys::PrivateKeyPem, String), PkiError> {
+    let key = keys::generate(algorithm)?;
+    let mut name = openssl::x509::X509NameBuilder::new()?;
+    name.append_entry_by_nid(openssl::nid::Nid::COMMONNAME, common_name)?;
+    let mut b = openssl::x509::X509ReqBuilder::new()?;
+    b.set_subject_name(&name.build())?;
+    b.set_pubkey(&key)?;
+    b.sign(&key, keys::signing_digest(algorithm))?;
+    let csr = String::from_utf8(b.build().to_pem()?)
+        .map_err(|_| PkiError::invalid("csr", "OpenSSL wrote non-UTF-8 PEM"))?;
+    Ok((keys::PrivateKeyPem::from_key(&key)?, csr))
+}
+
 pub(crate) fn parse(csr: &[u8]) -> Result<CheckedCsr, PkiError> {
     let trimmed = csr.trim_ascii();
     if trimmed.is_empty() {
@@ -70,6 +90,34 @@ mod tests {
         b.set_pubkey(key).unwrap();
         b.sign(key, MessageDigest::sha256()).unwrap();
         b.build().to_der().unwrap()
+    }
+
+    #[test]
+    fn a_device_key_and_csr_pass_our_policy_and_openssl() {
+        for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048] {
+            let (key, csr) = device_key_and_csr(algorithm, "SN-1").unwrap();
+            assert_eq!(check_csr(csr.as_bytes()).unwrap(), algorithm);
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("csr.pem"), &csr).unwrap();
+            let out = std::process::Command::new("openssl")
+                .args(["req", "-verify", "-noout", "-subject", "-in"])
+                .arg(dir.path().join("csr.pem"))
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{said}");
+            assert!(said.contains("CN = SN-1"), "{said}");
+            let private = PKey::private_key_from_pem(key.expose_secret().as_bytes()).unwrap();
+            let public = X509Req::from_pem(csr.as_bytes())
+                .unwrap()
+                .public_key()
+                .unwrap();
+            assert!(
+                private.public_eq(&public),
+                "the CSR carries the key's public half"
+            );
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub use bundle::{
 };
 pub use ca::{files as ca_files, CaSpec, CertificateAuthority, IntermediateSpec};
 pub use crl::{crl_pem_from_der, Crl, CrlParams, RevokedCertificate};
-pub use csr::{check_csr, MAX_CSR_BYTES};
+pub use csr::{check_csr, device_key_and_csr, MAX_CSR_BYTES};
 pub use error::{KeyPolicyViolation, PkiError};
 pub use info::{chain_info, CertificateInfo};
 pub use issue::{
