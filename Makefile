@@ -38,11 +38,12 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: ## Benchmarks: criterion (pki) and an HTTP load run of registration; figures in docs/benchmarks.md
+bench: ## Benchmarks: criterion (pki), HTTP load runs of registration and import, a rotation cycle over 1,000,000 devices; figures in docs/benchmarks.md
 	scripts/test-services.sh $(CARGO) bench -p onboard-pki --bench pki
 	openssl speed -seconds 3 ecdsap256 rsa2048 2>/dev/null | tail -n 4
 	scripts/test-services.sh scripts/bench-register.sh
 	scripts/test-services.sh scripts/bench-import.sh
+	scripts/test-services.sh $(CARGO) nextest run -p onboard-core --run-ignored only --no-capture a_million_devices
 
 fuzz: ## Fuzz the ESP32 image parser for 60 s (cargo-fuzz, nightly; docs/testing.md)
 	mkdir -p fuzz/corpus/firmware_image
