@@ -911,6 +911,14 @@ impl Settings {
                 "must be 1 to 2160 hours",
             ));
         }
+        // Otherwise the grace-period clean-up could retire the certificate of a
+        // device whose rotation is still waiting for it to use the new one.
+        if self.rotation.timeout_seconds >= u64::from(self.device.renew_grace_hours) * 3600 {
+            return Err(invalid(
+                "rotation.timeout_seconds",
+                "must be shorter than device.renew_grace_hours",
+            ));
+        }
         Ok(())
     }
 

@@ -138,6 +138,14 @@ fn invalid_values_name_the_setting() {
         ),
         (None, &[("ONBOARD__BROKER__KIND", "rabbit")], "kind"),
         (None, &[("ROTATION_CRON", "every tuesday")], "rotation.cron"),
+        (
+            None,
+            &[
+                ("ROTATION_TIMEOUT_SECONDS", "7200"),
+                ("ONBOARD__DEVICE__RENEW_GRACE_HOURS", "2"),
+            ],
+            "rotation.timeout_seconds",
+        ),
         (None, &[("BASEURL", "ftp://x")], "server.public_base_url"),
         (None, &[("MQTT_URL", "http://x")], "broker.mqtt_url"),
         (
