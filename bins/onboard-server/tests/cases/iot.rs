@@ -95,6 +95,23 @@ fn curl(dir: &Path, t: &Tls, method: &str, path: &str, cert: Option<&str>, extra
     }
 }
 
+/// `POST /iot/renew` with `csr`, over the certificate `NAME.crt`.
+fn renew(dir: &Path, t: &Tls, cert: &str, csr: &str) -> Curl {
+    curl(
+        dir,
+        t,
+        "POST",
+        "/iot/renew",
+        Some(cert),
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &json!({"csr": csr}).to_string(),
+        ],
+    )
+}
+
 fn admin(t: &Tls) -> [(&'static str, String); 1] {
     [("Authorization", format!("Bearer {}", t.token))]
 }
@@ -320,35 +337,11 @@ fn devices_reach_their_own_data_over_mutual_tls_and_lose_it_when_revoked() {
     // Renewal: the same key is refused; a new key gets a certificate, the old one
     // works until the new one is used, then it is revoked as superseded.
     let same = std::fs::read_to_string(d.join("a.csr")).unwrap();
-    let r = curl(
-        d,
-        &t,
-        "POST",
-        "/iot/renew",
-        Some("a"),
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &json!({"csr": same}).to_string(),
-        ],
-    );
+    let r = renew(d, &t, "a", &same);
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("new key"), "{}", r.body);
     let csr = p256_csr(d, "a2");
-    let r = curl(
-        d,
-        &t,
-        "POST",
-        "/iot/renew",
-        Some("a"),
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &json!({"csr": csr}).to_string(),
-        ],
-    );
+    let r = renew(d, &t, "a", &csr);
     assert_eq!(r.status, 200, "{}", r.body);
     let renewed = r.json();
     std::fs::write(
@@ -575,19 +568,7 @@ fn a_rotation_is_queued_started_renewed_and_acknowledged_over_http() {
     // The device renews with a new key; the old certificate still works until the
     // new one is used; acknowledging with the old one is refused.
     let csr = p256_csr(d, "ra2");
-    let r = curl(
-        d,
-        &t,
-        "POST",
-        "/iot/renew",
-        Some("ra"),
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &json!({"csr": csr}).to_string(),
-        ],
-    );
+    let r = renew(d, &t, "ra", &csr);
     assert_eq!(r.status, 200, "{}", r.body);
     std::fs::write(
         d.join("ra2.crt"),
