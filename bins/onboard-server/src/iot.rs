@@ -198,9 +198,13 @@ fn oauth_error(status: StatusCode, error: &str, description: &str, basic: bool) 
 /// form-urlencoded before base64).
 fn basic_credentials(req: &HttpRequest) -> Option<Result<(String, String), ()>> {
     let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
+    // Any other scheme is an attempt at client authentication through the
+    // header that cannot succeed: RFC 6749 section 5.2 wants 401 for it.
+    let Some((scheme, rest)) = v.split_once(' ') else {
+        return Some(Err(()));
+    };
     if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
+        return Some(Err(()));
     }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(rest.trim())
@@ -273,12 +277,20 @@ pub async fn token(
             return oauth_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
-                "the Basic credentials cannot be read",
+                "the Authorization header holds no readable Basic credentials",
                 true,
             )
         }
         (None, Some(id), Some(secret)) => (id, secret, false),
-        (None, _, _) => return bad("client authentication is required"),
+        // "No client authentication included" is invalid_client (section 5.2).
+        (None, _, _) => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication is required",
+                true,
+            )
+        }
     };
     let ip = client_ip(&req, guard.trust_forwarded_for);
     if let Some(ip) = ip {
@@ -492,9 +504,12 @@ pub struct RenewedView {
 pub async fn renew(
     device: Device,
     onboard: web::Data<Onboard>,
-    body: web::Json<RenewBody>,
-) -> Result<HttpResponse, ApiError> {
-    let csr = body.into_inner().csr;
+    // Held as a result: actix polls extractors together, and a body error must
+    // not answer before the device is known (a stranger learns nothing, not
+    // even the body's schema).
+    body: Result<web::Json<RenewBody>, actix_web::Error>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let csr = body?.into_inner().csr;
     let r = blocking(move || onboard.renew_certificate(&device.0, &csr)).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -4,6 +4,8 @@
 
 mod support;
 
+#[path = "cases/authz.rs"]
+mod authz;
 #[path = "cases/aws.rs"]
 mod aws;
 #[path = "cases/deploy.rs"]

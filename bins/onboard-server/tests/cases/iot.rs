@@ -12,14 +12,14 @@ use crate::e2e::env_for;
 use crate::support::{self, free_port, openssl, p256_csr, post_json, Server};
 
 /// A running server with its TLS listener, admin token and CA chain on disk.
-struct Tls {
-    server: Server,
-    tls: String,
-    token: String,
-    chain: String,
+pub(crate) struct Tls {
+    pub(crate) server: Server,
+    pub(crate) tls: String,
+    pub(crate) token: String,
+    pub(crate) chain: String,
 }
 
-fn start(dir: &Path, db: &TestDb, extra: &[(&'static str, String)]) -> Tls {
+pub(crate) fn start(dir: &Path, db: &TestDb, extra: &[(&'static str, String)]) -> Tls {
     let port = free_port();
     let mut env = env_for(db);
     env.push(("ONBOARD__SERVER__TLS_BIND", format!("127.0.0.1:{port}")));
@@ -45,19 +45,26 @@ fn start(dir: &Path, db: &TestDb, extra: &[(&'static str, String)]) -> Tls {
 }
 
 /// curl's answer: HTTP status (0 when the TLS handshake failed), headers, body.
-struct Curl {
-    status: u16,
-    headers: String,
-    body: String,
+pub(crate) struct Curl {
+    pub(crate) status: u16,
+    pub(crate) headers: String,
+    pub(crate) body: String,
 }
 
 impl Curl {
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 }
 
-fn curl(dir: &Path, t: &Tls, method: &str, path: &str, cert: Option<&str>, extra: &[&str]) -> Curl {
+pub(crate) fn curl(
+    dir: &Path,
+    t: &Tls,
+    method: &str,
+    path: &str,
+    cert: Option<&str>,
+    extra: &[&str],
+) -> Curl {
     let headers = dir.join("curl-headers.txt");
     let mut cmd = Command::new("curl");
     cmd.current_dir(dir).args([
@@ -112,16 +119,22 @@ fn renew(dir: &Path, t: &Tls, cert: &str, csr: &str) -> Curl {
     )
 }
 
-fn admin(t: &Tls) -> [(&'static str, String); 1] {
+pub(crate) fn admin(t: &Tls) -> [(&'static str, String); 1] {
     [("Authorization", format!("Bearer {}", t.token))]
 }
 
-fn headers<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+pub(crate) fn headers<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     h.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// Registers `serial` with a fresh key (`NAME.key`, `NAME.crt` in `dir`).
-fn register(dir: &Path, t: &Tls, key: &str, serial: &str, name: &str) -> serde_json::Value {
+pub(crate) fn register(
+    dir: &Path,
+    t: &Tls,
+    key: &str,
+    serial: &str,
+    name: &str,
+) -> serde_json::Value {
     let csr = p256_csr(dir, name);
     let r = post_json(
         &t.server.url("/public/v1/register"),

@@ -89,8 +89,8 @@ async fn tokens_follow_rfc_6749_and_expire(backend: TestBackend) {
         ),
         (
             form("grant_type=client_credentials".into(), None),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
         ),
         (
             form(
