@@ -41,6 +41,11 @@ impl FromRequest for Admin {
             (Some(tokens), Some(token)) => tokens.authenticate(token),
             _ => None,
         };
+        tracing::debug!(
+            token_name = name.as_deref().unwrap_or(""),
+            accepted = name.is_some(),
+            "admin token checked"
+        );
         ready(match name {
             Some(name) => Ok(Admin(Actor::admin(&name, peer(req)))),
             None => Err(ApiError::new(

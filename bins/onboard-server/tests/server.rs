@@ -28,6 +28,8 @@ mod quickstart;
 mod revocation;
 #[path = "cases/schema.rs"]
 mod schema;
+#[path = "cases/secrets.rs"]
+mod secrets;
 #[path = "cases/simulate.rs"]
 mod simulate;
 #[path = "cases/tls.rs"]

@@ -149,6 +149,7 @@ impl Onboard {
         let (device, hash) = match result {
             Ok(found) => found,
             Err(e) => {
+                tracing::debug!(client_id, reason = e.reason_code(), "token refused");
                 let mut audit = Audit::new(
                     self.clock(),
                     &Actor::device(remote_addr),
@@ -248,6 +249,7 @@ impl Onboard {
         let Some(id) = text("sub").and_then(|s| s.parse::<DeviceId>().ok()) else {
             return Err(refused);
         };
+        tracing::debug!(device = %id, "access token verified; checking the registry");
         let found = self.device_and_secret(id)?;
         match found {
             Some((device, Some(cred)))

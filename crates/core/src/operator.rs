@@ -344,9 +344,9 @@ impl Onboard {
         }
         let hash = onboard_pki::secrets::sha256_hex(token.as_bytes());
         let now = self.clock().now();
-        self.store()
-            .transaction(|tx| tx.take_bundle(&hash, now))?
-            .ok_or(not_found)
+        let taken = self.store().transaction(|tx| tx.take_bundle(&hash, now))?;
+        tracing::debug!(found = taken.is_some(), "bundle link used");
+        taken.ok_or(not_found)
     }
 
     /// Drops the content of expired bundles (the server runs this every minute).

@@ -90,8 +90,25 @@ impl Onboard {
             ..Trail::default()
         };
         match self.register_inner(&req, &mut trail) {
-            Ok(done) => Ok(done),
+            Ok(done) => {
+                tracing::debug!(
+                    device = %done.device.id,
+                    serial = %done.device.serial,
+                    certificate = %done.certificate.serial,
+                    key_prefix = trail.prefix.as_deref().unwrap_or(""),
+                    server_key = done.private_key_pem.is_some(),
+                    "registration committed"
+                );
+                Ok(done)
+            }
             Err(e) => {
+                tracing::debug!(
+                    serial = trail.serial.as_deref().unwrap_or(""),
+                    key_prefix = trail.prefix.as_deref().unwrap_or(""),
+                    reason = e.reason_code(),
+                    error = %e,
+                    "registration refused"
+                );
                 let mut audit = Audit::new(
                     self.clock(),
                     &actor,
