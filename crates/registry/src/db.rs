@@ -192,7 +192,8 @@ impl std::fmt::Debug for Database {
 }
 
 impl Database {
-    /// Opens a pool for `url`. Creates the SQLite file's directory when missing. The
+    /// Opens a pool for `url`. Creates the SQLite file's directory when missing and
+    /// checks that it is writable. The
     /// pool opens no connection up front, so a server can start while its database
     /// is still coming up and report that through readiness.
     pub fn open(url: &str, options: &PoolOptions) -> Result<Self, RegistryError> {
@@ -284,13 +285,27 @@ impl Database {
 }
 
 fn ensure_parent_dir(path: &Path) -> Result<(), RegistryError> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
-            .map_err(|e| {
-                RegistryError::Connect(format!("cannot create directory {}: {e}", dir.display()))
-            }),
-        _ => Ok(()),
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            RegistryError::Connect(format!("cannot create directory {}: {e}", dir.display()))
+        })?;
     }
+    // SQLite writes its journal beside the database: a directory it cannot write
+    // (a read-only volume, say) is named here rather than surfacing later as
+    // "unable to open database file".
+    let probe = dir.join(format!(".onboard-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            RegistryError::Connect(format!(
+                "the database directory {} is not writable: {e}",
+                dir.display()
+            ))
+        })
 }
 
 /// Runs `f` in a transaction that holds the write lock from its start. On SQLite a

@@ -41,6 +41,9 @@ pub(crate) fn from_diesel(e: DieselError, entity: &'static str) -> RepoError {
             DatabaseErrorKind::ClosedConnection => {
                 RepoError::Unavailable(info.message().to_owned())
             }
+            _ if storage_refused(info.message()) => {
+                RepoError::Unavailable(format!("storage: {}", info.message()))
+            }
             _ => RepoError::Database(info.message().to_owned()),
         },
         DieselError::BrokenTransactionManager => {
@@ -48,6 +51,21 @@ pub(crate) fn from_diesel(e: DieselError, entity: &'static str) -> RepoError {
         }
         other => RepoError::Database(other.to_string()),
     }
+}
+
+/// The storage under the database refuses writes: a full disk or a read-only
+/// file system (SQLite's `SQLITE_FULL`, `SQLITE_READONLY` and `SQLITE_IOERR`;
+/// PostgreSQL's "No space left on device"). Nothing was committed, and the same
+/// request succeeds once space is back, so callers get "unavailable, retry".
+fn storage_refused(message: &str) -> bool {
+    const SIGNS: [&str; 5] = [
+        "database or disk is full",
+        "attempt to write a readonly database",
+        "disk I/O error",
+        "No space left on device",
+        "Read-only file system",
+    ];
+    SIGNS.iter().any(|s| message.contains(s))
 }
 
 /// Shorthand for `map_err(|e| from_diesel(e, entity))`.

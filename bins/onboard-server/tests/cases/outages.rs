@@ -220,3 +220,149 @@ fn postgres_outage_under_load_fails_fast_and_recovers_without_a_restart() {
     assert_eq!(granted, ids, "the ACL lists exactly the registry's devices");
     drop(server);
 }
+
+/// A small tmpfs mounted over a test's directory; unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs and needs root (make test runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(at.to_owned())
+    }
+
+    fn remount(&self, mode: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system under `dir` with one file, until the disk says no.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    loop {
+        if f.write_all(&block).is_err() {
+            break;
+        }
+    }
+    // Smaller writes take the last blocks too.
+    while f.write_all(&[0u8; 512]).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+#[test]
+fn sqlite_a_full_or_read_only_disk_gives_clear_errors_and_keeps_the_data_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = SmallDisk::mount(&d.join("data"), "16m");
+    let env = vec![
+        ("ONBOARD__RATE_LIMIT__REQUESTS_PER_MINUTE", "0".to_owned()),
+        ("ONBOARD__RATE_LIMIT__FAILURES_PER_HOUR", "0".to_owned()),
+    ];
+    let server = Server::start(d, &env);
+    let key = create_key(d, &env, "disk", 1000);
+    let auth = format!("Bearer {}", key.secret);
+    let register = |serial: &str| {
+        try_post_json(
+            &server.url("/public/v1/register"),
+            &[("Authorization", &auth)],
+            &json!({"serial": serial}),
+        )
+        .expect("an answer")
+    };
+    let db = format!("sqlite://{}", d.join("data/onboard.db").display());
+    let count =
+        |table: &str| support::sql(&db, &format!("SELECT COUNT(*) FROM {table}"))[0][0].clone();
+    assert_eq!(register("SN-DISK-1").status, 201);
+
+    // Full: a clear 503, nothing half-written, and the same request works once
+    // there is room again.
+    let acl = std::fs::read_to_string(d.join("data/mosquitto/acl")).unwrap();
+    let filler = fill(&d.join("data"));
+    let before = (
+        count("devices"),
+        count("certificates"),
+        count("audit_events"),
+    );
+    let mut refused = 0;
+    for n in 0..5 {
+        let r = register(&format!("SN-DISK-FULL-{n}"));
+        assert_eq!(r.status, 503, "{}", r.body);
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "unavailable", "{}", r.body);
+        refused += 1;
+    }
+    assert_eq!(refused, 5);
+    std::fs::remove_file(&filler).unwrap();
+    let integrity = support::sql(&db, "PRAGMA integrity_check");
+    assert_eq!(integrity[0][0], "ok");
+    assert_eq!(
+        (count("devices"), count("certificates")),
+        (before.0.clone(), before.1.clone()),
+        "no device or certificate from the refused requests"
+    );
+    assert!(
+        server.log().contains("storage: database or disk is full"),
+        "the log says why: {}",
+        server.log()
+    );
+    let acl_after = std::fs::read_to_string(d.join("data/mosquitto/acl")).unwrap();
+    assert!(
+        acl_after.starts_with(acl.lines().next().unwrap_or("")),
+        "the ACL file is whole"
+    );
+    let r = register("SN-DISK-FULL-0");
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // A read-only data directory: the server does not start, and says why.
+    drop(server);
+    disk.remount("ro");
+    let (status, out) = support::run_to_exit(d, &env);
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("is not writable") && out.contains("Read-only file system"),
+        "{out}"
+    );
+    disk.remount("rw");
+    let server = Server::start(d, &env);
+    let r = try_post_json(
+        &server.url("/public/v1/register"),
+        &[("Authorization", &auth)],
+        &json!({"serial": "SN-DISK-AFTER"}),
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let uses = support::sql(&db, "SELECT SUM(uses) FROM bootstrap_keys");
+    assert_eq!(uses[0][0], count("devices"), "key uses = devices");
+    drop(server);
+}
