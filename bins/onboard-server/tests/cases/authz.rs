@@ -11,7 +11,7 @@ use onboard_registry::testing::{TestBackend, TestDb};
 use serde_json::json;
 
 use crate::e2e::env_for;
-use crate::iot::{admin, curl, headers, register, start, Tls};
+use crate::iot::{admin, create_model, curl, headers, register, revoke, start, Tls};
 use crate::support::{self, post_json};
 
 /// Who a route lets through (beyond that, the handler decides).
@@ -212,24 +212,11 @@ fn every_route_admits_only_its_callers() {
     let auth = admin(&t);
 
     // The fleet: certificate devices A and C (C revoked), password device B.
-    let r = post_json(
-        &t.server.url("/private/v1/admin/models"),
-        &headers(&auth),
-        &json!({"code": "thermo"}),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
+    create_model(&t, "thermo");
     let key = crate::faults::create_key(d, &env_for(&db), "authz", 10);
     let a = register(d, &t, &key.secret, "SN-AUTHZ-A", "a");
     let c = register(d, &t, &key.secret, "SN-AUTHZ-C", "c");
-    let r = post_json(
-        &t.server.url(&format!(
-            "/private/v1/admin/devices/{}/revoke",
-            c["device_id"].as_str().unwrap()
-        )),
-        &headers(&auth),
-        &json!({"reason": "keyCompromise"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    revoke(&t, c["device_id"].as_str().unwrap());
     let r = post_json(
         &t.server.url("/private/v1/admin/devices"),
         &headers(&auth),

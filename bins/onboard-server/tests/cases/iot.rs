@@ -127,6 +127,27 @@ pub(crate) fn headers<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str,
     h.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
+/// Creates the model `code` with the admin token.
+pub(crate) fn create_model(t: &Tls, code: &str) {
+    let r = post_json(
+        &t.server.url("/private/v1/admin/models"),
+        &headers(&admin(t)),
+        &json!({"code": code}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+/// Revokes device `id` over the admin API (`keyCompromise`).
+pub(crate) fn revoke(t: &Tls, id: &str) {
+    let r = post_json(
+        &t.server
+            .url(&format!("/private/v1/admin/devices/{id}/revoke")),
+        &headers(&admin(t)),
+        &json!({"reason": "keyCompromise"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// Registers `serial` with a fresh key (`NAME.key`, `NAME.crt` in `dir`).
 pub(crate) fn register(
     dir: &Path,

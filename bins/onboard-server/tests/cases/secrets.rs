@@ -12,7 +12,7 @@ use onboard_registry::testing::{TestBackend, TestDb};
 use serde_json::json;
 
 use crate::e2e::env_for;
-use crate::iot::{admin, curl, headers, register, start, Tls};
+use crate::iot::{admin, create_model, curl, headers, register, revoke, start, Tls};
 use crate::support::{self, onboardctl, p256_csr, post_json};
 
 /// A secret and the name it is reported by.
@@ -116,12 +116,7 @@ fn no_secret_is_kept_or_logged(backend: TestBackend) {
     }];
     let mut keys: Vec<(String, String)> = vec![];
 
-    let r = post_json(
-        &t.server.url("/private/v1/admin/models"),
-        &headers(&auth),
-        &json!({"code": "thermo"}),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
+    create_model(&t, "thermo");
     let key = crate::faults::create_key(d, &env, "secrets", 10);
     secrets.push(Secret {
         what: "bootstrap key".into(),
@@ -267,15 +262,7 @@ fn no_secret_is_kept_or_logged(backend: TestBackend) {
         ],
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = post_json(
-        &t.server.url(&format!(
-            "/private/v1/admin/devices/{}/revoke",
-            a["device_id"].as_str().unwrap()
-        )),
-        &headers(&auth),
-        &json!({"reason": "keyCompromise"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    revoke(&t, a["device_id"].as_str().unwrap());
 
     // What an operator lists with the CLI.
     let mut cli = String::new();
