@@ -228,6 +228,10 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
     let factory_state = state.clone();
     let mut server = HttpServer::new(move || app(factory_state.clone()))
         .on_connect(tls::on_connect)
+        // A client has 5 s to send its request head (slow clients are answered
+        // 408 and closed) and 1 s to close after the answer.
+        .client_request_timeout(std::time::Duration::from_secs(5))
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
         .shutdown_timeout(server_settings.shutdown_timeout_seconds)
         .bind(&bind)
         .map_err(|source| ServerError::Bind {

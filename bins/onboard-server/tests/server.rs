@@ -16,6 +16,8 @@ mod e2e;
 mod faults;
 #[path = "cases/firmware.rs"]
 mod firmware;
+#[path = "cases/hostile.rs"]
+mod hostile;
 #[path = "cases/http.rs"]
 mod http;
 #[path = "cases/iot.rs"]
