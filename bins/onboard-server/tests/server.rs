@@ -20,6 +20,8 @@ mod http;
 mod iot;
 #[path = "cases/lifecycle.rs"]
 mod lifecycle;
+#[path = "cases/ocsp.rs"]
+mod ocsp;
 #[path = "cases/quickstart.rs"]
 mod quickstart;
 #[path = "cases/revocation.rs"]
