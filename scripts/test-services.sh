@@ -48,6 +48,12 @@ command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v groff >/dev/null 2>&1 || missing+=(groff-base)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The independent EST and OCSP clients (docs/testing.md): strongSwan's pki with its
+# curl/openssl backends, and GnuTLS's ocsptool.
+command -v pki >/dev/null 2>&1 || missing+=(strongswan-pki)
+[ -e /usr/lib/ipsec/plugins/libstrongswan-pem.so ] || missing+=(libstrongswan-standard-plugins)
+[ -e /usr/lib/ipsec/plugins/libstrongswan-curl.so ] || missing+=(libstrongswan-extra-plugins)
+command -v ocsptool >/dev/null 2>&1 || missing+=(gnutls-bin)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
 bindir="$(pg_bindir)"

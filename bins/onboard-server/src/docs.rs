@@ -20,6 +20,8 @@ use crate::health::{HealthBody, ReadyBody};
         crate::health::ready,
         crate::public::ca_chain,
         crate::public::crl,
+        crate::ocsp::ocsp_post,
+        crate::ocsp::ocsp_get,
         crate::register::register,
         crate::admin::create_keys,
         crate::admin::list_keys,

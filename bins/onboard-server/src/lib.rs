@@ -20,6 +20,7 @@ pub mod firmware;
 pub mod health;
 pub mod iot;
 pub mod models;
+pub mod ocsp;
 pub mod public;
 pub mod ratelimit;
 pub mod register;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub registrations: RegistrationMetrics,
     pub admin_tokens: AdminTokens,
     pub guard: PublicGuard,
+    /// The OCSP responder certificate in use.
+    pub ocsp: onboard_core::OcspResponderCache,
 }
 
 /// The rate limits in front of the public routes.
@@ -108,6 +111,7 @@ impl AppState {
             registrations,
             admin_tokens: admin.tokens,
             guard,
+            ocsp: onboard_core::OcspResponderCache::default(),
         })
     }
 }
@@ -376,6 +380,7 @@ pub fn app(
         .app_data(web::Data::new(state.admin_tokens.clone()))
         .app_data(web::Data::new(state.registrations.clone()))
         .app_data(web::Data::new(state.guard.clone()))
+        .app_data(web::Data::new(state.ocsp.clone()))
         .app_data(web::Data::new(BodyLimit {
             default: limit,
             firmware: usize::try_from(state.onboard.settings().assets.max_firmware_bytes)
@@ -436,6 +441,8 @@ fn public_routes(
         .service(devices::download_bundle)
         .service(public::ca_chain)
         .service(public::crl)
+        .service(ocsp::ocsp_post)
+        .service(ocsp::ocsp_get)
         .wrap(from_fn(move |req, next| {
             ratelimit::enforce(guard.limiter.clone(), guard.trust_forwarded_for, req, next)
         }))

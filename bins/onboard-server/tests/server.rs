@@ -26,6 +26,8 @@ mod iot;
 mod lifecycle;
 #[path = "cases/outages.rs"]
 mod outages;
+#[path = "cases/ocsp.rs"]
+mod ocsp;
 #[path = "cases/quickstart.rs"]
 mod quickstart;
 #[path = "cases/revocation.rs"]

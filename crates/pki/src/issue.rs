@@ -5,7 +5,8 @@
 //! (see [`device_uri`]); basicConstraints
 //! critical CA:FALSE; keyUsage critical digitalSignature (+ keyEncipherment for
 //! RSA); extendedKeyUsage clientAuth; SKI; AKI (key id); cRLDistributionPoints
-//! `<public base url>/public/v1/crl`; a random 16-octet positive serial; validity
+//! `<public base url>/public/v1/crl`; authorityInfoAccess OCSP
+//! `<public base url>/public/v1/ocsp`; a random 16-octet positive serial; validity
 //! `now - 5 min` to `now + days`, cut at the issuing CA's own end.
 
 use chrono::{DateTime, Utc};
@@ -23,12 +24,15 @@ use crate::csr;
 use crate::error::PkiError;
 use crate::keys::{self, PrivateKeyPem};
 use crate::x509util::{
-    asn1_time, crl_distribution_point, fingerprint, name_to_string, random_serial, to_datetime,
-    validity,
+    asn1_time, crl_distribution_point, fingerprint, name_to_string, ocsp_access, random_serial,
+    to_datetime, validity,
 };
 
 /// The path of the CRL under the public base URL.
 pub const CRL_PATH: &str = "/public/v1/crl";
+
+/// The path of the OCSP responder under the public base URL (authorityInfoAccess).
+pub const OCSP_PATH: &str = "/public/v1/ocsp";
 
 /// The path under the public base URL that prefixes a device's URI name.
 pub const DEVICE_URI_PATH: &str = "/devices/";
@@ -151,6 +155,10 @@ impl CertificateAuthority {
             .build(&b.x509v3_context(Some(&self.cert), None))?;
         b.append_extension(san)?;
         b.append_extension(crl_distribution_point(&crl_url)?)?;
+        b.append_extension(ocsp_access(&format!(
+            "{}{OCSP_PATH}",
+            base_url(params.public_base_url)?
+        ))?)?;
         b.sign(&self.key, keys::signing_digest(self.key_algorithm))?;
         let cert = b.build();
 

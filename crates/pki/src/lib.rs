@@ -11,6 +11,8 @@
 //!   one fixed profile and the key policy (ECDSA P-256/P-384, RSA 2048/3072/4096
 //!   with the public exponent 65537);
 //! - CRLs ([`CertificateAuthority::build_crl`]);
+//! - OCSP responses signed by a delegated responder certificate
+//!   ([`CertificateAuthority::ocsp_response`]);
 //! - AES-256 encrypted ZIP credential bundles ([`build_bundle`]);
 //! - certificate inspection for display ([`chain_info`]);
 //! - device access tokens ([`TokenKey`]): ES256 JWS with a key derived from the CA
@@ -31,6 +33,7 @@ mod info;
 mod issue;
 mod jwt;
 mod keys;
+mod ocsp;
 mod pkcs8;
 mod possession;
 pub mod secrets;
@@ -48,8 +51,13 @@ pub use error::{KeyPolicyViolation, PkiError};
 pub use info::{chain_info, CertificateInfo};
 pub use issue::{
     device_uri, GeneratedCredential, IssueParams, IssuedCertificate, CRL_PATH, DEVICE_URI_PATH,
+    OCSP_PATH,
 };
 pub use jwt::{TokenError, TokenKey, MAX_TOKEN_BYTES as MAX_ACCESS_TOKEN_BYTES};
 pub use keys::PrivateKeyPem;
+pub use ocsp::{
+    ocsp_max_age, OcspFailure, OcspResponder, OcspStatus, ParsedOcspRequest, MAX_OCSP_REQUESTS,
+    MAX_OCSP_REQUEST_BYTES, RESPONDER_VALIDITY_DAYS,
+};
 pub use possession::{csr_matches_certificate, presented_certificate, PresentedCertificate};
 pub use server_cert::{mosquitto_password_hash, ServerCertParams, ServiceCertParams};

@@ -127,7 +127,11 @@ pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 /// An extension from its dotted OID and its DER value.
-fn extension_from_der(oid: &str, critical: bool, der: &[u8]) -> Result<X509Extension, PkiError> {
+pub(crate) fn extension_from_der(
+    oid: &str,
+    critical: bool,
+    der: &[u8],
+) -> Result<X509Extension, PkiError> {
     let oid = Asn1Object::from_str(oid)?;
     let value = Asn1OctetString::new_from_bytes(der)?;
     Ok(X509Extension::new_from_der(&oid, critical, &value)?)
@@ -147,6 +151,19 @@ pub(crate) fn crl_distribution_point(uri: &str) -> Result<X509Extension, PkiErro
     let dp = tlv(0x30, &dp_name); // DistributionPoint
     let der = tlv(0x30, &dp); // CRLDistributionPoints
     extension_from_der(OID_CRL_DISTRIBUTION_POINTS, false, &der)
+}
+
+const OID_AUTHORITY_INFO_ACCESS: &str = "1.3.6.1.5.5.7.1.1";
+/// id-ad-ocsp (1.3.6.1.5.5.7.48.1) as a DER OBJECT IDENTIFIER.
+const ID_AD_OCSP_DER: [u8; 10] = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+
+/// authorityInfoAccess with one id-ad-ocsp access description at `uri` (encoded by
+/// hand, like the CRL distribution point).
+pub(crate) fn ocsp_access(uri: &str) -> Result<X509Extension, PkiError> {
+    let mut description = ID_AD_OCSP_DER.to_vec();
+    description.extend(tlv(0x86, uri.as_bytes())); // uniformResourceIdentifier [6]
+    let der = tlv(0x30, &tlv(0x30, &description));
+    extension_from_der(OID_AUTHORITY_INFO_ACCESS, false, &der)
 }
 
 /// authorityKeyIdentifier with only the key identifier (for CRLs, which have no
