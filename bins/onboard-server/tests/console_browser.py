@@ -7,7 +7,9 @@ Usage: console_browser.py BASE_URL ADMIN_TOKEN WORKDIR
 With ONBOARD_CONSOLE_SCREENSHOTS=DIR, saves a PNG of each page into DIR.
 """
 
+import csv
 import http.server
+import io
 import json
 import os
 import subprocess
@@ -138,17 +140,6 @@ class Attacker(http.server.BaseHTTPRequestHandler):
 
 
 def main():
-    # Over the API: a key and two devices, one with a name that is markup.
-    status, body = api("POST", "/private/v1/admin/bootstrap-keys",
-                       {"batch": "console-test", "count": 1, "max_uses": 5})
-    check(status == 201, f"key batch: {status} {body!r}")
-    key = json.loads(body)["keys"][0]["key"]
-    dev = register_device(key, "SN-CONSOLE-1")
-    other = register_device(key, "SN-CONSOLE-2")
-    status, _ = api("PATCH", f"/private/v1/admin/devices/{other['device_id']}",
-                    {"name": "<script>alert(1)</script>"})
-    check(status == 200, f"rename: {status}")
-
     driver = start_driver(1280, 800)
     wait = WebDriverWait(driver, 15)
     try:
@@ -170,15 +161,78 @@ def main():
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         wait.until(ec.presence_of_element_located((By.ID, "h-status")))
         check(driver.current_url.endswith("/admin/"), driver.current_url)
-        registered = driver.find_element(By.CSS_SELECTOR, 'td[data-count="registered"]').text
-        check(registered == "2", f"registered count {registered}")
-        check(driver.find_element(By.ID, "registrations-day").text == "2", "registrations today")
-        shot(driver, "overview")
+        check(driver.find_element(By.CSS_SELECTOR, 'td[data-count="registered"]').text == "0",
+              "no devices yet")
         cookie = driver.get_cookie("onboard_console")
         check(cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict",
               f"cookie {cookie}")
         session = "onboard_console=" + cookie["value"]
         report["signed_in"] = True
+
+        # A batch from the console: its key is shown once.
+        driver.find_element(By.LINK_TEXT, "Bootstrap keys").click()
+        wait.until(ec.presence_of_element_located((By.ID, "k-batch")))
+        driver.find_element(By.ID, "k-batch").send_keys("console-test")
+        uses = driver.find_element(By.ID, "k-uses")
+        uses.clear()
+        uses.send_keys("5")
+        driver.find_element(By.CSS_SELECTOR, 'button[value="html"]').click()
+        cell = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#new-keys td.secret")))
+        key = cell.text
+        check(key.startswith("obk_"), f"key {key}")
+        shot(driver, "keys-created")
+        driver.get(BASE + "/admin/keys")
+        wait.until(ec.presence_of_element_located((By.ID, "keys")))
+        check(key not in driver.page_source, "the key is not shown a second time")
+        check("console-test" in driver.find_element(By.ID, "keys").text, "the batch is listed")
+        shot(driver, "keys")
+        report["key_shown_once"] = True
+        # The CSV download: the keys once, as an attachment.
+        csrf = driver.find_element(By.CSS_SELECTOR, 'input[name="csrf"]').get_attribute("value")
+        status, text = post_form("/admin/keys", {"csrf": csrf, "batch": "csv-batch", "count": "2",
+                                                 "format": "csv"}, session, origin=BASE,
+                                 site="same-origin")
+        rows = list(csv.DictReader(io.StringIO(text)))
+        check(status == 200 and len(rows) == 2, f"CSV {status} {text[:200]}")
+        check(all(r["key"].startswith("obk_") and r["batch"] == "csv-batch" for r in rows), text)
+        report["csv_keys"] = len(rows)
+        # Deactivate, activate and delete from the list.
+        driver.get(BASE + "/admin/keys?batch=csv-batch")
+        driver.find_element(By.XPATH, '//table[@id="keys"]//button[text()="Deactivate"]').click()
+        wait.until(ec.presence_of_element_located((By.XPATH, '//button[text()="Activate"]')))
+        status, body = api("GET", "/private/v1/admin/bootstrap-keys?batch=csv-batch")
+        states = sorted(k["active"] for k in json.loads(body)["items"])
+        check(states == [False, True], f"one key deactivated: {states}")
+        driver.find_element(By.XPATH, '//button[text()="Activate"]').click()
+        wait.until(lambda d: not d.find_elements(By.XPATH, '//button[text()="Activate"]'))
+        driver.get(BASE + "/admin/keys?batch=csv-batch")
+        driver.find_element(By.XPATH, '//table[@id="keys"]//button[text()="Delete"]').click()
+        wait.until(ec.alert_is_present()).accept()
+        wait.until(ec.presence_of_element_located((By.ID, "f-batch")))
+        status, body = api("GET", "/private/v1/admin/bootstrap-keys?batch=csv-batch")
+        items = json.loads(body)["items"]
+        check(len(items) == 1 and items[0]["active"], f"one key deleted: {items}")
+        status, body = api("GET", "/private/v1/admin/audit?action=bootstrap_key.delete")
+        check(json.loads(body)["items"][0]["actor"] == "admin:admin", "delete audited")
+        report["key_actions"] = True
+
+        # Over the API with that key: two devices, one with a name that is markup.
+        dev = register_device(key, "SN-CONSOLE-1")
+        other = register_device(key, "SN-CONSOLE-2")
+        status, _ = api("PATCH", f"/private/v1/admin/devices/{other['device_id']}",
+                        {"name": "<script>alert(1)</script>"})
+        check(status == 200, f"rename: {status}")
+        # The key's uses in the list.
+        driver.get(BASE + "/admin/keys?batch=console-test")
+        check("2 / 5" in driver.find_element(By.ID, "keys").text, "uses shown")
+
+        # The overview counts them.
+        driver.find_element(By.LINK_TEXT, "Overview").click()
+        registered = wait.until(ec.presence_of_element_located(
+            (By.CSS_SELECTOR, 'td[data-count="registered"]'))).text
+        check(registered == "2", f"registered count {registered}")
+        check(driver.find_element(By.ID, "registrations-day").text == "2", "registrations today")
+        shot(driver, "overview")
 
         # Find the device by serial; the markup name renders as text.
         driver.find_element(By.LINK_TEXT, "Devices").click()

@@ -42,9 +42,10 @@ pub struct Nav<'a> {
     pub current: &'a str,
 }
 
-const PAGES: [(&str, &str, &str); 2] = [
+const PAGES: [(&str, &str, &str); 3] = [
     ("overview", "/admin/", "Overview"),
     ("devices", "/admin/devices", "Devices"),
+    ("keys", "/admin/keys", "Bootstrap keys"),
 ];
 
 /// A hidden CSRF field for a state-changing form.

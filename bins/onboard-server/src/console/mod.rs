@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::PublicGuard;
 
 pub mod html;
+mod keys;
 mod pages;
 
 use html::{error_page, esc, layout, Nav};
@@ -279,6 +280,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/sign-in", web::get().to(sign_in_page))
             .route("/sign-in", web::post().to(sign_in))
             .route("/sign-out", web::post().to(sign_out))
-            .configure(pages::routes),
+            .configure(pages::routes)
+            .configure(keys::routes),
     );
 }

@@ -353,6 +353,9 @@ fn the_console_works_in_a_real_browser() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["signed_in"], json!(true), "{report}");
     assert_eq!(report["signed_out"], json!(true), "{report}");
+    assert_eq!(report["key_shown_once"], json!(true), "{report}");
+    assert_eq!(report["csv_keys"], json!(2), "{report}");
+    assert_eq!(report["key_actions"], json!(true), "{report}");
     assert_eq!(report["forged_posts_refused"], json!(4), "{report}");
     assert_eq!(report["audit_actor"], json!("admin:admin"), "{report}");
 }
