@@ -54,6 +54,9 @@ command -v pki >/dev/null 2>&1 || missing+=(strongswan-pki)
 [ -e /usr/lib/ipsec/plugins/libstrongswan-pem.so ] || missing+=(libstrongswan-standard-plugins)
 [ -e /usr/lib/ipsec/plugins/libstrongswan-curl.so ] || missing+=(libstrongswan-extra-plugins)
 command -v ocsptool >/dev/null 2>&1 || missing+=(gnutls-bin)
+# The console's browser tests: headless Chromium driven over WebDriver.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
 bindir="$(pg_bindir)"

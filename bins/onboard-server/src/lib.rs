@@ -13,6 +13,7 @@ use telemetry::RegistrationMetrics;
 
 pub mod admin;
 pub mod auth;
+pub mod console;
 pub mod devices;
 pub mod docs;
 pub mod error;
@@ -406,6 +407,7 @@ pub fn app(
         .service(health::ready)
         .service(public_routes(state.guard.clone()))
         .configure(admin::routes)
+        .configure(console::routes)
         .service(iot::token)
         .service(iot::config)
         .service(iot::provisioning)

@@ -8,6 +8,8 @@ mod support;
 mod authz;
 #[path = "cases/aws.rs"]
 mod aws;
+#[path = "cases/console.rs"]
+mod console;
 #[path = "cases/deploy.rs"]
 mod deploy;
 #[path = "cases/e2e.rs"]
@@ -598,4 +600,16 @@ async fn sqlite_the_serving_helper_works_in_any_app() {
 #[actix_web::test]
 async fn postgres_the_serving_helper_works_in_any_app() {
     firmware::the_serving_helper_works_in_any_app(TestBackend::Postgres).await;
+}
+
+// ---- web console -------------------------------------------------------------------
+
+#[actix_web::test]
+async fn sqlite_console_sessions_cookies_headers_csrf_and_escaping() {
+    console::sessions_cookies_headers_csrf_and_escaping(TestBackend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_console_sessions_cookies_headers_csrf_and_escaping() {
+    console::sessions_cookies_headers_csrf_and_escaping(TestBackend::Postgres).await;
 }

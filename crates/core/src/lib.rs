@@ -8,6 +8,7 @@ mod audit;
 mod broker;
 mod ca;
 mod cloud;
+pub mod console;
 mod device_api;
 mod devices;
 mod effects;

@@ -75,6 +75,26 @@ pub struct Settings {
     pub activation: ActivationSettings,
     pub log: LogSettings,
     pub tokens: TokenSettings,
+    pub console: ConsoleSettings,
+}
+
+/// The web admin console at `/admin/` ([console.md](../../../docs/console.md)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// A session unused for this many minutes ends.
+    pub idle_timeout_minutes: u32,
+    /// A session ends this many hours after sign-in, used or not.
+    pub absolute_timeout_hours: u32,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout_minutes: 30,
+            absolute_timeout_hours: 12,
+        }
+    }
 }
 
 /// Device access tokens from `POST /iot/token`.
@@ -897,6 +917,18 @@ impl Settings {
             return Err(invalid(
                 "server.client_cert_header",
                 "must be a header name (letters, digits, dashes)",
+            ));
+        }
+        if !(1..=1440).contains(&self.console.idle_timeout_minutes) {
+            return Err(invalid(
+                "console.idle_timeout_minutes",
+                "must be 1 to 1440 minutes",
+            ));
+        }
+        if !(1..=168).contains(&self.console.absolute_timeout_hours) {
+            return Err(invalid(
+                "console.absolute_timeout_hours",
+                "must be 1 to 168 hours",
             ));
         }
         if !(60..=86_400).contains(&self.tokens.lifetime_seconds) {

@@ -4,12 +4,14 @@
 //! [`Database`] implements the domain's [`onboard_domain::Store`]; its transaction
 //! handle, [`DbConnection`], implements every repository port.
 
+mod console;
 mod db;
 mod error;
 mod repos;
 mod rows;
 pub mod schema;
 
+pub use console::ConsoleSessionRow;
 pub use db::{Backend, ConnectionManager, Database, DbConnection, PoolOptions};
 pub use error::RegistryError;
 

@@ -185,6 +185,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    console_sessions (id_hash) {
+        id_hash -> Text,
+        token_name -> Text,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(aws_resources -> devices (device_id));
 diesel::joinable!(bootstrap_keys -> device_models (model_code));
 diesel::joinable!(devices -> device_models (model_code));
@@ -209,4 +218,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     pending_effects,
     model_firmware,
     aws_resources,
+    console_sessions,
 );

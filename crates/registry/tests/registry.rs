@@ -239,7 +239,8 @@ fn schema_rs_matches_the_migrated_tables(backend: TestBackend) {
         audit_events,
         crls,
         pending_effects,
-        model_firmware
+        model_firmware,
+        console_sessions
     );
 }
 

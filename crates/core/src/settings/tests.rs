@@ -170,6 +170,16 @@ fn invalid_values_name_the_setting() {
         ),
         (
             None,
+            &[("ONBOARD__CONSOLE__IDLE_TIMEOUT_MINUTES", "0")],
+            "console.idle_timeout_minutes",
+        ),
+        (
+            None,
+            &[("ONBOARD__CONSOLE__ABSOLUTE_TIMEOUT_HOURS", "200")],
+            "console.absolute_timeout_hours",
+        ),
+        (
+            None,
             &[("ONBOARD__LOG__LEVEL", "loud=verbose")],
             "log.level",
         ),
