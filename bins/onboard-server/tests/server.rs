@@ -26,10 +26,10 @@ mod http;
 mod iot;
 #[path = "cases/lifecycle.rs"]
 mod lifecycle;
-#[path = "cases/outages.rs"]
-mod outages;
 #[path = "cases/ocsp.rs"]
 mod ocsp;
+#[path = "cases/outages.rs"]
+mod outages;
 #[path = "cases/quickstart.rs"]
 mod quickstart;
 #[path = "cases/revocation.rs"]

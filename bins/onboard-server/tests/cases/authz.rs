@@ -41,6 +41,8 @@ const ROUTES: &[(&str, &str, Gate)] = &[
     ("GET", "/public/v1/crl", Gate::Open),
     ("GET", "/public/v1/bundles/{token}", Gate::Open),
     ("GET", "/.well-known/jwks.json", Gate::Open),
+    ("POST", "/public/v1/ocsp", Gate::Open),
+    ("GET", "/public/v1/ocsp/{request}", Gate::Open),
     ("GET", "/.well-known/openid-configuration", Gate::Open),
     ("POST", "/public/v1/register", Gate::Bootstrap),
     ("POST", "/iot/token", Gate::Client),
@@ -286,6 +288,7 @@ fn every_route_admits_only_its_callers() {
         )
         .replace("{code}", "thermo")
         .replace("{token}", &"x".repeat(43))
+        .replace("{request}", "MAA%3D")
     };
     // A well-formed registration, so that only the credential decides (the body
     // is read before the key); every other route checks the caller first.
