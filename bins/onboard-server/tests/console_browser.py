@@ -297,6 +297,59 @@ def main():
         check("Key Compromise" in text, "reason in the CRL")
         report["revoked_in_api_and_crl"] = serial
 
+        # The other device: edit, rotate, decommission.
+        driver.get(BASE + f"/admin/devices/{other['device_id']}")
+        name = driver.find_element(By.ID, "e-name")
+        check(name.get_attribute("value") == "<script>alert(1)</script>", "name in the form")
+        name.clear()
+        name.send_keys("boiler room 2")
+        driver.find_element(By.ID, "e-location").send_keys("Building B")
+        cfg = driver.find_element(By.ID, "e-config")
+        cfg.clear()
+        cfg.send_keys('{"led": "blue"}')
+        driver.find_element(By.XPATH, '//button[text()="Save"]').click()
+        wait.until(ec.presence_of_element_located((By.ID, "e-name")))
+        status, body = api("GET", f"/private/v1/admin/devices/{other['device_id']}")
+        d = json.loads(body)
+        check((d["name"], d["location"], d["config"]) == ("boiler room 2", "Building B", {"led": "blue"}),
+              f"edited: {d}")
+        cfg = driver.find_element(By.ID, "e-config")
+        cfg.clear()
+        cfg.send_keys("not json")
+        driver.find_element(By.XPATH, '//button[text()="Save"]').click()
+        err = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.error")))
+        check("config is not JSON" in err.text, err.text)
+        driver.get(BASE + f"/admin/devices/{other['device_id']}")
+        driver.find_element(By.XPATH, '//button[text()="Rotate its certificate"]').click()
+        wait.until(ec.presence_of_element_located((By.ID, "e-name")))
+        driver.find_element(By.LINK_TEXT, "Rotation").click()
+        queued = wait.until(ec.presence_of_element_located(
+            (By.CSS_SELECTOR, 'td[data-state="QUEUED"]'))).text
+        check(queued == "1", f"queued {queued}")
+        shot(driver, "rotation")
+        driver.get(BASE + f"/admin/devices/{other['device_id']}")
+        driver.find_element(By.XPATH, '//button[text()="Decommission"]').click()
+        wait.until(ec.alert_is_present()).accept()
+        wait.until(lambda d: d.find_element(By.ID, "device-status").text == "decommissioned")
+        report["device_actions"] = True
+
+        # The audit log with filters, and a bad filter's message.
+        driver.find_element(By.LINK_TEXT, "Audit log").click()
+        driver.find_element(By.ID, "a-action").send_keys("device.revoke")
+        driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
+        wait.until(ec.presence_of_element_located((By.ID, "audit")))
+        rows = driver.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
+        check(len(rows) == 1 and "SN-CONSOLE-1" in rows[0].text, f"{len(rows)} revoke rows")
+        Select(driver.find_element(By.ID, "a-outcome")).select_by_visible_text("failure")
+        driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
+        wait.until(ec.presence_of_element_located((By.ID, "audit")))
+        check(not driver.find_elements(By.CSS_SELECTOR, "#audit tbody tr"), "no failed revocations")
+        driver.get(BASE + "/admin/audit")
+        shot(driver, "audit")
+        driver.get(BASE + "/admin/audit?outcome=maybe")
+        check(driver.find_elements(By.CSS_SELECTOR, "p.error"), "bad outcome refused")
+        report["audit_filters"] = True
+
         # Sign out: the old cookie no longer opens anything.
         driver.find_element(By.CSS_SELECTOR, "header button").click()
         wait.until(ec.presence_of_element_located((By.ID, "token")))

@@ -42,10 +42,12 @@ pub struct Nav<'a> {
     pub current: &'a str,
 }
 
-const PAGES: [(&str, &str, &str); 3] = [
+const PAGES: [(&str, &str, &str); 5] = [
     ("overview", "/admin/", "Overview"),
     ("devices", "/admin/devices", "Devices"),
     ("keys", "/admin/keys", "Bootstrap keys"),
+    ("rotation", "/admin/rotation", "Rotation"),
+    ("audit", "/admin/audit", "Audit log"),
 ];
 
 /// A hidden CSRF field for a state-changing form.
