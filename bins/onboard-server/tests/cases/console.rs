@@ -103,6 +103,29 @@ pub async fn sessions_cookies_headers_csrf_and_escaping(backend: TestBackend) {
     let page = text(&atest::read_body(res).await);
     assert!(!page.contains("<script>"), "no inline script: {page}");
 
+    // The API's fallback for paths and methods that are not console routes.
+    for req in [
+        atest::TestRequest::get().uri("/admin/nope").to_request(),
+        atest::TestRequest::put().uri("/admin/sign-in").to_request(),
+    ] {
+        let res = atest::call_service(&svc, req).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let body: serde_json::Value = atest::read_body_json(res).await;
+        assert_eq!(body["error"], "not_found", "{body}");
+    }
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get()
+            .uri("/api/openapi.json")
+            .to_request(),
+    )
+    .await;
+    let spec = text(&atest::read_body(res).await);
+    assert!(
+        !spec.contains("\"/admin"),
+        "the console is not in the JSON API's schema"
+    );
+
     // A wrong token: 401, no cookie.
     let res = atest::call_service(
         &svc,
@@ -360,4 +383,57 @@ fn the_console_works_in_a_real_browser() {
     assert_eq!(report["audit_filters"], json!(true), "{report}");
     assert_eq!(report["forged_posts_refused"], json!(4), "{report}");
     assert_eq!(report["audit_actor"], json!("admin:admin"), "{report}");
+}
+
+/// Failed sign-ins count in the public routes' rate limiter: once a client has no
+/// failure left, even the right token is refused with 429 and `Retry-After`.
+pub async fn failed_sign_ins_lock_the_client_out(backend: TestBackend) {
+    let t = TestDb::new(backend);
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 12, 3, 8, 0, 0).unwrap(),
+    ));
+    let (state, dir) = state_with_clock(
+        &t,
+        |s| {
+            s.rate_limit.requests_per_minute = 0;
+            s.rate_limit.failures_per_hour = 2;
+            s.rate_limit.failure_burst = 2;
+        },
+        clock,
+    );
+    let token = admin_token(dir.path());
+    let svc = atest::init_service(app(state)).await;
+    let peer: std::net::SocketAddr = "192.0.2.7:5000".parse().unwrap();
+    for _ in 0..2 {
+        let res = atest::call_service(
+            &svc,
+            form("token=oat.admin.wrong")
+                .uri("/admin/sign-in")
+                .peer_addr(peer)
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = atest::call_service(
+        &svc,
+        form(&format!("token={token}"))
+            .uri("/admin/sign-in")
+            .peer_addr(peer)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().get(header::RETRY_AFTER).is_some());
+    assert!(res.headers().get(header::SET_COOKIE).is_none());
+    // Another client is not affected.
+    let res = atest::call_service(
+        &svc,
+        form(&format!("token={token}"))
+            .uri("/admin/sign-in")
+            .peer_addr("192.0.2.8:5000".parse().unwrap())
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
 }
