@@ -297,6 +297,19 @@ def main():
         check("Key Compromise" in text, "reason in the CRL")
         report["revoked_in_api_and_crl"] = serial
 
+        # Models: topic templates and default configuration, as created over the API.
+        status, body = api("POST", "/private/v1/admin/models",
+                           {"code": "thermo", "name": "Thermostat <v2>",
+                            "config": {"interval": 30}})
+        check(status == 201, f"model: {status} {body!r}")
+        driver.find_element(By.LINK_TEXT, "Models").click()
+        section = wait.until(ec.presence_of_element_located((By.ID, "model-thermo"))).text
+        check("Thermostat <v2>" in section and '"interval":30' in section, section)
+        check("devices/{device_id}/" in section, f"topic templates: {section}")
+        check("none uploaded" in section, section)
+        shot(driver, "models")
+        report["models"] = True
+
         # The other device: edit, rotate, decommission.
         driver.get(BASE + f"/admin/devices/{other['device_id']}")
         name = driver.find_element(By.ID, "e-name")

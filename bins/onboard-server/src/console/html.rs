@@ -42,10 +42,11 @@ pub struct Nav<'a> {
     pub current: &'a str,
 }
 
-const PAGES: [(&str, &str, &str); 5] = [
+const PAGES: [(&str, &str, &str); 6] = [
     ("overview", "/admin/", "Overview"),
     ("devices", "/admin/devices", "Devices"),
     ("keys", "/admin/keys", "Bootstrap keys"),
+    ("models", "/admin/models", "Models"),
     ("rotation", "/admin/rotation", "Rotation"),
     ("audit", "/admin/audit", "Audit log"),
 ];

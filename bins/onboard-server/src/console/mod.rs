@@ -23,6 +23,7 @@ use crate::PublicGuard;
 
 pub mod html;
 mod keys;
+mod models;
 mod ops;
 mod pages;
 
@@ -283,6 +284,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/sign-out", web::post().to(sign_out))
             .configure(pages::routes)
             .configure(keys::routes)
-            .configure(ops::routes),
+            .configure(ops::routes)
+            .configure(models::routes),
     );
 }

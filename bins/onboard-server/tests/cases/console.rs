@@ -381,6 +381,7 @@ fn the_console_works_in_a_real_browser() {
     assert_eq!(report["key_actions"], json!(true), "{report}");
     assert_eq!(report["device_actions"], json!(true), "{report}");
     assert_eq!(report["audit_filters"], json!(true), "{report}");
+    assert_eq!(report["models"], json!(true), "{report}");
     assert_eq!(report["forged_posts_refused"], json!(4), "{report}");
     assert_eq!(report["audit_actor"], json!("admin:admin"), "{report}");
 }
