@@ -185,6 +185,37 @@ pub async fn sessions_cookies_headers_csrf_and_escaping(backend: TestBackend) {
             .insert_header((header::COOKIE, cookie.clone()))
             .to_request()
     };
+    // The overview: a failed registration over the last day, by its reason.
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::post()
+            .uri("/public/v1/register")
+            .insert_header((header::AUTHORIZATION, "Bearer obk_0000000000000000.nope"))
+            .set_json(json!({"serial": "SN-X", "csr": "x"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let reason = support::sql(
+        &t.url,
+        "SELECT reason FROM audit_events WHERE action = 'device.register' AND outcome = 'failure'",
+    );
+    assert_eq!(reason.len(), 1, "{reason:?}");
+    let res = atest::call_service(&svc, get("/admin/")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = text(&atest::read_body(res).await);
+    assert!(
+        page.contains(&format!(
+            r#"<th scope="row">{}</th><td>1</td>"#,
+            reason[0][0]
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<td data-count="registered">1</td>"#),
+        "{page}"
+    );
+
     // HTML escaping: the device name is text.
     let res = atest::call_service(&svc, get("/admin/devices")).await;
     assert_eq!(res.status(), StatusCode::OK);
