@@ -100,6 +100,8 @@ pub async fn sessions_cookies_headers_csrf_and_escaping(backend: TestBackend) {
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(h.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(), "nosniff");
     assert_eq!(h.get(header::REFERRER_POLICY).unwrap(), "same-origin");
+    assert_eq!(h.get(header::X_FRAME_OPTIONS).unwrap(), "DENY");
+    assert_eq!(h.get(header::CACHE_CONTROL).unwrap(), "no-store");
     let page = text(&atest::read_body(res).await);
     assert!(!page.contains("<script>"), "no inline script: {page}");
 
@@ -171,6 +173,42 @@ pub async fn sessions_cookies_headers_csrf_and_escaping(backend: TestBackend) {
     assert!(set.contains("; Path=/admin"), "{set}");
     assert!(!set.contains("Secure"), "{set}");
     let cookie = cookie_pair(&set);
+    // Behind a TLS-terminating proxy that says so, the cookie is Secure.
+    let res = atest::call_service(
+        &svc,
+        form(&format!("token={token}"))
+            .uri("/admin/sign-in")
+            .insert_header(("x-forwarded-proto", "https"))
+            .to_request(),
+    )
+    .await;
+    let secure = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(secure.contains("; Secure"), "{secure}");
+    let secure_cookie = cookie_pair(&secure);
+    let csrf_page = atest::call_service(
+        &svc,
+        atest::TestRequest::get()
+            .uri("/admin/")
+            .insert_header((header::COOKIE, secure_cookie.clone()))
+            .to_request(),
+    )
+    .await;
+    let secure_csrf = csrf_of(&text(&atest::read_body(csrf_page).await));
+    let res = atest::call_service(
+        &svc,
+        form(&format!("csrf={secure_csrf}"))
+            .uri("/admin/sign-out")
+            .insert_header((header::COOKIE, secure_cookie))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let id = cookie.split_once('=').unwrap().1.to_owned();
     // Only a hash of the id is stored.
     let stored = support::sql(&t.url, "SELECT id_hash, token_name FROM console_sessions");
@@ -371,14 +409,14 @@ pub async fn sessions_cookies_headers_csrf_and_escaping(backend: TestBackend) {
     );
     assert_eq!(
         actions.iter().filter(|r| r[0] == "console.sign_in").count(),
-        3
+        4
     );
     assert_eq!(
         actions
             .iter()
             .filter(|r| r[0] == "console.sign_out")
             .count(),
-        1
+        2
     );
 }
 
