@@ -142,6 +142,15 @@ class Attacker(http.server.BaseHTTPRequestHandler):
 def main():
     driver = start_driver(1280, 800)
     wait = WebDriverWait(driver, 15)
+
+    def load(el, confirm=False):
+        """Clicks what submits a form or follows a link; waits for the next page."""
+        old = driver.find_element(By.TAG_NAME, "html")
+        el.click()
+        if confirm:
+            wait.until(ec.alert_is_present()).accept()
+        wait.until(ec.staleness_of(old))
+
     try:
         # Not signed in: the console sends us to the sign-in page.
         driver.get(BASE + "/admin/devices")
@@ -150,7 +159,7 @@ def main():
 
         # A wrong token is refused with the API's message.
         driver.find_element(By.ID, "token").send_keys("oat.admin.not-the-token")
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        load(driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))
         err = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.error")))
         check("a valid admin token is required" in err.text, err.text)
         check(driver.get_cookie("onboard_console") is None, "no session for a wrong token")
@@ -158,7 +167,7 @@ def main():
 
         # Sign in with the real token.
         driver.find_element(By.ID, "token").send_keys(TOKEN)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        load(driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))
         wait.until(ec.presence_of_element_located((By.ID, "h-status")))
         check(driver.current_url.endswith("/admin/"), driver.current_url)
         check(driver.find_element(By.CSS_SELECTOR, 'td[data-count="registered"]').text == "0",
@@ -170,13 +179,13 @@ def main():
         report["signed_in"] = True
 
         # A batch from the console: its key is shown once.
-        driver.find_element(By.LINK_TEXT, "Bootstrap keys").click()
+        load(driver.find_element(By.LINK_TEXT, "Bootstrap keys"))
         wait.until(ec.presence_of_element_located((By.ID, "k-batch")))
         driver.find_element(By.ID, "k-batch").send_keys("console-test")
         uses = driver.find_element(By.ID, "k-uses")
         uses.clear()
         uses.send_keys("5")
-        driver.find_element(By.CSS_SELECTOR, 'button[value="html"]').click()
+        load(driver.find_element(By.CSS_SELECTOR, 'button[value="html"]'))
         cell = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#new-keys td.secret")))
         key = cell.text
         check(key.startswith("obk_"), f"key {key}")
@@ -198,16 +207,15 @@ def main():
         report["csv_keys"] = len(rows)
         # Deactivate, activate and delete from the list.
         driver.get(BASE + "/admin/keys?batch=csv-batch")
-        driver.find_element(By.XPATH, '//table[@id="keys"]//button[text()="Deactivate"]').click()
+        load(driver.find_element(By.XPATH, '//table[@id="keys"]//button[text()="Deactivate"]'))
         wait.until(ec.presence_of_element_located((By.XPATH, '//button[text()="Activate"]')))
         status, body = api("GET", "/private/v1/admin/bootstrap-keys?batch=csv-batch")
         states = sorted(k["active"] for k in json.loads(body)["items"])
         check(states == [False, True], f"one key deactivated: {states}")
-        driver.find_element(By.XPATH, '//button[text()="Activate"]').click()
+        load(driver.find_element(By.XPATH, '//button[text()="Activate"]'))
         wait.until(lambda d: not d.find_elements(By.XPATH, '//button[text()="Activate"]'))
         driver.get(BASE + "/admin/keys?batch=csv-batch")
-        driver.find_element(By.XPATH, '//table[@id="keys"]//button[text()="Delete"]').click()
-        wait.until(ec.alert_is_present()).accept()
+        load(driver.find_element(By.XPATH, '//table[@id="keys"]//button[text()="Delete"]'), confirm=True)
         wait.until(ec.presence_of_element_located((By.ID, "f-batch")))
         status, body = api("GET", "/private/v1/admin/bootstrap-keys?batch=csv-batch")
         items = json.loads(body)["items"]
@@ -227,7 +235,7 @@ def main():
         check("2 / 5" in driver.find_element(By.ID, "keys").text, "uses shown")
 
         # The overview counts them.
-        driver.find_element(By.LINK_TEXT, "Overview").click()
+        load(driver.find_element(By.LINK_TEXT, "Overview"))
         registered = wait.until(ec.presence_of_element_located(
             (By.CSS_SELECTOR, 'td[data-count="registered"]'))).text
         check(registered == "2", f"registered count {registered}")
@@ -235,17 +243,17 @@ def main():
         shot(driver, "overview")
 
         # Find the device by serial; the markup name renders as text.
-        driver.find_element(By.LINK_TEXT, "Devices").click()
+        load(driver.find_element(By.LINK_TEXT, "Devices"))
         wait.until(ec.presence_of_element_located((By.ID, "f-q")))
         check("<script>alert(1)</script>" in driver.find_element(By.TAG_NAME, "table").text,
               "the markup name is shown as text")
         shot(driver, "devices")
         driver.find_element(By.ID, "f-q").send_keys("SN-CONSOLE-1")
-        driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
+        load(driver.find_element(By.CSS_SELECTOR, "form.filters button"))
         wait.until(ec.presence_of_element_located((By.LINK_TEXT, "SN-CONSOLE-1")))
         rows = driver.find_elements(By.CSS_SELECTOR, "tbody tr")
         check(len(rows) == 1, f"{len(rows)} rows for the serial search")
-        driver.find_element(By.LINK_TEXT, "SN-CONSOLE-1").click()
+        load(driver.find_element(By.LINK_TEXT, "SN-CONSOLE-1"))
         wait.until(ec.presence_of_element_located((By.ID, "device-status")))
         check(driver.find_element(By.ID, "device-status").text == "registered", "status")
         shot(driver, "device")
@@ -277,8 +285,7 @@ def main():
         # Revoke from the console.
         driver.get(BASE + f"/admin/devices/{dev['device_id']}")
         Select(driver.find_element(By.ID, "reason")).select_by_visible_text("keyCompromise")
-        driver.find_element(By.CSS_SELECTOR, "button.danger").click()
-        wait.until(ec.alert_is_present()).accept()
+        load(driver.find_element(By.CSS_SELECTOR, "button.danger"), confirm=True)
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.notice")))
         check(driver.find_element(By.ID, "device-status").text == "revoked", "revoked in the page")
         trail = driver.find_element(By.TAG_NAME, "body").text
@@ -297,8 +304,73 @@ def main():
         check("Key Compromise" in text, "reason in the CRL")
         report["revoked_in_api_and_crl"] = serial
 
+        # Models: topic templates and default configuration, as created over the API.
+        status, body = api("POST", "/private/v1/admin/models",
+                           {"code": "thermo", "name": "Thermostat <v2>",
+                            "config": {"interval": 30}})
+        check(status == 201, f"model: {status} {body!r}")
+        load(driver.find_element(By.LINK_TEXT, "Models"))
+        section = wait.until(ec.presence_of_element_located((By.ID, "model-thermo"))).text
+        check("Thermostat <v2>" in section and '"interval":30' in section, section)
+        check("devices/{device_id}/" in section, f"topic templates: {section}")
+        check("none uploaded" in section, section)
+        shot(driver, "models")
+        report["models"] = True
+
+        # The other device: edit, rotate, decommission.
+        driver.get(BASE + f"/admin/devices/{other['device_id']}")
+        name = driver.find_element(By.ID, "e-name")
+        check(name.get_attribute("value") == "<script>alert(1)</script>", "name in the form")
+        name.clear()
+        name.send_keys("boiler room 2")
+        driver.find_element(By.ID, "e-location").send_keys("Building B")
+        cfg = driver.find_element(By.ID, "e-config")
+        cfg.clear()
+        cfg.send_keys('{"led": "blue"}')
+        load(driver.find_element(By.XPATH, '//button[text()="Save"]'))
+        wait.until(ec.presence_of_element_located((By.ID, "e-name")))
+        status, body = api("GET", f"/private/v1/admin/devices/{other['device_id']}")
+        d = json.loads(body)
+        check((d["name"], d["location"], d["config"]) == ("boiler room 2", "Building B", {"led": "blue"}),
+              f"edited: {d}")
+        cfg = driver.find_element(By.ID, "e-config")
+        cfg.clear()
+        cfg.send_keys("not json")
+        load(driver.find_element(By.XPATH, '//button[text()="Save"]'))
+        err = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.error")))
+        check("config is not JSON" in err.text, err.text)
+        driver.get(BASE + f"/admin/devices/{other['device_id']}")
+        load(driver.find_element(By.XPATH, '//button[text()="Rotate its certificate"]'))
+        wait.until(ec.presence_of_element_located((By.ID, "e-name")))
+        load(driver.find_element(By.LINK_TEXT, "Rotation"))
+        queued = wait.until(ec.presence_of_element_located(
+            (By.CSS_SELECTOR, 'td[data-state="QUEUED"]'))).text
+        check(queued == "1", f"queued {queued}")
+        shot(driver, "rotation")
+        driver.get(BASE + f"/admin/devices/{other['device_id']}")
+        load(driver.find_element(By.XPATH, '//button[text()="Decommission"]'), confirm=True)
+        wait.until(lambda d: d.find_element(By.ID, "device-status").text == "decommissioned")
+        report["device_actions"] = True
+
+        # The audit log with filters, and a bad filter's message.
+        load(driver.find_element(By.LINK_TEXT, "Audit log"))
+        driver.find_element(By.ID, "a-action").send_keys("device.revoke")
+        load(driver.find_element(By.CSS_SELECTOR, "form.filters button"))
+        wait.until(ec.presence_of_element_located((By.ID, "audit")))
+        rows = driver.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
+        check(len(rows) == 1 and "SN-CONSOLE-1" in rows[0].text, f"{len(rows)} revoke rows")
+        Select(driver.find_element(By.ID, "a-outcome")).select_by_visible_text("failure")
+        load(driver.find_element(By.CSS_SELECTOR, "form.filters button"))
+        wait.until(ec.presence_of_element_located((By.ID, "audit")))
+        check(not driver.find_elements(By.CSS_SELECTOR, "#audit tbody tr"), "no failed revocations")
+        driver.get(BASE + "/admin/audit")
+        shot(driver, "audit")
+        driver.get(BASE + "/admin/audit?outcome=maybe")
+        check(driver.find_elements(By.CSS_SELECTOR, "p.error"), "bad outcome refused")
+        report["audit_filters"] = True
+
         # Sign out: the old cookie no longer opens anything.
-        driver.find_element(By.CSS_SELECTOR, "header button").click()
+        load(driver.find_element(By.CSS_SELECTOR, "header button"))
         wait.until(ec.presence_of_element_located((By.ID, "token")))
         check(driver.get_cookie("onboard_console") is None, "cookie cleared")
         req = urllib.request.Request(BASE + "/admin/", headers={"Cookie": session})

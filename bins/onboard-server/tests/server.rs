@@ -613,3 +613,13 @@ async fn sqlite_console_sessions_cookies_headers_csrf_and_escaping() {
 async fn postgres_console_sessions_cookies_headers_csrf_and_escaping() {
     console::sessions_cookies_headers_csrf_and_escaping(TestBackend::Postgres).await;
 }
+
+#[actix_web::test]
+async fn sqlite_console_failed_sign_ins_lock_the_client_out() {
+    console::failed_sign_ins_lock_the_client_out(TestBackend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_console_failed_sign_ins_lock_the_client_out() {
+    console::failed_sign_ins_lock_the_client_out(TestBackend::Postgres).await;
+}

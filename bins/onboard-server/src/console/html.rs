@@ -42,10 +42,13 @@ pub struct Nav<'a> {
     pub current: &'a str,
 }
 
-const PAGES: [(&str, &str, &str); 3] = [
+const PAGES: [(&str, &str, &str); 6] = [
     ("overview", "/admin/", "Overview"),
     ("devices", "/admin/devices", "Devices"),
     ("keys", "/admin/keys", "Bootstrap keys"),
+    ("models", "/admin/models", "Models"),
+    ("rotation", "/admin/rotation", "Rotation"),
+    ("audit", "/admin/audit", "Audit log"),
 ];
 
 /// A hidden CSRF field for a state-changing form.

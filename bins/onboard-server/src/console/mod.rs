@@ -23,6 +23,8 @@ use crate::PublicGuard;
 
 pub mod html;
 mod keys;
+mod models;
+mod ops;
 mod pages;
 
 use html::{error_page, esc, layout, Nav};
@@ -281,6 +283,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/sign-in", web::post().to(sign_in))
             .route("/sign-out", web::post().to(sign_out))
             .configure(pages::routes)
-            .configure(keys::routes),
+            .configure(keys::routes)
+            .configure(ops::routes)
+            .configure(models::routes),
     );
 }

@@ -341,6 +341,21 @@ async fn device_page(
             id = esc(&d.id),
             csrf = csrf_field(nav.csrf),
         );
+        let _ = write!(
+            body,
+            r#"<h2>Edit</h2><form class="inline" method="post" action="/admin/devices/{id}/edit">{csrf}
+<label for="e-name">Name<input id="e-name" name="name" value="{name}"></label>
+<label for="e-location">Location<input id="e-location" name="location" value="{location}"></label>
+<label for="e-config">Configuration (JSON object)<textarea id="e-config" name="config" rows="3" cols="40">{config}</textarea></label>
+<button type="submit">Save</button></form>
+<h2>Other actions</h2><form class="inline" method="post" action="/admin/devices/{id}/rotate">{csrf}<button type="submit">Rotate its certificate</button></form>
+<form class="inline" method="post" action="/admin/devices/{id}/decommission" data-confirm="Decommission this device? It is revoked and loses broker and cloud access.">{csrf}<button type="submit" class="danger">Decommission</button></form>"#,
+            id = esc(&d.id),
+            csrf = csrf_field(nav.csrf),
+            name = esc(&d.name),
+            location = esc(&d.location),
+            config = esc(&d.config.to_string()),
+        );
     }
     body.push_str(r#"<h2>Audit trail</h2><div class="table-wrap"><table><thead><tr><th scope="col">Time</th><th scope="col">Actor</th><th scope="col">Action</th><th scope="col">Outcome</th><th scope="col">Reason</th></tr></thead><tbody>"#);
     for e in audit.items.iter().map(AuditView::from) {

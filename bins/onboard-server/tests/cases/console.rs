@@ -100,8 +100,33 @@ pub async fn sessions_cookies_headers_csrf_and_escaping(backend: TestBackend) {
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(h.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(), "nosniff");
     assert_eq!(h.get(header::REFERRER_POLICY).unwrap(), "same-origin");
+    assert_eq!(h.get(header::X_FRAME_OPTIONS).unwrap(), "DENY");
+    assert_eq!(h.get(header::CACHE_CONTROL).unwrap(), "no-store");
     let page = text(&atest::read_body(res).await);
     assert!(!page.contains("<script>"), "no inline script: {page}");
+
+    // The API's fallback for paths and methods that are not console routes.
+    for req in [
+        atest::TestRequest::get().uri("/admin/nope").to_request(),
+        atest::TestRequest::put().uri("/admin/sign-in").to_request(),
+    ] {
+        let res = atest::call_service(&svc, req).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let body: serde_json::Value = atest::read_body_json(res).await;
+        assert_eq!(body["error"], "not_found", "{body}");
+    }
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::get()
+            .uri("/api/openapi.json")
+            .to_request(),
+    )
+    .await;
+    let spec = text(&atest::read_body(res).await);
+    assert!(
+        !spec.contains("\"/admin"),
+        "the console is not in the JSON API's schema"
+    );
 
     // A wrong token: 401, no cookie.
     let res = atest::call_service(
@@ -148,6 +173,42 @@ pub async fn sessions_cookies_headers_csrf_and_escaping(backend: TestBackend) {
     assert!(set.contains("; Path=/admin"), "{set}");
     assert!(!set.contains("Secure"), "{set}");
     let cookie = cookie_pair(&set);
+    // Behind a TLS-terminating proxy that says so, the cookie is Secure.
+    let res = atest::call_service(
+        &svc,
+        form(&format!("token={token}"))
+            .uri("/admin/sign-in")
+            .insert_header(("x-forwarded-proto", "https"))
+            .to_request(),
+    )
+    .await;
+    let secure = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(secure.contains("; Secure"), "{secure}");
+    let secure_cookie = cookie_pair(&secure);
+    let csrf_page = atest::call_service(
+        &svc,
+        atest::TestRequest::get()
+            .uri("/admin/")
+            .insert_header((header::COOKIE, secure_cookie.clone()))
+            .to_request(),
+    )
+    .await;
+    let secure_csrf = csrf_of(&text(&atest::read_body(csrf_page).await));
+    let res = atest::call_service(
+        &svc,
+        form(&format!("csrf={secure_csrf}"))
+            .uri("/admin/sign-out")
+            .insert_header((header::COOKIE, secure_cookie))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let id = cookie.split_once('=').unwrap().1.to_owned();
     // Only a hash of the id is stored.
     let stored = support::sql(&t.url, "SELECT id_hash, token_name FROM console_sessions");
@@ -162,6 +223,37 @@ pub async fn sessions_cookies_headers_csrf_and_escaping(backend: TestBackend) {
             .insert_header((header::COOKIE, cookie.clone()))
             .to_request()
     };
+    // The overview: a failed registration over the last day, by its reason.
+    let res = atest::call_service(
+        &svc,
+        atest::TestRequest::post()
+            .uri("/public/v1/register")
+            .insert_header((header::AUTHORIZATION, "Bearer obk_0000000000000000.nope"))
+            .set_json(json!({"serial": "SN-X", "csr": "x"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let reason = support::sql(
+        &t.url,
+        "SELECT reason FROM audit_events WHERE action = 'device.register' AND outcome = 'failure'",
+    );
+    assert_eq!(reason.len(), 1, "{reason:?}");
+    let res = atest::call_service(&svc, get("/admin/")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = text(&atest::read_body(res).await);
+    assert!(
+        page.contains(&format!(
+            r#"<th scope="row">{}</th><td>1</td>"#,
+            reason[0][0]
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<td data-count="registered">1</td>"#),
+        "{page}"
+    );
+
     // HTML escaping: the device name is text.
     let res = atest::call_service(&svc, get("/admin/devices")).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -317,14 +409,14 @@ pub async fn sessions_cookies_headers_csrf_and_escaping(backend: TestBackend) {
     );
     assert_eq!(
         actions.iter().filter(|r| r[0] == "console.sign_in").count(),
-        3
+        4
     );
     assert_eq!(
         actions
             .iter()
             .filter(|r| r[0] == "console.sign_out")
             .count(),
-        1
+        2
     );
 }
 
@@ -356,6 +448,62 @@ fn the_console_works_in_a_real_browser() {
     assert_eq!(report["key_shown_once"], json!(true), "{report}");
     assert_eq!(report["csv_keys"], json!(2), "{report}");
     assert_eq!(report["key_actions"], json!(true), "{report}");
+    assert_eq!(report["device_actions"], json!(true), "{report}");
+    assert_eq!(report["audit_filters"], json!(true), "{report}");
+    assert_eq!(report["models"], json!(true), "{report}");
     assert_eq!(report["forged_posts_refused"], json!(4), "{report}");
     assert_eq!(report["audit_actor"], json!("admin:admin"), "{report}");
+}
+
+/// Failed sign-ins count in the public routes' rate limiter: once a client has no
+/// failure left, even the right token is refused with 429 and `Retry-After`.
+pub async fn failed_sign_ins_lock_the_client_out(backend: TestBackend) {
+    let t = TestDb::new(backend);
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 12, 3, 8, 0, 0).unwrap(),
+    ));
+    let (state, dir) = state_with_clock(
+        &t,
+        |s| {
+            s.rate_limit.requests_per_minute = 0;
+            s.rate_limit.failures_per_hour = 2;
+            s.rate_limit.failure_burst = 2;
+        },
+        clock,
+    );
+    let token = admin_token(dir.path());
+    let svc = atest::init_service(app(state)).await;
+    let peer: std::net::SocketAddr = "192.0.2.7:5000".parse().unwrap();
+    for _ in 0..2 {
+        let res = atest::call_service(
+            &svc,
+            form("token=oat.admin.wrong")
+                .uri("/admin/sign-in")
+                .peer_addr(peer)
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = atest::call_service(
+        &svc,
+        form(&format!("token={token}"))
+            .uri("/admin/sign-in")
+            .peer_addr(peer)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().get(header::RETRY_AFTER).is_some());
+    assert!(res.headers().get(header::SET_COOKIE).is_none());
+    // Another client is not affected.
+    let res = atest::call_service(
+        &svc,
+        form(&format!("token={token}"))
+            .uri("/admin/sign-in")
+            .peer_addr("192.0.2.8:5000".parse().unwrap())
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
 }
