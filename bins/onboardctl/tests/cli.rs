@@ -585,7 +585,7 @@ fn rotation_commands_report_in_one_line_and_refuse_bad_input(backend: TestBacken
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(
         stdout,
-        "rotation cycle: 0 timed out, 0 queued, 0 started, 0 pending (max 1)\n"
+        "rotation cycle: 0 timed out, 0 started, 0 pending (max 1)\n"
     );
     let out = onboardctl(
         dir.path(),

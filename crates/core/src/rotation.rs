@@ -16,8 +16,8 @@ use std::fmt;
 use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{
     AuditOutcome, AuditRepository, CertificateId, CertificateRepository, CertificateStatus,
-    CredentialKind, DeviceId, DeviceRepository, DeviceStatus, Effect, RevocationReason, Rotation,
-    RotationRepository, RotationState, Store,
+    CredentialKind, DeviceId, DeviceRepository, DeviceStatus, Effect, FleetGeneration,
+    RevocationReason, Rotation, RotationRepository, RotationState, Store,
 };
 use onboard_rotation::{start_slots, transition, Schedule};
 use serde::Serialize;
@@ -39,8 +39,9 @@ pub struct CycleSummary {
     pub timed_out: u64,
     /// The scheduled run the fleet was queued for in this cycle, if any.
     pub scheduled_run: Option<DateTime<Utc>>,
-    /// Devices queued by the schedule in this cycle.
-    pub queued: u64,
+    /// The fleet generation that run started (the fleet is queued by it without
+    /// a row per device; `rotation status` counts the devices).
+    pub generation: Option<i64>,
     /// Rotations started (QUEUED or TIMEOUT -> PENDING).
     pub started: u64,
     /// PENDING after the cycle.
@@ -50,13 +51,13 @@ pub struct CycleSummary {
 
 impl fmt::Display for CycleSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "rotation cycle: {} timed out, {} queued",
-            self.timed_out, self.queued
-        )?;
-        if let Some(at) = self.scheduled_run {
-            write!(f, " (schedule due {})", at.format("%Y-%m-%dT%H:%M:%SZ"))?;
+        write!(f, "rotation cycle: {} timed out", self.timed_out)?;
+        if let (Some(at), Some(generation)) = (self.scheduled_run, self.generation) {
+            write!(
+                f,
+                ", fleet queued (schedule due {}, generation {generation})",
+                at.format("%Y-%m-%dT%H:%M:%SZ")
+            )?;
         }
         write!(
             f,
@@ -121,7 +122,38 @@ fn fresh(device: DeviceId, now: DateTime<Utc>) -> Rotation {
         new_certificate_id: None,
         last_error: None,
         updated_at: now,
+        generation: 0,
     }
+}
+
+/// The credential kind the fleet generations rotate.
+const ROTATED: CredentialKind = CredentialKind::Certificate;
+
+/// A device QUEUED by the fleet generation (its record, if any, is OK).
+fn fleet_entry(device: DeviceId, r: Option<&Rotation>, fleet: &FleetGeneration) -> RotationEntry {
+    RotationEntry {
+        device_id: device,
+        state: RotationState::Queued,
+        attempts: r.map_or(0, |r| r.attempts),
+        queued_at: fleet.due_at,
+        started_at: r.and_then(|r| r.started_at),
+        deadline_at: None,
+        completed_at: r.and_then(|r| r.completed_at),
+    }
+}
+
+/// Per-state counts of rotation records, with the devices the fleet generation
+/// queues moved to (or added to) QUEUED.
+pub(crate) fn with_fleet_queued<T: RotationRepository>(
+    tx: &mut T,
+    mut counts: Vec<(String, i64)>,
+) -> Result<Vec<(String, i64)>, onboard_domain::RepoError> {
+    let fleet = tx.fleet_generation()?;
+    let queued = tx.count_fleet_queued(&fleet, ROTATED)?;
+    let records = tx.count_fleet_queued_records(&fleet, ROTATED)?;
+    counts.push((RotationState::Queued.as_str().to_string(), queued));
+    counts.push((RotationState::Ok.as_str().to_string(), -records));
+    Ok(counts)
 }
 
 fn in_service(status: DeviceStatus) -> bool {
@@ -167,34 +199,36 @@ impl Onboard {
             }
             summary.timed_out = timed_out.len() as u64;
             // 2. The schedule.
-            let (scheduled, queued) = self.store().transaction(|tx| -> Result<_, CoreError> {
-                let Some(last) = tx.last_scheduled_run()? else {
-                    // The first cycle sets the baseline: the fleet is queued at the
-                    // first occurrence after it, not for one before the job existed.
-                    tx.set_last_scheduled_run(now)?;
-                    return Ok((None, 0));
-                };
-                let Some(due) = schedule
-                    .due_since(last, now)
-                    .map_err(|e| CoreError::Setup(format!("rotation.cron: {e}")))?
-                else {
-                    return Ok((None, 0));
-                };
-                let queued = tx.queue_fleet(CredentialKind::Certificate, now)?;
-                tx.set_last_scheduled_run(due)?;
-                let audit = Audit::new(
-                    self.clock(),
-                    &Actor::system(),
-                    "rotation.queue",
-                    AuditOutcome::Success,
-                )
-                .reason("schedule")
-                .details(json!({"scheduled_run": due, "devices": queued}));
-                tx.append_audit(audit.event())?;
-                Ok((Some(due), queued))
-            })?;
+            let (scheduled, generation) =
+                self.store().transaction(|tx| -> Result<_, CoreError> {
+                    let Some(last) = tx.last_scheduled_run()? else {
+                        // The first cycle sets the baseline: the fleet is queued at
+                        // the first occurrence after it, not for one before the job
+                        // existed.
+                        tx.set_last_scheduled_run(now)?;
+                        return Ok((None, None));
+                    };
+                    let Some(due) = schedule
+                        .due_since(last, now)
+                        .map_err(|e| CoreError::Setup(format!("rotation.cron: {e}")))?
+                    else {
+                        return Ok((None, None));
+                    };
+                    let g = tx.advance_fleet_generation(due)?;
+                    tx.set_last_scheduled_run(due)?;
+                    let audit = Audit::new(
+                        self.clock(),
+                        &Actor::system(),
+                        "rotation.queue",
+                        AuditOutcome::Success,
+                    )
+                    .reason("schedule")
+                    .details(json!({"scheduled_run": due, "generation": g.generation}));
+                    tx.append_audit(audit.event())?;
+                    Ok((Some(due), Some(g.generation)))
+                })?;
             summary.scheduled_run = scheduled;
-            summary.queued = queued;
+            summary.generation = generation;
             // 3. Starts.
             while let Some(_started) = self.start_next(now, max, &timed_out)? {
                 summary.started += 1;
@@ -277,6 +311,21 @@ impl Onboard {
                     return Ok(Start::NoSlot);
                 }
                 let mut candidate = tx.rotations_in_state(RotationState::Queued, 1)?.pop();
+                let fleet = tx.fleet_generation()?;
+                if candidate.is_none() {
+                    // The next device the fleet generation queues, by device id.
+                    if let Some(id) = tx
+                        .fleet_queued(&fleet, ROTATED, None, 1)?
+                        .pop()
+                    {
+                        tx.set_fleet_cursor(id)?;
+                        let mut r = tx.rotation(id)?.unwrap_or_else(|| fresh(id, now));
+                        r.state = transition(r.state, RotationState::Queued)
+                            .map_err(|e| CoreError::Conflict(e.to_string()))?;
+                        r.queued_at = fleet.due_at;
+                        candidate = Some(r);
+                    }
+                }
                 if candidate.is_none() {
                     let limit = skip.len() as i64 + 1;
                     candidate = tx
@@ -315,6 +364,7 @@ impl Onboard {
                 r.new_certificate_id = None;
                 r.last_error = None;
                 r.updated_at = now;
+                r.generation = fleet.generation;
                 tx.put_rotation(&r)?;
                 let audit = Audit::new(
                     self.clock(),
@@ -324,7 +374,7 @@ impl Onboard {
                 )
                 .device(device.id)
                 .serial(device.serial.as_str())
-                .details(json!({"from": from, "attempt": r.attempts, "deadline": deadline}));
+                .details(json!({"from": from, "attempt": r.attempts, "deadline": deadline, "generation": r.generation}));
                 tx.append_audit(audit.event())?;
                 Ok(Start::Started(device.id))
             })?;
@@ -350,12 +400,15 @@ impl Onboard {
         let now = self.clock().now();
         self.store().transaction(|tx| -> Result<_, CoreError> {
             let Some(id) = device else {
-                let n = tx.queue_fleet(CredentialKind::Certificate, now)?;
+                let current = tx.fleet_generation()?;
+                let before = tx.count_fleet_queued(&current, ROTATED)?;
+                let g = tx.advance_fleet_generation(now)?;
+                let n = tx.count_fleet_queued(&g, ROTATED)? - before;
                 let audit = Audit::new(self.clock(), actor, "rotation.queue", AuditOutcome::Success)
                     .reason("trigger")
-                    .details(json!({"devices": n}));
+                    .details(json!({"devices": n, "generation": g.generation}));
                 tx.append_audit(audit.event())?;
-                return Ok(n);
+                return Ok(n.max(0) as u64);
             };
             let d = tx.device(id)?;
             if !in_service(d.status) {
@@ -368,6 +421,13 @@ impl Onboard {
                 return Err(CoreError::Conflict(format!(
                     "device {id} uses a {} credential; this version rotates certificate devices only",
                     d.credential
+                )));
+            }
+            let fleet = tx.fleet_generation()?;
+            if !tx.fleet_queued(&fleet, ROTATED, Some(id), 1)?.is_empty() {
+                return Err(CoreError::Conflict(format!(
+                    "device {id} is already QUEUED (fleet generation {}); it cannot be queued",
+                    fleet.generation
                 )));
             }
             let mut r = tx.rotation(id)?.unwrap_or_else(|| fresh(id, now));
@@ -392,13 +452,30 @@ impl Onboard {
     pub fn rotation_status(&self) -> Result<RotationStatus, CoreError> {
         self.store().read(|tx| -> Result<_, CoreError> {
             let mut states = Vec::new();
+            let fleet = tx.fleet_generation()?;
             for &state in RotationState::ALL {
-                let count = tx.count_rotations_in_state(state)?;
-                let devices = tx
+                let mut count = tx.count_rotations_in_state(state)?;
+                let mut devices: Vec<RotationEntry> = tx
                     .rotations_in_state(state, STATUS_DEVICES_PER_STATE)?
                     .iter()
                     .map(RotationEntry::from)
                     .collect();
+                if state == RotationState::Queued {
+                    // Devices queued by the fleet generation have no QUEUED row:
+                    // counted by a scan of the devices after the cursor.
+                    count += tx.count_fleet_queued(&fleet, ROTATED)?;
+                    let room = STATUS_DEVICES_PER_STATE - devices.len() as i64;
+                    if room > 0 {
+                        for id in tx.fleet_queued(&fleet, ROTATED, None, room)? {
+                            let r = tx.rotation(id)?;
+                            devices.push(fleet_entry(id, r.as_ref(), &fleet));
+                        }
+                    }
+                } else if state == RotationState::Ok {
+                    // A record that is OK but queued by the fleet generation counts
+                    // as QUEUED only.
+                    count -= tx.count_fleet_queued_records(&fleet, ROTATED)?;
+                }
                 states.push(StateDevices {
                     state,
                     count,
@@ -413,12 +490,20 @@ impl Onboard {
     }
 
     /// The device's rotation, if it has a record.
+    /// A device the fleet generation queues shows as QUEUED (at the generation's
+    /// due time) though it has no QUEUED record.
     pub fn device_rotation(&self, device: DeviceId) -> Result<Option<RotationEntry>, CoreError> {
-        Ok(self
-            .store()
-            .read(|tx| tx.rotation(device))?
-            .as_ref()
-            .map(RotationEntry::from))
+        self.store().read(|tx| -> Result<_, CoreError> {
+            let r = tx.rotation(device)?;
+            let fleet = tx.fleet_generation()?;
+            if !tx
+                .fleet_queued(&fleet, ROTATED, Some(device), 1)?
+                .is_empty()
+            {
+                return Ok(Some(fleet_entry(device, r.as_ref(), &fleet)));
+            }
+            Ok(r.as_ref().map(RotationEntry::from))
+        })
     }
 
     /// Inside a renewal's transaction: a renewal while PENDING is the rotation's

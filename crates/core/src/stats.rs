@@ -28,7 +28,10 @@ impl Onboard {
         let (devices, rotations, outcomes) = self.store().read(|tx| -> Result<_, CoreError> {
             Ok((
                 tx.count_devices_by_status()?,
-                tx.count_rotations_by_state()?,
+                {
+                    let records = tx.count_rotations_by_state()?;
+                    crate::rotation::with_fleet_queued(tx, records)?
+                },
                 tx.count_audit_actions(&OUTCOMES.map(|(_, action)| action))?,
             ))
         })?;

@@ -307,6 +307,18 @@ pub struct MqttCredential {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The fleet's current rotation generation (`rotation_schedule`): every device in
+/// service, registered by `due_at`, whose rotation record is missing or OK with an
+/// older generation, and whose id sorts after `cursor`, is QUEUED.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetGeneration {
+    /// 0 before the first scheduled run or fleet trigger.
+    pub generation: i64,
+    pub due_at: Option<DateTime<Utc>>,
+    /// The last device a cycle started (or passed) for this generation.
+    pub cursor: Option<String>,
+}
+
 /// A device's credential rotation, as stored (`rotations`). A device without one
 /// is `OK`.
 #[derive(Debug, Clone, PartialEq)]
@@ -326,4 +338,7 @@ pub struct Rotation {
     pub new_certificate_id: Option<crate::ids::CertificateId>,
     pub last_error: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// The fleet generation this rotation was last started in (0: none); the
+    /// device is QUEUED again by a later generation only.
+    pub generation: i64,
 }

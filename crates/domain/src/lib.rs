@@ -12,9 +12,9 @@ mod states;
 
 pub use clock::{new_id, Clock, ManualClock, SystemClock};
 pub use entities::{
-    AuditEvent, BootstrapKey, Certificate, CrlRecord, Device, DeviceModel, KeyRejection,
-    ModelFirmware, MqttCredential, NewAuditEvent, NewBootstrapKey, NewCertificate, NewDevice,
-    Rotation,
+    AuditEvent, BootstrapKey, Certificate, CrlRecord, Device, DeviceModel, FleetGeneration,
+    KeyRejection, ModelFirmware, MqttCredential, NewAuditEvent, NewBootstrapKey, NewCertificate,
+    NewDevice, Rotation,
 };
 pub use ids::{
     check_firmware_version, BootstrapKeyId, CertSerial, CertificateId, DeviceId, Fingerprint,

@@ -440,14 +440,37 @@ pub trait RotationRepository {
         limit: i64,
     ) -> Result<Vec<Rotation>, RepoError>;
     fn count_rotations_in_state(&mut self, state: RotationState) -> Result<i64, RepoError>;
-    /// Puts every in-service device of `credential` kind that is OK (or has no
-    /// record) into QUEUED at `now`; returns how many. One statement per backend
-    /// table, so a large fleet is queued without loading it.
-    fn queue_fleet(
+    /// Queues the fleet by starting a new generation due at `due_at` (one row
+    /// written, whatever the fleet's size); returns it.
+    fn advance_fleet_generation(
         &mut self,
+        due_at: DateTime<Utc>,
+    ) -> Result<crate::entities::FleetGeneration, RepoError>;
+    fn fleet_generation(&mut self) -> Result<crate::entities::FleetGeneration, RepoError>;
+    /// Records the last device a cycle took for the current generation.
+    fn set_fleet_cursor(&mut self, device: DeviceId) -> Result<(), RepoError>;
+    /// Up to `limit` devices of `credential` kind QUEUED by `generation`, in
+    /// device id order after its cursor (a keyset walk of the devices' index).
+    fn fleet_queued(
+        &mut self,
+        generation: &crate::entities::FleetGeneration,
         credential: CredentialKind,
-        now: DateTime<Utc>,
-    ) -> Result<u64, RepoError>;
+        device: Option<DeviceId>,
+        limit: i64,
+    ) -> Result<Vec<DeviceId>, RepoError>;
+    /// How many devices `generation` still queues (a scan of the devices after
+    /// the cursor: for `rotation status`, not for a cycle).
+    fn count_fleet_queued(
+        &mut self,
+        generation: &crate::entities::FleetGeneration,
+        credential: CredentialKind,
+    ) -> Result<i64, RepoError>;
+    /// Of those, how many have a rotation record (OK, from an older generation).
+    fn count_fleet_queued_records(
+        &mut self,
+        generation: &crate::entities::FleetGeneration,
+        credential: CredentialKind,
+    ) -> Result<i64, RepoError>;
     /// The scheduled run the fleet was last queued for (or the baseline).
     fn last_scheduled_run(&mut self) -> Result<Option<DateTime<Utc>>, RepoError>;
     fn set_last_scheduled_run(&mut self, at: DateTime<Utc>) -> Result<(), RepoError>;

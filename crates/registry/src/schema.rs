@@ -112,6 +112,7 @@ diesel::table! {
         new_certificate_id -> Nullable<Text>,
         last_error -> Nullable<Text>,
         updated_at -> Timestamp,
+        generation -> BigInt,
     }
 }
 
@@ -120,6 +121,9 @@ diesel::table! {
         name -> Text,
         last_run_at -> Timestamp,
         updated_at -> Timestamp,
+        generation -> BigInt,
+        generation_at -> Nullable<Timestamp>,
+        cursor_device_id -> Nullable<Text>,
     }
 }
 

@@ -1,9 +1,8 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Integer, Nullable, Text, Timestamp};
 use onboard_domain::{
-    CertificateId, CredentialKind, DeviceId, DeviceStatus, RepoError, Rotation, RotationRepository,
-    RotationState,
+    CertificateId, CredentialKind, DeviceId, DeviceStatus, FleetGeneration, RepoError, Rotation,
+    RotationRepository, RotationState,
 };
 
 use crate::db::DbConnection;
@@ -27,6 +26,7 @@ type Row = (
     Option<String>,
     Option<String>,
     NaiveDateTime,
+    i64,
 );
 
 #[allow(clippy::type_complexity)]
@@ -42,6 +42,7 @@ fn columns() -> (
     r::new_certificate_id,
     r::last_error,
     r::updated_at,
+    r::generation,
 ) {
     (
         r::device_id,
@@ -55,6 +56,7 @@ fn columns() -> (
         r::new_certificate_id,
         r::last_error,
         r::updated_at,
+        r::generation,
     )
 }
 
@@ -77,6 +79,7 @@ fn domain(row: Row) -> Result<Rotation, RepoError> {
             .transpose()?,
         last_error: row.9,
         updated_at: utc(row.10),
+        generation: row.11,
     })
 }
 
@@ -117,6 +120,7 @@ impl RotationRepository for DbConnection {
                 r::new_certificate_id.eq(x.new_certificate_id.map(|c| c.to_string())),
                 r::last_error.eq(x.last_error.as_deref()),
                 r::updated_at.eq(ts(x.updated_at)),
+                r::generation.eq(x.generation),
             ))
             .execute(self)
             .repo(ENTITY)?;
@@ -173,54 +177,122 @@ impl RotationRepository for DbConnection {
             .repo(ENTITY)
     }
 
-    fn queue_fleet(
+    fn advance_fleet_generation(
         &mut self,
-        credential: CredentialKind,
-        now: DateTime<Utc>,
-    ) -> Result<u64, RepoError> {
-        let at = ts(now);
-        let eligible = d::table
-            .filter(d::status.eq_any(in_service()))
-            .filter(d::credential.eq(credential.as_str()))
-            .select(d::id);
-        let updated = diesel::update(
-            r::table
-                .filter(r::state.eq(RotationState::Ok.as_str()))
-                .filter(r::device_id.eq_any(eligible)),
-        )
-        .set((
-            r::state.eq(RotationState::Queued.as_str()),
-            r::queued_at.eq(Some(at)),
-            r::updated_at.eq(at),
-        ))
-        .execute(self)
-        .repo(ENTITY)?;
-        // An anti-join (`LEFT JOIN ... IS NULL`): planned as a hash anti-join on
-        // both backends, where `NOT IN (subquery)` is not.
-        let fresh = d::table
-            .left_join(r::table)
-            .filter(d::status.eq_any(in_service()))
-            .filter(d::credential.eq(credential.as_str()))
-            .filter(r::device_id.nullable().is_null())
-            .select((
-                d::id,
-                RotationState::Queued.as_str().into_sql::<Text>(),
-                Some(at).into_sql::<Nullable<Timestamp>>(),
-                0.into_sql::<Integer>(),
-                at.into_sql::<Timestamp>(),
-            ));
-        let inserted = diesel::insert_into(r::table)
-            .values(fresh)
-            .into_columns((
-                r::device_id,
-                r::state,
-                r::queued_at,
-                r::attempts,
-                r::updated_at,
+        due_at: DateTime<Utc>,
+    ) -> Result<FleetGeneration, RepoError> {
+        let current = self.fleet_generation()?;
+        let next = current.generation + 1;
+        let n = diesel::update(s::table.filter(s::name.eq(SCHEDULE)))
+            .set((
+                s::generation.eq(next),
+                s::generation_at.eq(Some(ts(due_at))),
+                s::cursor_device_id.eq(None::<String>),
+                s::updated_at.eq(ts(due_at)),
             ))
             .execute(self)
             .repo(ENTITY)?;
-        Ok((updated + inserted) as u64)
+        if n == 0 {
+            diesel::insert_into(s::table)
+                .values((
+                    s::name.eq(SCHEDULE),
+                    s::last_run_at.eq(ts(due_at)),
+                    s::updated_at.eq(ts(due_at)),
+                    s::generation.eq(next),
+                    s::generation_at.eq(Some(ts(due_at))),
+                ))
+                .execute(self)
+                .repo(ENTITY)?;
+        }
+        Ok(FleetGeneration {
+            generation: next,
+            due_at: Some(due_at),
+            cursor: None,
+        })
+    }
+
+    fn fleet_generation(&mut self) -> Result<FleetGeneration, RepoError> {
+        let row = s::table
+            .filter(s::name.eq(SCHEDULE))
+            .select((s::generation, s::generation_at, s::cursor_device_id))
+            .first::<(i64, Option<NaiveDateTime>, Option<String>)>(self)
+            .optional()
+            .repo(ENTITY)?;
+        Ok(match row {
+            Some((generation, at, cursor)) => FleetGeneration {
+                generation,
+                due_at: at.map(utc),
+                cursor,
+            },
+            None => FleetGeneration {
+                generation: 0,
+                due_at: None,
+                cursor: None,
+            },
+        })
+    }
+
+    fn set_fleet_cursor(&mut self, device: DeviceId) -> Result<(), RepoError> {
+        diesel::update(s::table.filter(s::name.eq(SCHEDULE)))
+            .set(s::cursor_device_id.eq(Some(device.to_string())))
+            .execute(self)
+            .repo(ENTITY)?;
+        Ok(())
+    }
+
+    fn fleet_queued(
+        &mut self,
+        generation: &FleetGeneration,
+        credential: CredentialKind,
+        device: Option<DeviceId>,
+        limit: i64,
+    ) -> Result<Vec<DeviceId>, RepoError> {
+        let Some(due) = generation.due_at else {
+            return Ok(Vec::new());
+        };
+        let mut query = d::table
+            .left_join(r::table)
+            .filter(d::status.eq_any(in_service()))
+            .filter(d::credential.eq(credential.as_str()))
+            .filter(d::created_at.le(ts(due)))
+            .filter(
+                r::device_id.nullable().is_null().or(r::state
+                    .eq(RotationState::Ok.as_str())
+                    .and(r::generation.lt(generation.generation))
+                    .assume_not_null()),
+            )
+            .select(d::id)
+            .order(d::id.asc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(cursor) = &generation.cursor {
+            query = query.filter(d::id.gt(cursor.clone()));
+        }
+        if let Some(id) = device {
+            query = query.filter(d::id.eq(id.to_string()));
+        }
+        query
+            .load::<String>(self)
+            .repo(ENTITY)?
+            .iter()
+            .map(|id| uuid("device id", id).map(DeviceId))
+            .collect()
+    }
+
+    fn count_fleet_queued(
+        &mut self,
+        generation: &FleetGeneration,
+        credential: CredentialKind,
+    ) -> Result<i64, RepoError> {
+        count_fleet(self, generation, credential, false)
+    }
+
+    fn count_fleet_queued_records(
+        &mut self,
+        generation: &FleetGeneration,
+        credential: CredentialKind,
+    ) -> Result<i64, RepoError> {
+        count_fleet(self, generation, credential, true)
     }
 
     fn last_scheduled_run(&mut self) -> Result<Option<DateTime<Utc>>, RepoError> {
@@ -259,4 +331,35 @@ impl RotationRepository for DbConnection {
             .load::<(String, i64)>(self)
             .repo("audit event")
     }
+}
+
+fn count_fleet(
+    conn: &mut DbConnection,
+    generation: &FleetGeneration,
+    credential: CredentialKind,
+    records_only: bool,
+) -> Result<i64, RepoError> {
+    let Some(due) = generation.due_at else {
+        return Ok(0);
+    };
+    let mut query = d::table
+        .left_join(r::table)
+        .filter(d::status.eq_any(in_service()))
+        .filter(d::credential.eq(credential.as_str()))
+        .filter(d::created_at.le(ts(due)))
+        .filter(
+            r::device_id.nullable().is_null().or(r::state
+                .eq(RotationState::Ok.as_str())
+                .and(r::generation.lt(generation.generation))
+                .assume_not_null()),
+        )
+        .count()
+        .into_boxed();
+    if let Some(cursor) = &generation.cursor {
+        query = query.filter(d::id.gt(cursor.clone()));
+    }
+    if records_only {
+        query = query.filter(r::device_id.nullable().is_not_null());
+    }
+    query.get_result(conn).repo(ENTITY)
 }
