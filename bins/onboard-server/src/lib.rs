@@ -16,6 +16,7 @@ pub mod auth;
 pub mod devices;
 pub mod docs;
 pub mod error;
+pub mod est;
 pub mod firmware;
 pub mod health;
 pub mod iot;
@@ -402,6 +403,8 @@ pub fn app(
         .service(health::ready)
         .service(public_routes(state.guard.clone()))
         .configure(admin::routes)
+        .service(est::cacerts)
+        .service(est::simpleenroll)
         .service(iot::token)
         .service(iot::config)
         .service(iot::provisioning)
