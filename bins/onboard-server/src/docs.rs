@@ -24,6 +24,7 @@ use crate::health::{HealthBody, ReadyBody};
         crate::ocsp::ocsp_get,
         crate::est::cacerts,
         crate::est::simpleenroll,
+        crate::est::simplereenroll,
         crate::register::register,
         crate::admin::create_keys,
         crate::admin::list_keys,

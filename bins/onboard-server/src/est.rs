@@ -18,6 +18,26 @@ use crate::PublicGuard;
 const CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// The body of an enrollment: base64 DER PKCS#10 (whitespace ignored) as PEM.
+fn csr_pem(body: &[u8]) -> Result<String, ApiError> {
+    let text: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let der = B64.decode(&text).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_csr",
+            "the body must be the base64 of a DER PKCS#10 CSR",
+        )
+    })?;
+    Ok(format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        B64.encode(&der)
+    ))
+}
+
 fn require_tls(req: &HttpRequest) -> Result<(), ApiError> {
     if req.conn_data::<TlsConnection>().is_some() {
         Ok(())
@@ -114,22 +134,7 @@ pub async fn simpleenroll(
             "EST enrollment needs HTTP Basic: the device serial and its bootstrap key",
         ));
     };
-    let text: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let Ok(der) = B64.decode(&text) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_csr",
-            "the body must be the base64 of a DER PKCS#10 CSR",
-        ));
-    };
-    let pem = format!(
-        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
-        B64.encode(&der)
-    );
+    let pem = csr_pem(&body)?;
     let request = RegisterRequest {
         key: Some(key),
         serial,
@@ -167,6 +172,61 @@ pub async fn simpleenroll(
     };
     metrics.success(&done.timings, done.reregistered);
     let der = onboard_core::certs_only_pkcs7_from_pem(&done.certificate.pem)
+        .map_err(|e| ApiError::from(CoreError::Internal(e.to_string())))?;
+    Ok(certs_only(&der))
+}
+
+/// Re-enrollment over mutual TLS with the device's current certificate: the same
+/// use case and rules as `POST /iot/renew` (a revoked or superseded certificate
+/// cannot re-enroll). The body is the base64 of a DER PKCS#10 CSR for the new key;
+/// the answer is the new certificate as certs-only PKCS#7, base64.
+#[utoipa::path(tag = "est",
+    request_body(description = "base64 DER PKCS#10 (the content type is not checked)", content(
+        (String = "application/pkcs10"),
+        (String = "text/plain"),
+    )),
+    responses(
+        (status = 200, description = "the new certificate: certs-only PKCS#7, base64", content_type = "application/pkcs7-mime", body = String),
+        (status = 400, description = "the body is not a base64 DER CSR, or the CSR is refused", body = ErrorBody),
+        (status = 401, description = "no valid client certificate of ours", body = ErrorBody),
+        (status = 403, description = "not on the TLS listener", body = ErrorBody),
+        (status = 409, description = "authenticated otherwise than with a certificate", body = ErrorBody),
+        (status = 413, description = "the body is larger than the limit", body = ErrorBody),
+))]
+#[post("/.well-known/est/simplereenroll")]
+pub async fn simplereenroll(
+    req: HttpRequest,
+    body: web::Bytes,
+    onboard: web::Data<Onboard>,
+) -> Result<HttpResponse, ApiError> {
+    require_tls(&req)?;
+    if req.conn_data::<crate::tls::PeerCertificate>().is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "EST re-enrollment needs the device's current certificate (mutual TLS)",
+        ));
+    }
+    let device = match <crate::iot::Device as actix_web::FromRequest>::extract(&req).await {
+        Ok(d) => d,
+        Err(e) => return Ok(e.error_response()),
+    };
+    let pem = csr_pem(&body)?;
+    let outcome = web::block(move || onboard.renew_certificate(&device.0, &pem))
+        .await
+        .map_err(|_| ApiError::from(CoreError::Internal("a worker task failed".into())))?;
+    let renewed = match outcome {
+        Ok(r) => r,
+        Err(CoreError::Invalid(v)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_csr",
+                v.to_string(),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let der = onboard_core::certs_only_pkcs7_from_pem(&renewed.certificate.pem)
         .map_err(|e| ApiError::from(CoreError::Internal(e.to_string())))?;
     Ok(certs_only(&der))
 }

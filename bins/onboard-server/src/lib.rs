@@ -405,6 +405,7 @@ pub fn app(
         .configure(admin::routes)
         .service(est::cacerts)
         .service(est::simpleenroll)
+        .service(est::simplereenroll)
         .service(iot::token)
         .service(iot::config)
         .service(iot::provisioning)

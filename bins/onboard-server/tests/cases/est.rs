@@ -188,6 +188,117 @@ fn strongswan_pki_and_curl_enroll_over_est() {
         ),
     );
     assert!(headers.starts_with("HTTP/1.1 400"), "{headers}");
+    // Re-enrollment over mutual TLS with the current certificate and a new key.
+    let (ok, _, err) = run(
+        d,
+        Command::new("openssl").args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "dev2.key",
+            "-subj",
+            "/CN=EST-1",
+            "-outform",
+            "DER",
+            "-out",
+            "dev2.csr",
+        ]),
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(
+        d,
+        Command::new("pki")
+            .args([
+                "--est",
+                "--url",
+                &tls,
+                "--in",
+                "dev2.csr",
+                "--cacert",
+                "chain.pem",
+            ])
+            .args(["--cert", "dev.pem", "--key", "dev.key", "--outform", "pem"]),
+    );
+    assert!(ok, "pki --est (re-enroll): {out}{err}");
+    std::fs::write(d.join("dev2.pem"), &out).unwrap();
+    let (ok, vout, verr) = run(
+        d,
+        Command::new("openssl").args(["verify", "-CAfile", "chain.pem", "dev2.pem"]),
+    );
+    assert!(ok && vout.contains("dev2.pem: OK"), "{vout}{verr}");
+    let (_, a, _) = sh(d, "openssl x509 -in dev2.pem -noout -pubkey");
+    let (_, b, _) = sh(d, "openssl pkey -in dev2.key -pubout");
+    assert_eq!(a, b);
+    let (_, s1, _) = sh(d, "openssl x509 -in dev.pem -noout -serial");
+    let (_, s2, _) = sh(d, "openssl x509 -in dev2.pem -noout -serial");
+    assert_ne!(s1, s2);
+    // Without a client certificate: 401.
+    let (_, headers, _) = sh(
+        d,
+        &format!(
+            "base64 -w0 dev2.csr | curl -sS -o /dev/null -D - --cacert chain.pem \
+             --data-binary @- {tls}/.well-known/est/simplereenroll"
+        ),
+    );
+    assert!(headers.starts_with("HTTP/1.1 401"), "{headers}");
+
+    // A revoked certificate cannot re-enroll.
+    let admin = format!(
+        "Bearer {}",
+        std::fs::read_to_string(d.join("data/admin.token"))
+            .unwrap()
+            .trim()
+    );
+    let devices: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let id = devices["items"]
+        .as_array()
+        .or_else(|| devices.as_array())
+        .and_then(|a| a.iter().find(|d| d["serial"] == "EST-1"))
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("EST-1 not in {list}"));
+    let r = support::post_json(
+        &server.url(&format!("/private/v1/admin/devices/{id}/revoke")),
+        &[("Authorization", &admin)],
+        &serde_json::json!({"reason": "keyCompromise"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (ok, out, err) = run(
+        d,
+        Command::new("pki")
+            .args([
+                "--est",
+                "--url",
+                &tls,
+                "--in",
+                "dev2.csr",
+                "--cacert",
+                "chain.pem",
+            ])
+            .args([
+                "--cert",
+                "dev2.pem",
+                "--key",
+                "dev2.key",
+                "--outform",
+                "pem",
+            ]),
+    );
+    assert!(!ok, "a revoked certificate re-enrolled: {out}{err}");
+    let (_, headers, _) = sh(
+        d,
+        &format!(
+            "base64 -w0 dev2.csr | curl -sS -o /dev/null -D - --cacert chain.pem \
+             --cert dev2.pem --key dev2.key --data-binary @- \
+             {tls}/.well-known/est/simplereenroll"
+        ),
+    );
+    assert!(headers.starts_with("HTTP/1.1 401"), "{headers}");
+
     // The plain listener does not serve EST.
     let r = support::get(&server.url("/.well-known/est/cacerts"));
     assert_eq!(r.status, 403, "{}", r.body);
