@@ -25,6 +25,7 @@ use crate::health::{HealthBody, ReadyBody};
         crate::est::cacerts,
         crate::est::simpleenroll,
         crate::est::simplereenroll,
+        crate::est::csrattrs,
         crate::register::register,
         crate::admin::create_keys,
         crate::admin::list_keys,

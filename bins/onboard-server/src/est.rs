@@ -230,3 +230,18 @@ pub async fn simplereenroll(
         .map_err(|e| ApiError::from(CoreError::Internal(e.to_string())))?;
     Ok(certs_only(&der))
 }
+
+/// What our policy wants in a CSR (RFC 7030 4.5): the accepted key types, as
+/// `application/csrattrs`, base64.
+#[utoipa::path(tag = "est", responses(
+    (status = 200, description = "CsrAttrs DER, base64 (no line breaks)", content_type = "application/csrattrs", body = String),
+    (status = 403, description = "not on the TLS listener", body = ErrorBody),
+))]
+#[get("/.well-known/est/csrattrs")]
+pub async fn csrattrs(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    require_tls(&req)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/csrattrs")
+        .insert_header(("Content-Transfer-Encoding", "base64"))
+        .body(B64.encode(onboard_core::est_csr_attributes())))
+}

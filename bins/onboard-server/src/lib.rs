@@ -406,6 +406,7 @@ pub fn app(
         .service(est::cacerts)
         .service(est::simpleenroll)
         .service(est::simplereenroll)
+        .service(est::csrattrs)
         .service(iot::token)
         .service(iot::config)
         .service(iot::provisioning)

@@ -50,8 +50,8 @@ pub use onboard_broker::{StatusConfig, StatusListener};
 pub use onboard_domain as domain;
 pub use onboard_firmware::ImageError;
 pub use onboard_pki::{
-    certs_only_pkcs7_from_pem, ocsp_max_age, presented_certificate, OcspFailure,
-    PresentedCertificate,
+    certs_only_pkcs7_from_pem, est_csr_attributes, ocsp_max_age, presented_certificate,
+    OcspFailure, PresentedCertificate,
 };
 pub use operator::{BundleLink, NewDeviceRequest, OperatorRegistered};
 pub use provision::render_topic;

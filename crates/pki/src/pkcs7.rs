@@ -39,6 +39,26 @@ pub fn certs_only_pkcs7_from_pem(pem: &str) -> Result<Vec<u8>, PkiError> {
     certs_only_pkcs7(&refs)
 }
 
+/// The EST CSR attributes (RFC 7030 4.5.2) of our key policy, DER: the key types
+/// `issue_from_csr` accepts — id-ecPublicKey on P-256 or P-384 (an attribute whose
+/// values are the curves) and rsaEncryption (2048, 3072 or 4096 bits, e = 65537,
+/// which the format cannot say). Nothing else in a CSR is used.
+pub fn est_csr_attributes() -> Vec<u8> {
+    use crate::x509util::tlv;
+    const ID_EC_PUBLIC_KEY: [u8; 7] = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    const PRIME256V1: [u8; 8] = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    const SECP384R1: [u8; 5] = [0x2b, 0x81, 0x04, 0x00, 0x22];
+    const RSA_ENCRYPTION: [u8; 9] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    // SET OF in DER order: the shorter encoding (secp384r1) first.
+    let mut curves = tlv(0x06, &SECP384R1);
+    curves.extend(tlv(0x06, &PRIME256V1));
+    let mut ec = tlv(0x06, &ID_EC_PUBLIC_KEY);
+    ec.extend(tlv(0x31, &curves));
+    let mut attrs = tlv(0x30, &ec);
+    attrs.extend(tlv(0x06, &RSA_ENCRYPTION));
+    tlv(0x30, &attrs)
+}
+
 impl crate::CertificateAuthority {
     /// The CA chain (issuing CA to root) as certs-only PKCS#7 DER (EST `cacerts`).
     pub fn chain_pkcs7(&self) -> Result<Vec<u8>, PkiError> {
@@ -58,6 +78,24 @@ mod tests {
     use crate::{CaSpec, CertificateAuthority, IntermediateSpec};
     use chrono::TimeZone;
     use openssl::pkcs7::Pkcs7;
+
+    #[test]
+    fn csr_attributes_name_the_accepted_key_types() {
+        let der = est_csr_attributes();
+        // A SEQUENCE of two: the EC attribute (type + SET of two curves), the RSA OID.
+        let items = Vec::<der::Any>::from_der(&der).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            der::asn1::ObjectIdentifier::from_der(&items[1].to_der().unwrap()).unwrap(),
+            der::asn1::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1")
+        );
+        let attr = Vec::<der::Any>::from_der(&items[0].to_der().unwrap()).unwrap();
+        let curves = der::asn1::SetOfVec::<der::asn1::ObjectIdentifier>::from_der(
+            &attr[1].to_der().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(curves.len(), 2);
+    }
 
     #[test]
     fn openssl_reads_every_certificate_back() {

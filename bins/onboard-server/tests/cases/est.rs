@@ -79,6 +79,26 @@ fn strongswan_pki_and_curl_enroll_over_est() {
         "{out}{err}"
     );
 
+    // csrattrs: the accepted key types, read by openssl asn1parse.
+    let (ok, out, err) = sh(
+        d,
+        &format!(
+            "curl -sS -D headers.txt --cacert chain.pem {tls}/.well-known/est/csrattrs \
+             | base64 -d | openssl asn1parse -inform DER"
+        ),
+    );
+    assert!(ok, "{out}{err}");
+    for name in ["id-ecPublicKey", "prime256v1", "secp384r1", "rsaEncryption"] {
+        assert!(out.contains(name), "{name} missing: {out}");
+    }
+    let headers = std::fs::read_to_string(d.join("headers.txt")).unwrap();
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-type: application/csrattrs"),
+        "{headers}"
+    );
+
     // simpleenroll with strongSwan and a bootstrap key.
     let key = create_key(d, &env, "est", 5);
     let (ok, _, err) = run(
