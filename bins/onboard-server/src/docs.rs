@@ -22,6 +22,10 @@ use crate::health::{HealthBody, ReadyBody};
         crate::public::crl,
         crate::ocsp::ocsp_post,
         crate::ocsp::ocsp_get,
+        crate::est::cacerts,
+        crate::est::simpleenroll,
+        crate::est::simplereenroll,
+        crate::est::csrattrs,
         crate::register::register,
         crate::admin::create_keys,
         crate::admin::list_keys,
@@ -65,6 +69,7 @@ use crate::health::{HealthBody, ReadyBody};
         (name = "operations", description = "Health, metrics and documentation"),
         (name = "public", description = "Routes devices call without admin credentials"),
         (name = "admin", description = "Operator routes: Authorization: Bearer <admin token>"),
+        (name = "est", description = "EST enrollment (RFC 7030), on the TLS listener only"),
         (name = "iot", description = "The device API: a client certificate of ours (mutual TLS) or an access token from POST /iot/token"),
     ),
 )]

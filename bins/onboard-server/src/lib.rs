@@ -17,6 +17,7 @@ pub mod console;
 pub mod devices;
 pub mod docs;
 pub mod error;
+pub mod est;
 pub mod firmware;
 pub mod health;
 pub mod iot;
@@ -408,6 +409,10 @@ pub fn app(
         .service(public_routes(state.guard.clone()))
         .configure(admin::routes)
         .configure(console::routes)
+        .service(est::cacerts)
+        .service(est::simpleenroll)
+        .service(est::simplereenroll)
+        .service(est::csrattrs)
         .service(iot::token)
         .service(iot::config)
         .service(iot::provisioning)

@@ -259,10 +259,15 @@ impl TlsIdentity {
     }
 }
 
+/// Marks a connection of the TLS listener (EST is served only there).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsConnection;
+
 /// `HttpServer::on_connect`: keeps the client certificate of a TLS connection
 /// for the routes. Plain connections have none.
 pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
     if let Some(tls) = conn.downcast_ref::<TlsStream<TcpStream>>() {
+        ext.insert(TlsConnection);
         if let Some(der) = tls.ssl().peer_certificate().and_then(|c| c.to_der().ok()) {
             ext.insert(PeerCertificate(der));
         }

@@ -14,6 +14,8 @@ mod console;
 mod deploy;
 #[path = "cases/e2e.rs"]
 mod e2e;
+#[path = "cases/est.rs"]
+mod est;
 #[path = "cases/faults.rs"]
 mod faults;
 #[path = "cases/firmware.rs"]

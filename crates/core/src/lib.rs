@@ -50,7 +50,10 @@ pub use ocsp::{OcspAnswer, OcspResponderCache, OCSP_VALIDITY_SECONDS};
 pub use onboard_broker::{StatusConfig, StatusListener};
 pub use onboard_domain as domain;
 pub use onboard_firmware::ImageError;
-pub use onboard_pki::{ocsp_max_age, presented_certificate, OcspFailure, PresentedCertificate};
+pub use onboard_pki::{
+    certs_only_pkcs7_from_pem, est_csr_attributes, ocsp_max_age, presented_certificate,
+    OcspFailure, PresentedCertificate,
+};
 pub use operator::{BundleLink, NewDeviceRequest, OperatorRegistered};
 pub use provision::render_topic;
 pub use register::{MqttInfo, RegisterRequest, Registered, DEFAULT_TOPIC, MAX_CSR_BYTES};

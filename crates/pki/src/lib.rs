@@ -34,6 +34,7 @@ mod issue;
 mod jwt;
 mod keys;
 mod ocsp;
+mod pkcs7;
 mod pkcs8;
 mod possession;
 pub mod secrets;
@@ -59,5 +60,6 @@ pub use ocsp::{
     ocsp_max_age, OcspFailure, OcspResponder, OcspStatus, ParsedOcspRequest, MAX_OCSP_REQUESTS,
     MAX_OCSP_REQUEST_BYTES, RESPONDER_VALIDITY_DAYS,
 };
+pub use pkcs7::{certs_only_pkcs7, certs_only_pkcs7_from_pem, est_csr_attributes};
 pub use possession::{csr_matches_certificate, presented_certificate, PresentedCertificate};
 pub use server_cert::{mosquitto_password_hash, ServerCertParams, ServiceCertParams};

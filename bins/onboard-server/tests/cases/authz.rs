@@ -25,8 +25,9 @@ enum Gate {
     Admin,
     /// A device: its client certificate (mutual TLS) or an access token.
     Device,
-    /// OAuth2 client authentication (client id and secret), which none of the
-    /// matrix's callers is: every one of them is refused.
+    /// HTTP Basic credentials (an OAuth2 client's id and secret, or EST's serial
+    /// and bootstrap key), which none of the matrix's callers presents: every one
+    /// of them is refused.
     Client,
 }
 
@@ -45,6 +46,10 @@ const ROUTES: &[(&str, &str, Gate)] = &[
     ("GET", "/public/v1/ocsp/{request}", Gate::Open),
     ("GET", "/.well-known/openid-configuration", Gate::Open),
     ("POST", "/public/v1/register", Gate::Bootstrap),
+    ("GET", "/.well-known/est/cacerts", Gate::Open),
+    ("GET", "/.well-known/est/csrattrs", Gate::Open),
+    ("POST", "/.well-known/est/simpleenroll", Gate::Client),
+    ("POST", "/.well-known/est/simplereenroll", Gate::Device),
     ("POST", "/iot/token", Gate::Client),
     ("GET", "/iot/config", Gate::Device),
     ("GET", "/iot/provisioning", Gate::Device),
