@@ -25,6 +25,8 @@ enum Gate {
     Admin,
     /// A device: its client certificate (mutual TLS) or an access token.
     Device,
+    /// A device's client certificate only.
+    Certificate,
     /// HTTP Basic credentials (an OAuth2 client's id and secret, or EST's serial
     /// and bootstrap key), which none of the matrix's callers presents: every one
     /// of them is refused.
@@ -49,7 +51,7 @@ const ROUTES: &[(&str, &str, Gate)] = &[
     ("GET", "/.well-known/est/cacerts", Gate::Open),
     ("GET", "/.well-known/est/csrattrs", Gate::Open),
     ("POST", "/.well-known/est/simpleenroll", Gate::Client),
-    ("POST", "/.well-known/est/simplereenroll", Gate::Device),
+    ("POST", "/.well-known/est/simplereenroll", Gate::Certificate),
     ("POST", "/iot/token", Gate::Client),
     ("GET", "/iot/config", Gate::Device),
     ("GET", "/iot/provisioning", Gate::Device),
@@ -145,6 +147,7 @@ impl Gate {
             Gate::Bootstrap => caller == Caller::BootstrapKey,
             Gate::Admin => caller == Caller::AdminToken,
             Gate::Device => matches!(caller, Caller::DeviceCertificate | Caller::DeviceToken),
+            Gate::Certificate => caller == Caller::DeviceCertificate,
             Gate::Client => false,
         }
     }
