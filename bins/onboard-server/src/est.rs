@@ -1,6 +1,8 @@
-//! EST (RFC 7030) on the TLS listener, under `/.well-known/est/`: `cacerts` and
-//! `simpleenroll`. Bodies are base64 without line breaks (some clients, strongSwan's
-//! pki among them, refuse wrapped ones).
+//! EST (RFC 7030) on the TLS listener, under `/.well-known/est/`: `cacerts`,
+//! `simpleenroll`, `simplereenroll` and `csrattrs`, and the same four under
+//! `/.well-known/est/<batch>/` where the label names a bootstrap key batch: only that
+//! batch's keys enroll there and only its devices re-enroll. Bodies are base64 without
+//! line breaks (some clients, strongSwan's pki among them, refuse wrapped ones).
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{get, post, web, HttpRequest, HttpResponse, ResponseError};
@@ -83,6 +85,14 @@ fn basic(req: &HttpRequest) -> Option<(String, SecretString)> {
     Some((user.to_owned(), SecretString::new(pass)))
 }
 
+/// A label is a batch name; anything else is no EST resource of ours.
+fn label(path: web::Path<String>) -> Result<String, ApiError> {
+    let label = path.into_inner();
+    onboard_core::validate_batch_name(&label)
+        .map_err(|_| ApiError::not_found("no EST label of that form (a batch name)"))?;
+    Ok(label)
+}
+
 /// The CA chain (issuing CA to root) as certs-only PKCS#7, base64.
 #[utoipa::path(tag = "est", responses(
     (status = 200, description = "certs-only PKCS#7, base64 (no line breaks)", content_type = "application/pkcs7-mime", body = String),
@@ -94,7 +104,28 @@ pub async fn cacerts(
     req: HttpRequest,
     onboard: web::Data<Onboard>,
 ) -> Result<HttpResponse, ApiError> {
-    require_tls(&req)?;
+    cacerts_of(&req, &onboard)
+}
+
+/// The CA chain under a batch label: the same chain (one CA issues for every batch).
+#[utoipa::path(tag = "est", params(("label" = String, Path, description = "a bootstrap key batch")), responses(
+    (status = 200, description = "certs-only PKCS#7, base64 (no line breaks)", content_type = "application/pkcs7-mime", body = String),
+    (status = 403, description = "not on the TLS listener", body = ErrorBody),
+    (status = 404, description = "the label is not a batch name", body = ErrorBody),
+    (status = 500, body = ErrorBody),
+))]
+#[get("/.well-known/est/{label}/cacerts")]
+pub async fn labelled_cacerts(
+    req: HttpRequest,
+    path: web::Path<String>,
+    onboard: web::Data<Onboard>,
+) -> Result<HttpResponse, ApiError> {
+    label(path)?;
+    cacerts_of(&req, &onboard)
+}
+
+fn cacerts_of(req: &HttpRequest, onboard: &Onboard) -> Result<HttpResponse, ApiError> {
+    require_tls(req)?;
     let ca = onboard.ca()?;
     let der = ca
         .chain_pkcs7()
@@ -128,6 +159,48 @@ pub async fn simpleenroll(
     guard: web::Data<PublicGuard>,
     metrics: web::Data<RegistrationMetrics>,
 ) -> Result<HttpResponse, ApiError> {
+    enroll(req, body, onboard, guard, metrics, None).await
+}
+
+/// Enrollment under a batch label: as `simpleenroll`, and the bootstrap key must be
+/// of that batch (a key of another batch is refused like a wrong key).
+#[utoipa::path(tag = "est",
+    params(("label" = String, Path, description = "the bootstrap key's batch")),
+    request_body(description = "base64 DER PKCS#10 (the content type is not checked)", content(
+        (String = "application/pkcs10"),
+        (String = "text/plain"),
+    )),
+    responses(
+        (status = 200, description = "the certificate: certs-only PKCS#7, base64", content_type = "application/pkcs7-mime", body = String),
+        (status = 400, description = "the body is not a base64 DER CSR, or the CSR is refused", body = ErrorBody),
+        (status = 401, description = "no or a wrong serial:bootstrap key, or a key of another batch (WWW-Authenticate: Basic)", body = ErrorBody),
+        (status = 403, description = "not on the TLS listener", body = ErrorBody),
+        (status = 404, description = "the label is not a batch name", body = ErrorBody),
+        (status = 409, description = "the serial belongs to another device", body = ErrorBody),
+        (status = 413, description = "the body is larger than the limit", body = ErrorBody),
+        (status = 503, description = "a dependency is down", body = ErrorBody),
+))]
+#[post("/.well-known/est/{label}/simpleenroll")]
+pub async fn labelled_simpleenroll(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    onboard: web::Data<Onboard>,
+    guard: web::Data<PublicGuard>,
+    metrics: web::Data<RegistrationMetrics>,
+) -> Result<HttpResponse, ApiError> {
+    let batch = label(path)?;
+    enroll(req, body, onboard, guard, metrics, Some(batch)).await
+}
+
+async fn enroll(
+    req: HttpRequest,
+    body: web::Bytes,
+    onboard: web::Data<Onboard>,
+    guard: web::Data<PublicGuard>,
+    metrics: web::Data<RegistrationMetrics>,
+    batch: Option<String>,
+) -> Result<HttpResponse, ApiError> {
     require_tls(&req)?;
     let Some((serial, key)) = basic(&req) else {
         return Ok(unauthorized(
@@ -143,6 +216,7 @@ pub async fn simpleenroll(
         csr: Some(pem),
         metadata: None,
         remote_addr: peer(&req),
+        batch,
     };
     let onboard2 = onboard.clone();
     let outcome = web::block(move || onboard2.register(request))
@@ -199,6 +273,43 @@ pub async fn simplereenroll(
     body: web::Bytes,
     onboard: web::Data<Onboard>,
 ) -> Result<HttpResponse, ApiError> {
+    reenroll(req, body, onboard, None).await
+}
+
+/// Re-enrollment under a batch label: as `simplereenroll`, for a device registered
+/// with a key of that batch only.
+#[utoipa::path(tag = "est",
+    params(("label" = String, Path, description = "the batch of the key the device registered with")),
+    request_body(description = "base64 DER PKCS#10 (the content type is not checked)", content(
+        (String = "application/pkcs10"),
+        (String = "text/plain"),
+    )),
+    responses(
+        (status = 200, description = "the new certificate: certs-only PKCS#7, base64", content_type = "application/pkcs7-mime", body = String),
+        (status = 400, description = "the body is not a base64 DER CSR, or the CSR is refused", body = ErrorBody),
+        (status = 401, description = "no valid client certificate of ours, or a device of another batch", body = ErrorBody),
+        (status = 403, description = "not on the TLS listener", body = ErrorBody),
+        (status = 404, description = "the label is not a batch name", body = ErrorBody),
+        (status = 409, description = "authenticated otherwise than with a certificate", body = ErrorBody),
+        (status = 413, description = "the body is larger than the limit", body = ErrorBody),
+))]
+#[post("/.well-known/est/{label}/simplereenroll")]
+pub async fn labelled_simplereenroll(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    onboard: web::Data<Onboard>,
+) -> Result<HttpResponse, ApiError> {
+    let batch = label(path)?;
+    reenroll(req, body, onboard, Some(batch)).await
+}
+
+async fn reenroll(
+    req: HttpRequest,
+    body: web::Bytes,
+    onboard: web::Data<Onboard>,
+    batch: Option<String>,
+) -> Result<HttpResponse, ApiError> {
     require_tls(&req)?;
     if req.conn_data::<crate::tls::PeerCertificate>().is_none() {
         return Err(ApiError::new(
@@ -211,6 +322,15 @@ pub async fn simplereenroll(
         Ok(d) => d,
         Err(e) => return Ok(e.error_response()),
     };
+    if let Some(batch) = batch {
+        if device.0.device.batch.as_deref() != Some(batch.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this device was not registered with a key of this EST label's batch",
+            ));
+        }
+    }
     let pem = csr_pem(&body)?;
     let outcome = web::block(move || onboard.renew_certificate(&device.0, &pem))
         .await
@@ -239,7 +359,26 @@ pub async fn simplereenroll(
 ))]
 #[get("/.well-known/est/csrattrs")]
 pub async fn csrattrs(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    require_tls(&req)?;
+    csrattrs_of(&req)
+}
+
+/// What our policy wants in a CSR, under a batch label: the same for every batch.
+#[utoipa::path(tag = "est", params(("label" = String, Path, description = "a bootstrap key batch")), responses(
+    (status = 200, description = "CsrAttrs DER, base64 (no line breaks)", content_type = "application/csrattrs", body = String),
+    (status = 403, description = "not on the TLS listener", body = ErrorBody),
+    (status = 404, description = "the label is not a batch name", body = ErrorBody),
+))]
+#[get("/.well-known/est/{label}/csrattrs")]
+pub async fn labelled_csrattrs(
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    label(path)?;
+    csrattrs_of(&req)
+}
+
+fn csrattrs_of(req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    require_tls(req)?;
     Ok(HttpResponse::Ok()
         .content_type("application/csrattrs")
         .insert_header(("Content-Transfer-Encoding", "base64"))

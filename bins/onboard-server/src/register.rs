@@ -134,6 +134,7 @@ pub async fn register(
         csr: body.csr,
         metadata: body.metadata,
         remote_addr: peer(&req),
+        batch: None,
     };
     let outcome = web::block(move || onboard.register(request))
         .await

@@ -40,7 +40,8 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> CoreError {
     CoreError::Invalid(InvalidValue::new(field, reason))
 }
 
-pub(crate) fn validate_batch_name(batch: &str) -> Result<(), CoreError> {
+/// A batch name: 1 to 64 letters, digits and `. _ - :` (also an EST label).
+pub fn validate_batch_name(batch: &str) -> Result<(), CoreError> {
     let ok = !batch.is_empty()
         && batch.len() <= 64
         && batch

@@ -43,7 +43,9 @@ pub use effects::{Reconciled, EFFECT_GRACE_SECONDS};
 pub use error::CoreError;
 pub use firmware::{FirmwareFile, StagedFirmware};
 pub use import::{ImportOutcome, ImportResult, ImportRow, IMPORT_CHUNK};
-pub use keys::{CreatedKey, KeyBatchRequest, MAX_BATCH_COUNT, MAX_USES, MAX_VALID_DAYS};
+pub use keys::{
+    validate_batch_name, CreatedKey, KeyBatchRequest, MAX_BATCH_COUNT, MAX_USES, MAX_VALID_DAYS,
+};
 pub use lifecycle::DevicePatch;
 pub use models::{check_topic_template, ModelRequest};
 pub use ocsp::{OcspAnswer, OcspResponderCache, OCSP_VALIDITY_SECONDS};

@@ -49,6 +49,9 @@ pub struct RegisterRequest {
     pub csr: Option<String>,
     pub metadata: Option<Value>,
     pub remote_addr: Option<String>,
+    /// An EST label (`/.well-known/est/<batch>/simpleenroll`): the key must belong to
+    /// this batch, or the request is refused like an unknown key (`key_other_batch`).
+    pub batch: Option<String>,
 }
 
 /// Where and how the device connects to the broker.
@@ -403,6 +406,9 @@ impl Onboard {
             .read(|tx| tx.bootstrap_key_by_prefix(prefix))?
             .filter(|k| matches_hash(presented.expose(), &k.key_hash))
             .ok_or(CoreError::Unauthorized("key_unknown"))?;
+        if req.batch.as_deref().is_some_and(|b| b != key.batch) {
+            return Err(CoreError::Unauthorized("key_other_batch"));
+        }
         // A key with no uses left may still prove a retry (see `register_again`);
         // every other reason refuses it here.
         match key.check_usable(self.clock().now()) {

@@ -52,6 +52,18 @@ const ROUTES: &[(&str, &str, Gate)] = &[
     ("GET", "/.well-known/est/csrattrs", Gate::Open),
     ("POST", "/.well-known/est/simpleenroll", Gate::Client),
     ("POST", "/.well-known/est/simplereenroll", Gate::Certificate),
+    ("GET", "/.well-known/est/{label}/cacerts", Gate::Open),
+    ("GET", "/.well-known/est/{label}/csrattrs", Gate::Open),
+    (
+        "POST",
+        "/.well-known/est/{label}/simpleenroll",
+        Gate::Client,
+    ),
+    (
+        "POST",
+        "/.well-known/est/{label}/simplereenroll",
+        Gate::Certificate,
+    ),
     ("POST", "/iot/token", Gate::Client),
     ("GET", "/iot/config", Gate::Device),
     ("GET", "/iot/provisioning", Gate::Device),
@@ -297,6 +309,7 @@ fn every_route_admits_only_its_callers() {
         .replace("{code}", "thermo")
         .replace("{token}", &"x".repeat(43))
         .replace("{request}", "MAA%3D")
+        .replace("{label}", "authz")
     };
     // A well-formed registration, so that only the credential decides (the body
     // is read before the key); every other route checks the caller first.

@@ -2,7 +2,8 @@
 //! strongSwan's `pki --estca` / `pki --est`, and the curl + openssl recipe of
 //! `docs/est.md`: the CA chain, enrollment with a bootstrap key, the certificate
 //! through `openssl verify`, a wrong key refused with 401 and a challenge, a bad CSR
-//! 400, the plain listener refused.
+//! 400, the batch-labelled paths (only the batch's keys and devices), the plain
+//! listener refused.
 
 use std::path::Path;
 use std::process::Command;
@@ -319,7 +320,133 @@ fn strongswan_pki_and_curl_enroll_over_est() {
     );
     assert!(headers.starts_with("HTTP/1.1 401"), "{headers}");
 
+    // Under a batch label (`/.well-known/est/<batch>/`), with the curl recipe: the
+    // same chain and policy; only that batch's keys enroll and only its devices
+    // re-enroll.
+    let (ok, out, err) = sh(
+        d,
+        &format!(
+            "curl -sS --cacert chain.pem {tls}/.well-known/est/est/cacerts | base64 -d \
+             | openssl pkcs7 -inform DER -print_certs | grep -c 'BEGIN CERTIFICATE'"
+        ),
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        chain.matches("BEGIN CERTIFICATE").count().to_string()
+    );
+    let (_, headers, _) = sh(
+        d,
+        &format!(
+            "curl -sS -o /dev/null -D - --cacert chain.pem \
+             {tls}/.well-known/est/est/csrattrs"
+        ),
+    );
+    assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+    // A batch that does not exist is not told apart from one that does.
+    let (_, headers, _) = sh(
+        d,
+        &format!(
+            "curl -sS -o /dev/null -D - --cacert chain.pem \
+             {tls}/.well-known/est/no-such-batch/cacerts"
+        ),
+    );
+    assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+    let enroll_under = |label: &str, serial: &str, csr: &str, out: &str| {
+        sh(
+            d,
+            &format!(
+                "base64 -w0 {csr} | curl -sS -o {out} -w '%{{http_code}}' -D {out}.headers \
+                 --cacert chain.pem -u {serial}:{} -H 'Content-Type: application/pkcs10' \
+                 --data-binary @- {tls}/.well-known/est/{label}/simpleenroll",
+                key.secret
+            ),
+        )
+        .1
+    };
+    for name in ["dev3", "dev4"] {
+        let (ok, _, err) = sh(
+            d,
+            &format!(
+                "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                 -keyout {name}.key -subj /CN=EST-2 -outform DER -out {name}.csr"
+            ),
+        );
+        assert!(ok, "{err}");
+    }
+    let other = create_key(d, &env, "est-other", 5);
+    assert_ne!(other.secret, key.secret);
+    // The "est" batch's key under another batch's label: 401 with the challenge,
+    // no device, no use spent.
+    let uses_before = key_uses(d, &env, "est");
+    assert_eq!(
+        enroll_under("est-other", "EST-2", "dev3.csr", "x.b64"),
+        "401"
+    );
+    let headers = std::fs::read_to_string(d.join("x.b64.headers")).unwrap();
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{headers}"
+    );
+    assert_eq!(key_uses(d, &env, "est"), uses_before);
+    let (_, list, _) = support::onboardctl(d, &env, &["--output", "json", "devices", "list"]);
+    assert!(!list.contains("EST-2"), "{list}");
+    // Not a batch name: 404 with our JSON body.
+    let r = sh(
+        d,
+        &format!("curl -sS -w ' %{{http_code}}' --cacert chain.pem '{tls}/.well-known/est/no%20such/cacerts'"),
+    )
+    .1;
+    assert!(r.ends_with(" 404") && r.contains("\"not_found\""), "{r}");
+    // Under its own label: enrolled, and strongSwan-free curl + openssl reads it.
+    assert_eq!(enroll_under("est", "EST-2", "dev3.csr", "dev3.b64"), "200");
+    let (ok, _, err) = sh(
+        d,
+        "base64 -d dev3.b64 | openssl pkcs7 -inform DER -print_certs > dev3.pem \
+         && openssl verify -CAfile chain.pem dev3.pem",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(key_uses(d, &env, "est"), uses_before + 1);
+    // Re-enrollment of EST-2 over mutual TLS: refused under another batch's label,
+    // served under its own.
+    let reenroll_under = |label: &str| {
+        sh(
+            d,
+            &format!(
+                "base64 -w0 dev4.csr | curl -sS -o dev4.b64 -w '%{{http_code}}' \
+                 --cacert chain.pem --cert dev3.pem --key dev3.key --data-binary @- \
+                 {tls}/.well-known/est/{label}/simplereenroll"
+            ),
+        )
+        .1
+    };
+    assert_eq!(reenroll_under("est-other"), "401");
+    assert_eq!(reenroll_under("est"), "200");
+    let (ok, _, err) = sh(
+        d,
+        "base64 -d dev4.b64 | openssl pkcs7 -inform DER -print_certs > dev4.pem \
+         && openssl verify -CAfile chain.pem dev4.pem \
+         && [ \"$(openssl x509 -in dev4.pem -noout -pubkey)\" = \"$(openssl pkey -in dev4.key -pubout)\" ]",
+    );
+    assert!(ok, "{err}");
+
     // The plain listener does not serve EST.
     let r = support::get(&server.url("/.well-known/est/cacerts"));
     assert_eq!(r.status, 403, "{}", r.body);
+}
+
+/// The uses taken from the keys of one batch, from `onboardctl keys list`.
+fn key_uses(dir: &Path, env: &[(&'static str, String)], batch: &str) -> i64 {
+    let (ok, out, err) = support::onboardctl(
+        dir,
+        env,
+        &["--output", "json", "keys", "list", "--batch", batch],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let items = v["items"].as_array().or_else(|| v.as_array()).unwrap();
+    assert!(!items.is_empty(), "no keys of {batch}: {out}");
+    items.iter().map(|k| k["uses"].as_i64().unwrap()).sum()
 }

@@ -54,6 +54,7 @@ pub fn request(key: &str, serial: &str, csr: Option<String>) -> RegisterRequest 
         csr,
         metadata: Some(serde_json::json!({"line": "7"})),
         remote_addr: Some("127.0.0.1".into()),
+        batch: None,
     }
 }
 
@@ -197,8 +198,20 @@ pub fn every_key_failure_is_401_with_its_reason_audited(backend: TestBackend) {
         CoreError::Unauthorized("key_unknown")
     ));
     assert_eq!(last_audit(&f).reason.as_deref(), Some("key_unknown"));
+    // An EST label names the batch: the right key under another batch's label is
+    // refused and costs no use; under its own label it registers.
+    let mut other = request(&key, "SN-1", None);
+    other.batch = Some("line8".into());
+    assert!(matches!(
+        fail(other),
+        CoreError::Unauthorized("key_other_batch")
+    ));
+    assert_eq!(last_audit(&f).reason.as_deref(), Some("key_other_batch"));
+    assert_eq!(key_uses(&f), 0);
 
-    f.onboard.register(request(&key, "SN-1", None)).unwrap();
+    let mut own = request(&key, "SN-1", None);
+    own.batch = Some("line7".into());
+    f.onboard.register(own).unwrap();
     assert!(matches!(
         fail(request(&key, "SN-2", None)),
         CoreError::Unauthorized("key_used_up")
