@@ -88,29 +88,19 @@ async fn flush(
     .await
 }
 
-/// Upload a model's firmware: an ESP32 application image as the raw body
-/// (`application/octet-stream`). It is validated (image header, segments,
-/// checksum, appended SHA-256, application descriptor) and its version, project
-/// and ESP-IDF version are read from it; an invalid image is a 422 that names
-/// the problem and changes nothing.
-#[utoipa::path(context_path = "/private/v1/admin", tag = "admin", security(("admin_token" = [])),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream",
-        description = "the image file as `idf.py build` writes it"),
-    responses(
-    (status = 200, body = FirmwareView), (status = 401, body = ErrorBody),
-    (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
-    (status = 422, body = ErrorBody, description = "not a valid ESP32 application image"),
-))]
-#[put("/models/{code}/firmware")]
-pub async fn upload_firmware(
-    admin: Admin,
-    onboard: web::Data<Onboard>,
-    code: web::Path<String>,
-    mut payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let code = model_code(&code)?.to_string();
-    // An unknown model is refused before the body is read.
-    let (o, c) = (onboard.clone(), code.clone());
+/// Streams an upload's bytes into a staging file (written off the async workers in
+/// parts of [`FLUSH_BYTES`]) and cuts it at `assets.max_firmware_bytes`. An unknown
+/// model is refused before the body is read. Used by the admin API's `PUT` and the
+/// console's upload form, so both stage, limit and validate alike.
+pub async fn receive<S, E>(
+    onboard: &web::Data<Onboard>,
+    code: &str,
+    mut body: S,
+) -> Result<StagedFirmware, ApiError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let (o, c) = (onboard.clone(), code.to_owned());
     let mut staged = blocking(move || {
         o.model(&c)?;
         o.stage_firmware()
@@ -118,7 +108,7 @@ pub async fn upload_firmware(
     .await?;
     let limit = onboard.settings().assets.max_firmware_bytes;
     let mut buf = Vec::with_capacity(FLUSH_BYTES);
-    while let Some(chunk) = payload.next().await {
+    while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -140,6 +130,31 @@ pub async fn upload_firmware(
         }
     }
     let (staged, _) = flush(staged, buf).await?;
+    Ok(staged)
+}
+
+/// Upload a model's firmware: an ESP32 application image as the raw body
+/// (`application/octet-stream`). It is validated (image header, segments,
+/// checksum, appended SHA-256, application descriptor) and its version, project
+/// and ESP-IDF version are read from it; an invalid image is a 422 that names
+/// the problem and changes nothing.
+#[utoipa::path(context_path = "/private/v1/admin", tag = "admin", security(("admin_token" = [])),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "the image file as `idf.py build` writes it"),
+    responses(
+    (status = 200, body = FirmwareView), (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+    (status = 422, body = ErrorBody, description = "not a valid ESP32 application image"),
+))]
+#[put("/models/{code}/firmware")]
+pub async fn upload_firmware(
+    admin: Admin,
+    onboard: web::Data<Onboard>,
+    code: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let code = model_code(&code)?.to_string();
+    let staged = receive(&onboard, &code, payload).await?;
     let fw = blocking(move || onboard.install_firmware(&admin.0, &code, staged)).await?;
     Ok(HttpResponse::Ok().json(FirmwareView::from(&fw)))
 }

@@ -478,6 +478,9 @@ async fn limit_body(
         .map(|l| {
             if firmware::is_upload(&req) {
                 l.firmware
+            } else if console::models::is_upload(&req) {
+                // The console's upload form answers its own 413 as a console page.
+                usize::MAX
             } else {
                 l.default
             }

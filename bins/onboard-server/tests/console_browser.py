@@ -314,6 +314,25 @@ def main():
         check("Thermostat <v2>" in section and '"interval":30' in section, section)
         check("devices/{device_id}/" in section, f"topic templates: {section}")
         check("none uploaded" in section, section)
+        # Firmware upload from the page: a file that is not an image gets the API's
+        # message and changes nothing; the image the test wrote becomes current.
+        def upload(path):
+            driver.find_element(By.ID, "fw-thermo").send_keys(path)
+            load(driver.find_element(
+                By.CSS_SELECTOR, "#model-thermo form.upload button[type=submit]"))
+        upload(os.path.join(WORK, "SN-CONSOLE-1.csr"))
+        err = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.error")))
+        check("image" in err.text.lower() or "magic" in err.text.lower(), err.text)
+        status, body = api("GET", "/private/v1/admin/models/thermo")
+        check(json.loads(body)["firmware"] is None, f"unchanged after a bad file: {body!r}")
+        load(driver.find_element(By.LINK_TEXT, "Models"))
+        upload(os.path.join(WORK, "thermo-1.2.0.bin"))
+        section = wait.until(ec.presence_of_element_located((By.ID, "model-thermo"))).text
+        check("1.2.0" in section and "SHA-256" in section, section)
+        status, body = api("GET", "/private/v1/admin/models/thermo")
+        fw = json.loads(body)["firmware"]
+        check(fw is not None and fw["version"] == "1.2.0", f"API firmware: {body!r}")
+        report["firmware_uploaded"] = fw["version"]
         shot(driver, "models")
         report["models"] = True
 

@@ -617,6 +617,16 @@ async fn postgres_console_sessions_cookies_headers_csrf_and_escaping() {
 }
 
 #[actix_web::test]
+async fn sqlite_console_firmware_is_uploaded_from_the_models_page() {
+    console::firmware_is_uploaded_from_the_models_page(TestBackend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_console_firmware_is_uploaded_from_the_models_page() {
+    console::firmware_is_uploaded_from_the_models_page(TestBackend::Postgres).await;
+}
+
+#[actix_web::test]
 async fn sqlite_console_failed_sign_ins_lock_the_client_out() {
     console::failed_sign_ins_lock_the_client_out(TestBackend::Sqlite).await;
 }

@@ -23,7 +23,7 @@ use crate::PublicGuard;
 
 pub mod html;
 mod keys;
-mod models;
+pub mod models;
 mod ops;
 mod pages;
 
