@@ -256,6 +256,9 @@ def main():
         load(driver.find_element(By.LINK_TEXT, "SN-CONSOLE-1"))
         wait.until(ec.presence_of_element_located((By.ID, "device-status")))
         check(driver.find_element(By.ID, "device-status").text == "registered", "status")
+        grants = driver.find_element(By.ID, "grants").text
+        check(f"devices/{dev['device_id']}/#" in grants and dev["device_id"] in grants,
+              f"broker grants: {grants}")
         shot(driver, "device")
         report["device_found"] = True
 
@@ -288,6 +291,8 @@ def main():
         load(driver.find_element(By.CSS_SELECTOR, "button.danger"), confirm=True)
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.notice")))
         check(driver.find_element(By.ID, "device-status").text == "revoked", "revoked in the page")
+        grants = driver.find_element(By.ID, "grants").text
+        check(grants.startswith("None"), f"no broker grant once revoked: {grants}")
         trail = driver.find_element(By.TAG_NAME, "body").text
         check("device.revoke" in trail, "revocation in the audit trail")
         status, body = api("GET", f"/private/v1/admin/devices/{dev['device_id']}")

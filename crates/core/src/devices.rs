@@ -1,8 +1,10 @@
-//! Reading devices: the fleet list and one device with its certificates.
+//! Reading devices: the fleet list, one device with its certificates, and its
+//! broker grant.
 
 use onboard_domain::{
-    Certificate, CertificateRepository, CertificateStatus, CloudRecord, CloudRecordRepository,
-    Device, DeviceFilter, DeviceId, DeviceRepository, Page, PageRequest, Store,
+    BrokerGrant, Certificate, CertificateRepository, CertificateStatus, CloudRecord,
+    CloudRecordRepository, Device, DeviceFilter, DeviceId, DeviceModelRepository, DeviceRepository,
+    DeviceStatus, Page, PageRequest, RepoError, Store,
 };
 
 use crate::app::Onboard;
@@ -57,5 +59,31 @@ impl Onboard {
             certificates,
             aws,
         })
+    }
+
+    /// The broker grant the registry implies for a device, as `acl sync` writes it
+    /// (without the password hash): `None` once the device is revoked or
+    /// decommissioned, when it has no broker access.
+    pub fn device_grant(&self, id: DeviceId) -> Result<Option<BrokerGrant>, CoreError> {
+        let (device, model) = self.store().read(|tx| -> Result<_, CoreError> {
+            let device = tx.device(id)?;
+            let model = match &device.model {
+                Some(code) => match tx.model(code) {
+                    Ok(m) => Some(m),
+                    Err(RepoError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                },
+                None => None,
+            };
+            Ok((device, model))
+        })?;
+        if !matches!(
+            device.status,
+            DeviceStatus::Registered | DeviceStatus::Active
+        ) {
+            return Ok(None);
+        }
+        let mqtt = self.mqtt_info(&model, &device);
+        Ok(Some(crate::provision::grant_of(&device, &mqtt, None)))
     }
 }

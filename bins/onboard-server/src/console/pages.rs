@@ -262,6 +262,7 @@ async fn device_page(
     let found = blocking(move || {
         let details = o.device(id)?;
         let rotation = o.device_rotation(id)?;
+        let grant = o.device_grant(id)?;
         let audit = o.audit_events(
             &AuditFilter {
                 device_id: Some(id),
@@ -269,10 +270,10 @@ async fn device_page(
             },
             &PageRequest::new(PageRequest::DEFAULT_LIMIT, None).map_err(CoreError::Invalid)?,
         )?;
-        Ok((details, rotation, audit))
+        Ok((details, rotation, grant, audit))
     })
     .await;
-    let (details, rotation, audit) = match found {
+    let (details, rotation, grant, audit) = match found {
         Ok(f) => f,
         Err(e) => return api_error_page(&e, Some(nav)),
     };
@@ -312,6 +313,34 @@ async fn device_page(
             );
         }
         None => body.push_str("<p>Never rotated.</p>"),
+    }
+    body.push_str(r#"<h2>Broker grants</h2>"#);
+    match grant {
+        Some(g) => {
+            let list = |topics: &[String]| {
+                topics
+                    .iter()
+                    .map(|t| format!("<code>{}</code>", esc(t)))
+                    .collect::<Vec<_>>()
+                    .join("<br>")
+            };
+            let _ = write!(
+                body,
+                r#"<dl id="grants"><dt>Client id and user</dt><dd><code>{}</code></dd><dt>Publish</dt><dd>{}</dd><dt>Subscribe</dt><dd>{}</dd><dt>Max QoS</dt><dd>{}</dd><dt>Retain</dt><dd>{}</dd></dl>"#,
+                esc(&g.client_id),
+                list(&g.publish),
+                list(&g.subscribe),
+                g.max_qos,
+                if g.retain_allowed {
+                    "allowed"
+                } else {
+                    "not allowed"
+                },
+            );
+        }
+        None => body.push_str(
+            r#"<p id="grants">None: a revoked or decommissioned device has no broker access.</p>"#,
+        ),
     }
     body.push_str(r#"<h2>Certificates</h2><div class="table-wrap"><table><thead><tr><th scope="col">Serial</th><th scope="col">Status</th><th scope="col">Valid until</th><th scope="col">Revoked</th></tr></thead><tbody>"#);
     for c in details.certificates.iter().map(CertificateView::from) {
