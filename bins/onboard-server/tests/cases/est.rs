@@ -156,6 +156,30 @@ fn strongswan_pki_and_curl_enroll_over_est() {
     // Registered like POST /public/v1/register: the device shows in the admin API.
     let (ok, list, err) = support::onboardctl(d, &env, &["--output", "json", "devices", "list"]);
     assert!(ok && list.contains("EST-1"), "{list}{err}");
+    // A lost answer: the same CSR again gets the same certificate and spends no use.
+    let uses = key_uses(d, &env, "est");
+    let (ok, again, err) = run(
+        d,
+        Command::new("pki")
+            .args([
+                "--est",
+                "--url",
+                &tls,
+                "--in",
+                "dev.csr",
+                "--cacert",
+                "chain.pem",
+            ])
+            .args([
+                "--userpass",
+                &format!("EST-1:{}", key.secret),
+                "--outform",
+                "pem",
+            ]),
+    );
+    assert!(ok, "pki --est again: {again}{err}");
+    assert_eq!(again, out, "the same certificate");
+    assert_eq!(key_uses(d, &env, "est"), uses);
 
     // A wrong key: strongSwan fails, curl sees 401 with the Basic challenge.
     let (ok, out, err) = run(
