@@ -371,6 +371,9 @@ pub struct DeviceMqttView {
     pub username: Option<String>,
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
+    /// Where Onboard publishes this device's rotation notifications (QoS 1); the
+    /// device may subscribe to it.
+    pub rotation_topic: String,
     pub max_qos: u8,
     pub retain: bool,
 }
@@ -420,6 +423,7 @@ pub(crate) fn provisioning_view(p: &onboard_core::Provisioning) -> ProvisioningV
             username: password.then(|| p.mqtt.client_id.clone()),
             publish: p.mqtt.publish.clone(),
             subscribe: p.mqtt.subscribe.clone(),
+            rotation_topic: p.mqtt.rotation_topic.clone(),
             max_qos: p.mqtt.max_qos,
             retain: p.mqtt.retain_allowed,
         },

@@ -40,6 +40,9 @@ pub struct MqttView {
     pub client_id: String,
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
+    /// Where Onboard publishes this device's rotation notifications (QoS 1); the
+    /// device may subscribe to it.
+    pub rotation_topic: String,
     pub max_qos: u8,
     pub retain: bool,
 }
@@ -185,6 +188,7 @@ pub async fn register(
             client_id: done.mqtt.client_id,
             publish: done.mqtt.publish,
             subscribe: done.mqtt.subscribe,
+            rotation_topic: done.mqtt.rotation_topic,
             max_qos: done.mqtt.max_qos,
             retain: done.mqtt.retain_allowed,
         },

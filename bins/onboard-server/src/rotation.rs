@@ -26,6 +26,9 @@ pub struct RotationView {
     /// While PENDING: when it times out.
     pub deadline_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// While PENDING: when the broker took the rotation notification; empty
+    /// while not notified yet (a later cycle retries).
+    pub notified_at: Option<DateTime<Utc>>,
 }
 
 impl From<&RotationEntry> for RotationView {
@@ -38,6 +41,7 @@ impl From<&RotationEntry> for RotationView {
             started_at: r.started_at,
             deadline_at: r.deadline_at,
             completed_at: r.completed_at,
+            notified_at: r.notified_at,
         }
     }
 }

@@ -18,6 +18,10 @@ pub enum BrokerError {
     #[error("invalid broker grant: {0}")]
     InvalidGrant(String),
 
+    /// A notice cannot be published: its topic is not a topic name.
+    #[error("invalid notice: {0}")]
+    InvalidNotice(String),
+
     /// The text given as a CRL is not a PEM CRL.
     #[error("the CRL is not PEM (-----BEGIN X509 CRL-----)")]
     InvalidCrl,
@@ -80,13 +84,13 @@ impl BrokerError {
 }
 
 impl From<BrokerError> for PortError {
-    /// An invalid grant is the caller's ([`PortError::Rejected`]); everything else
+    /// An invalid grant or notice is the caller's ([`PortError::Rejected`]); everything else
     /// may work later ([`PortError::Unavailable`]). A loader error passes through.
     fn from(e: BrokerError) -> Self {
         match e {
-            BrokerError::InvalidGrant(_) | BrokerError::InvalidCrl => {
-                PortError::Rejected(e.to_string())
-            }
+            BrokerError::InvalidGrant(_)
+            | BrokerError::InvalidNotice(_)
+            | BrokerError::InvalidCrl => PortError::Rejected(e.to_string()),
             BrokerError::Loader(inner) => inner,
             other => PortError::Unavailable(other.to_string()),
         }

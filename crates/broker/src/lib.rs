@@ -8,6 +8,8 @@
 //!   [`GrantLoader`], and concurrent changes share rewrites.
 //! - [`MosquittoDynsec`]: live changes through the dynamic-security plugin over
 //!   MQTT; the CRL still goes through a file and a reload.
+//! - [`MqttPublisher`]: the service account's notices to devices (rotation
+//!   notifications), QoS 1, each call bounded by a timeout.
 //! - [`StatusListener`]: subscribes to the devices' status topics and reports
 //!   sightings in batches, for activation.
 //! - `testing` (feature `test-support`): a real Mosquitto in a temporary directory
@@ -26,6 +28,7 @@ mod error;
 mod file;
 mod mqtt;
 mod passwd;
+mod publish;
 mod reload;
 mod status;
 #[cfg(feature = "test-support")]
@@ -38,5 +41,6 @@ pub use error::BrokerError;
 pub use file::{FileConfig, GrantLoader, MosquittoFile};
 pub use mqtt::MqttEndpoint;
 pub use passwd::{hash_password, verify_password, PASSWORD_ITERATIONS};
+pub use publish::{MqttPublisher, PublisherConfig};
 pub use reload::{Reload, DEFAULT_CONFIRM_TIMEOUT};
 pub use status::{StatusConfig, StatusListener};

@@ -164,6 +164,28 @@ impl Mqtt {
         }
     }
 
+    /// Waits up to `wait` for a message on `topic` and takes the first one out
+    /// of `received`; `None` when none came.
+    pub fn take(&mut self, topic: &str, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(i) = self.received.iter().position(|(t, _)| t == topic) {
+                return self.received.remove(i).map(|(_, p)| p);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.closed.is_some() {
+                return None;
+            }
+            if let Ok(Msg::Publish(t, p)) = self
+                .next_until(left.min(Duration::from_millis(50)), |m| {
+                    matches!(m, Msg::Publish(..))
+                })
+            {
+                self.received.push_back((t, p));
+            }
+        }
+    }
+
     pub fn has(&self, topic: &str, payload: &str) -> bool {
         self.received
             .iter()

@@ -13,12 +13,14 @@
 //!
 //! Both modes know a service account `onboard-service` (a client certificate from
 //! [`TestBroker::service_endpoint`]) that may read `devices/+/status` and
-//! `devices/#`, for the activation listener and for observing traffic.
+//! `devices/#`, for the activation listener and for observing traffic, and
+//! publish to `iotsupport/+/rotation`, for the rotation notifications.
 //!
 //! The binary is `$ONBOARD_TEST_MOSQUITTO` or `/usr/sbin/mosquitto`; Mosquitto
 //! runs with `user root` so it can read the files this process writes.
 
 pub use crate::test_client::{Mqtt, Msg, WAIT};
+pub use rumqttc::SubscribeReasonCode;
 use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -46,9 +48,15 @@ pub const ADMIN_USER: &str = "onboard-admin";
 
 const STDERR_FILE: &str = "mosquitto.stderr";
 
-/// The ACL preamble for the service account in [`Auth::Files`] mode.
-pub const SERVICE_ACL_PREAMBLE: &str =
-    "user onboard-service\ntopic read devices/+/status\ntopic read devices/#\n";
+/// The rotation topic prefix the test broker's service account may publish
+/// under (`rotation.topic_prefix`'s default).
+pub const ROTATION_PREFIX: &str = "iotsupport";
+
+/// The ACL preamble for the service account in [`Auth::Files`] mode: it reads
+/// the devices' topics and writes every device's rotation topic, as the ACL file
+/// Onboard writes grants it (`docs/mosquitto.md`).
+pub const SERVICE_ACL_PREAMBLE: &str = "user onboard-service\ntopic read devices/+/status\n\
+     topic read devices/#\ntopic write iotsupport/+/rotation\n";
 
 /// How the test broker authorises clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +98,8 @@ pub struct TestBroker {
     ca_pem: String,
     service_cert: (String, SecretString),
     admin_password: SecretString,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 /// The Mosquitto binary to run.
@@ -225,6 +235,8 @@ impl TestBroker {
         write(&d.join("server.crt"), &server.certificate.pem)?;
         write(&d.join("server.key"), server.private_key.expose_secret())?;
         write(&d.join("crl.pem"), &crl.pem)?;
+        write(&d.join("service.crt"), &service.certificate.pem)?;
+        write(&d.join("service.key"), service.private_key.expose_secret())?;
 
         let tls_port = free_port()?;
         let password_port = if spec.password_listener {
@@ -301,18 +313,12 @@ impl TestBroker {
         }
         write(&d.join("mosquitto.conf"), &conf)?;
 
-        // What Mosquitto says before its log file is open goes to stderr.
-        let stderr = fs::File::create(d.join(STDERR_FILE))
-            .map_err(|e| other(format!("create {}: {e}", d.join(STDERR_FILE).display())))?;
-        let child = Command::new(binary)
-            .envs(spec.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .arg("-c")
-            .arg(d.join("mosquitto.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| other(format!("cannot run {}: {e}", binary.display())))?;
+        let env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let child = spawn(binary, d, &env)?;
         let mut broker = Self {
             child,
             dir,
@@ -325,12 +331,30 @@ impl TestBroker {
                 SecretString::new(service.private_key.expose_secret()),
             ),
             admin_password,
+            binary: binary.to_owned(),
+            env,
         };
         broker.wait_listening()?;
         if spec.auth == Auth::Dynsec {
             broker.create_dynsec_service_account()?;
         }
         Ok(broker)
+    }
+
+    /// Kills Mosquitto (the broker is down: connections are refused).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(self.pid_file());
+    }
+
+    /// Starts Mosquitto again after [`TestBroker::stop`], with the same
+    /// configuration, files and ports, and waits until it listens.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        self.child = spawn(&self.binary, self.dir.path(), &self.env)?;
+        self.wait_listening().map_err(|e| match e {
+            StartError::PortTaken(e) | StartError::Failed(e) => e,
+        })
     }
 
     fn wait_listening(&mut self) -> Result<(), StartError> {
@@ -371,6 +395,7 @@ impl TestBroker {
         let acls = json!([
             {"acltype": "subscribePattern", "topic": "devices/#", "allow": true},
             {"acltype": "publishClientReceive", "topic": "devices/#", "allow": true},
+            {"acltype": "publishClientSend", "topic": format!("{ROTATION_PREFIX}/+/rotation"), "allow": true},
         ]);
         run_commands(
             &endpoint,
@@ -508,6 +533,15 @@ impl TestBroker {
         })
     }
 
+    /// The service account's certificate and key files (PEM), for settings
+    /// such as `broker.client_cert_file` and `broker.client_key_file`.
+    pub fn service_cert_files(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir().join("service.crt"),
+            self.dir().join("service.key"),
+        )
+    }
+
     /// The service account (`onboard-service`) on the mTLS listener.
     pub fn service_endpoint(&self) -> MqttEndpoint {
         self.device_endpoint(
@@ -516,6 +550,22 @@ impl TestBroker {
             self.service_cert.1.expose(),
         )
     }
+}
+
+/// Runs Mosquitto on the configuration in `dir`; what it says before its log
+/// file is open goes to a stderr file there.
+fn spawn(binary: &Path, dir: &Path, env: &[(String, String)]) -> io::Result<Child> {
+    let stderr = fs::File::create(dir.join(STDERR_FILE))
+        .map_err(|e| other(format!("create {}: {e}", dir.join(STDERR_FILE).display())))?;
+    Command::new(binary)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| other(format!("cannot run {}: {e}", binary.display())))
 }
 
 impl Drop for TestBroker {

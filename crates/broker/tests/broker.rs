@@ -9,7 +9,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use onboard_broker::testing::{Auth, TestBroker, SERVICE_USER};
+use onboard_broker::testing::{Auth, TestBroker, ROTATION_PREFIX, SERVICE_USER};
 use onboard_broker::{hash_password, MosquittoDynsec, MosquittoFile, StatusConfig, StatusListener};
 use onboard_domain::{BrokerAccess, PortError, RevocationReason, SecretString};
 use onboard_pki::{CertificateAuthority, CrlParams, RevokedCertificate};
@@ -402,6 +402,82 @@ fn dynsec_password_devices_get_their_password_at_grant_time() {
         ),
         other => panic!("expected the plugin's \"not found\", got {other:?}"),
     }
+}
+
+/// A device's rotation topic under the test broker's prefix.
+fn rotation_topic(dev: &Device) -> String {
+    format!("{ROTATION_PREFIX}/{}/rotation", dev.client_id())
+}
+
+/// The grants Onboard writes: each device may also read its own rotation topic.
+/// Then each device subscribes to its own (granted) and to the other's (refused);
+/// the service account publishes to both and only the owner gets its notice (A
+/// is subscribed to B's topic and to the wildcard all the while); a
+/// device cannot publish into another device's rotation topic. Markers decide
+/// what did not arrive.
+fn devices_read_only_their_own_rotation_topic(auth: Auth) {
+    let ca = ca();
+    let broker = broker(&ca, auth, auth == Auth::Dynsec);
+    let (mut a, mut b) = (Device::new(&ca, 1), Device::new(&ca, 2));
+    for d in [&mut a, &mut b] {
+        let topic = rotation_topic(d);
+        d.grant.subscribe.push(topic);
+    }
+    let registry = Registry::default();
+    registry.add(&a.grant);
+    registry.add(&b.grant);
+    let access: Box<dyn BrokerAccess> = match auth {
+        Auth::Files => Box::new(MosquittoFile::new(broker.file_config(), registry.loader())),
+        Auth::Dynsec => Box::new(MosquittoDynsec::new(broker.dynsec_config().unwrap())),
+    };
+    access
+        .grant_many(&[a.grant.clone(), b.grant.clone()])
+        .unwrap();
+
+    let mut service = Mqtt::connect(&broker.service_endpoint()).unwrap();
+    let mut ma = Mqtt::connect(&a.endpoint(&broker)).unwrap();
+    let mut mb = Mqtt::connect(&b.endpoint(&broker)).unwrap();
+    assert!(granted_ok(&ma.subscribe(&rotation_topic(&a))));
+    assert!(granted_ok(&mb.subscribe(&rotation_topic(&b))));
+    // A asks for B's rotation topic and for every device's. The plugin refuses
+    // both in the SUBACK; with the ACL file Mosquitto 2.0 grants the
+    // subscription and checks `read` for each message it would deliver.
+    for filter in [rotation_topic(&b), format!("{ROTATION_PREFIX}/+/rotation")] {
+        let codes = ma.subscribe(&filter);
+        match auth {
+            Auth::Dynsec => assert!(
+                matches!(codes.as_slice(), [SubscribeReasonCode::Failure]),
+                "{filter}: {codes:?}"
+            ),
+            Auth::Files => assert!(granted_ok(&codes), "{filter}: {codes:?}"),
+        }
+    }
+
+    // The service account publishes B's notice, then A's: A gets its own and,
+    // once it has, would have had B's before it.
+    service.publish(&rotation_topic(&b), "notice-b").unwrap();
+    service.publish(&rotation_topic(&a), "notice-a").unwrap();
+    assert!(ma.expect(&rotation_topic(&a), "notice-a", WAIT));
+    assert!(mb.expect(&rotation_topic(&b), "notice-b", WAIT));
+    assert!(!ma.has(&rotation_topic(&b), "notice-b"));
+    assert!(ma.payloads_under(&rotation_topic(&b)).is_empty());
+
+    // B cannot forge a notice for A: its publish (acknowledged, dropped) is
+    // handled before the service's marker, which A receives alone.
+    mb.publish(&rotation_topic(&a), "forged").unwrap();
+    service.publish(&rotation_topic(&a), "marker").unwrap();
+    assert!(ma.expect(&rotation_topic(&a), "marker", WAIT));
+    assert!(!ma.has(&rotation_topic(&a), "forged"));
+}
+
+#[test]
+fn file_devices_read_only_their_own_rotation_topic() {
+    devices_read_only_their_own_rotation_topic(Auth::Files);
+}
+
+#[test]
+fn dynsec_devices_read_only_their_own_rotation_topic() {
+    devices_read_only_their_own_rotation_topic(Auth::Dynsec);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use onboard_domain::{
     BrokerAccess, CertificateIssuer, CloudRegistrar, DeviceId, IssuedCert, KeyAlgorithm, NoBroker,
-    NoCloud, PortError, SecretString,
+    NoCloud, Notifier, PortError, SecretString,
 };
 use onboard_pki::{CertificateAuthority, IssueParams, IssuedCertificate, PkiError};
 
@@ -90,6 +90,9 @@ pub struct Ports {
     pub issuer: Option<Arc<dyn CertificateIssuer>>,
     pub broker: Arc<dyn BrokerAccess>,
     pub cloud: Arc<dyn CloudRegistrar>,
+    /// Publishes the rotation notifications; `None`: made from the broker
+    /// settings when a cycle needs it (and none while `broker.mqtt_url` is empty).
+    pub notifier: Option<Arc<dyn Notifier>>,
 }
 
 impl Default for Ports {
@@ -98,6 +101,7 @@ impl Default for Ports {
             issuer: None,
             broker: Arc::new(NoBroker),
             cloud: Arc::new(NoCloud),
+            notifier: None,
         }
     }
 }

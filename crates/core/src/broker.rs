@@ -23,10 +23,10 @@ use crate::provision::{grant_of, mqtt_info};
 use crate::settings::{BrokerKind, BrokerSettings, Settings};
 
 /// Every grant the registry implies: devices that are registered or active, with
-/// their model's topics. The source of truth the broker files are written from.
+/// their model's topics and their rotation topic. The source of truth the broker files are written from.
 pub fn grants_from_registry(
     db: &Database,
-    settings: &BrokerSettings,
+    settings: &Settings,
 ) -> Result<Vec<BrokerGrant>, RepoError> {
     db.read(|tx| {
         let models: HashMap<_, _> = tx
@@ -112,6 +112,18 @@ fn optional(path: &str) -> Option<std::path::PathBuf> {
     (!path.is_empty()).then(|| path.into())
 }
 
+/// The ACL file's block for Onboard's service account (`broker.service_client_id`):
+/// it reads `broker.status_topic` and writes every device's rotation topic.
+pub(crate) fn service_acl(settings: &Settings) -> String {
+    let b = &settings.broker;
+    format!(
+        "user {}\ntopic read {}\ntopic write {}\n",
+        b.service_client_id,
+        b.status_topic,
+        onboard_rotation::notification_filter(&settings.rotation.topic_prefix)
+    )
+}
+
 /// The broker integration `broker.kind` names.
 pub(crate) fn broker_for(
     settings: &Settings,
@@ -126,15 +138,12 @@ pub(crate) fn broker_for(
             config.reload = reload(b);
             config.password_file = optional(&b.password_file);
             config.crl_file = optional(&b.crl_file);
-            // Onboard's own client reads the status topic (activation).
-            config.acl_preamble = format!(
-                "user {}\ntopic read {}\n",
-                b.service_client_id, b.status_topic
-            );
-            let (db, broker_settings) = (db.clone(), b.clone());
+            // Onboard's own client reads the status topic (activation) and
+            // publishes the rotation notifications.
+            config.acl_preamble = service_acl(settings);
+            let (db, all) = (db.clone(), settings.clone());
             let loader = Arc::new(move || {
-                grants_from_registry(&db, &broker_settings)
-                    .map_err(|e| PortError::Unavailable(e.to_string()))
+                grants_from_registry(&db, &all).map_err(|e| PortError::Unavailable(e.to_string()))
             });
             Arc::new(MosquittoFile::new(config, loader))
         }
@@ -169,7 +178,7 @@ impl Onboard {
     /// Rebuilds the broker's state from the registry (repairs drift): exactly the
     /// registered and active devices get access, and the current CRL is installed.
     pub fn acl_sync(&self) -> Result<AclSync, CoreError> {
-        let grants = grants_from_registry(self.store(), &self.settings().broker)?;
+        let grants = grants_from_registry(self.store(), self.settings())?;
         let broker = &self.ports().broker;
         broker
             .sync(&grants)

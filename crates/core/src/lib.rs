@@ -18,6 +18,7 @@ mod import;
 mod keys;
 mod lifecycle;
 mod models;
+mod notify;
 mod ocsp;
 mod operator;
 mod provision;

@@ -373,6 +373,7 @@ pub(crate) fn connection_json(
         "mqtt": {
             "host": mqtt.host, "port": mqtt.port, "client_id": mqtt.client_id,
             "publish": mqtt.publish, "subscribe": mqtt.subscribe,
+            "rotation_topic": mqtt.rotation_topic,
             "max_qos": mqtt.max_qos, "retain": mqtt.retain_allowed,
         },
         "files": {"certificate": "device.crt", "private_key": "device.key", "ca_chain": "ca.crt"},

@@ -103,12 +103,15 @@ pub fn render_topic(template: &str, device: &Device) -> String {
 }
 
 /// Where a device connects and which topics it may use: its model's templates, or
-/// `devices/{device_id}/#` both ways.
+/// `devices/{device_id}/#` both ways, and its rotation topic
+/// (`<rotation.topic_prefix>/<client id>/rotation`), which it may read.
 pub(crate) fn mqtt_info(
-    b: &crate::settings::BrokerSettings,
+    settings: &crate::settings::Settings,
     model: Option<&DeviceModel>,
     device: &Device,
 ) -> MqttInfo {
+    let b = &settings.broker;
+    let client_id = device.id.to_string();
     let templates = |list: Option<&Vec<String>>| -> Vec<String> {
         match list {
             Some(l) if !l.is_empty() => l.iter().map(|t| render_topic(t, device)).collect(),
@@ -118,7 +121,11 @@ pub(crate) fn mqtt_info(
     MqttInfo {
         host: b.public_host.clone(),
         port: b.public_port,
-        client_id: device.id.to_string(),
+        rotation_topic: onboard_rotation::notification_topic(
+            &settings.rotation.topic_prefix,
+            &client_id,
+        ),
+        client_id,
         publish: templates(model.map(|m| &m.publish_topics)),
         subscribe: templates(model.map(|m| &m.subscribe_topics)),
         max_qos: model.map(|m| m.max_qos).unwrap_or(1),
@@ -126,18 +133,23 @@ pub(crate) fn mqtt_info(
     }
 }
 
-/// The broker grant for a device with its connection settings.
+/// The broker grant for a device with its connection settings: its topics, and
+/// read access to its rotation topic.
 pub(crate) fn grant_of(
     device: &Device,
     mqtt: &MqttInfo,
     password_hash: Option<String>,
 ) -> BrokerGrant {
+    let mut subscribe = mqtt.subscribe.clone();
+    if !subscribe.contains(&mqtt.rotation_topic) {
+        subscribe.push(mqtt.rotation_topic.clone());
+    }
     BrokerGrant {
         device_id: device.id,
         serial: device.serial.clone(),
         client_id: mqtt.client_id.clone(),
         publish: mqtt.publish.clone(),
-        subscribe: mqtt.subscribe.clone(),
+        subscribe,
         max_qos: mqtt.max_qos,
         retain_allowed: mqtt.retain_allowed,
         password_hash,
@@ -383,7 +395,7 @@ impl Onboard {
     }
 
     pub(crate) fn mqtt_info(&self, model: &Option<DeviceModel>, device: &Device) -> MqttInfo {
-        mqtt_info(&self.settings().broker, model.as_ref(), device)
+        mqtt_info(self.settings(), model.as_ref(), device)
     }
 
     /// The device's configuration: the service defaults, then the model's, then the

@@ -62,6 +62,9 @@ pub struct MqttInfo {
     pub client_id: String,
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
+    /// Where Onboard publishes the device's rotation notifications (the device may
+    /// subscribe to it).
+    pub rotation_topic: String,
     pub max_qos: u8,
     pub retain_allowed: bool,
 }

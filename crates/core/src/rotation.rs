@@ -44,6 +44,14 @@ pub struct CycleSummary {
     pub generation: Option<i64>,
     /// Rotations started (QUEUED or TIMEOUT -> PENDING).
     pub started: u64,
+    /// PENDING rotations whose notification the broker acknowledged in this
+    /// cycle (those started now, and earlier ones not notified yet).
+    pub notified: u64,
+    /// PENDING rotations whose notification failed in this cycle (the next
+    /// cycle tries again), and why.
+    pub not_notified: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_error: Option<String>,
     /// PENDING after the cycle.
     pub pending: u64,
     pub max_in_flight: u32,
@@ -59,11 +67,17 @@ impl fmt::Display for CycleSummary {
                 at.format("%Y-%m-%dT%H:%M:%SZ")
             )?;
         }
-        write!(
-            f,
-            ", {} started, {} pending (max {})",
-            self.started, self.pending, self.max_in_flight
-        )
+        write!(f, ", {} started", self.started)?;
+        if self.notified > 0 || self.not_notified > 0 {
+            write!(f, ", {} notified", self.notified)?;
+        }
+        if self.not_notified > 0 {
+            write!(f, ", {} not notified", self.not_notified)?;
+            if let Some(e) = &self.notify_error {
+                write!(f, " ({e})")?;
+            }
+        }
+        write!(f, ", {} pending (max {})", self.pending, self.max_in_flight)
     }
 }
 
@@ -77,6 +91,8 @@ pub struct RotationEntry {
     pub started_at: Option<DateTime<Utc>>,
     pub deadline_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// While PENDING: when the broker took the notification (`None`: not yet).
+    pub notified_at: Option<DateTime<Utc>>,
 }
 
 impl From<&Rotation> for RotationEntry {
@@ -89,6 +105,7 @@ impl From<&Rotation> for RotationEntry {
             started_at: r.started_at,
             deadline_at: r.deadline_at,
             completed_at: r.completed_at,
+            notified_at: r.notified_at,
         }
     }
 }
@@ -123,6 +140,7 @@ fn fresh(device: DeviceId, now: DateTime<Utc>) -> Rotation {
         last_error: None,
         updated_at: now,
         generation: 0,
+        notified_at: None,
     }
 }
 
@@ -139,6 +157,7 @@ fn fleet_entry(device: DeviceId, r: Option<&Rotation>, fleet: &FleetGeneration) 
         started_at: r.and_then(|r| r.started_at),
         deadline_at: None,
         completed_at: r.and_then(|r| r.completed_at),
+        notified_at: None,
     }
 }
 
@@ -233,6 +252,8 @@ impl Onboard {
             while let Some(_started) = self.start_next(now, max, &timed_out)? {
                 summary.started += 1;
             }
+            // 4. Notifications, for every PENDING rotation not notified yet.
+            self.notify_pending(&mut summary)?;
             summary.pending = self
                 .store()
                 .read(|tx| tx.count_rotations_in_state(RotationState::Pending))?
@@ -363,6 +384,7 @@ impl Onboard {
                 r.attempts += 1;
                 r.new_certificate_id = None;
                 r.last_error = None;
+                r.notified_at = None;
                 r.updated_at = now;
                 r.generation = fleet.generation;
                 tx.put_rotation(&r)?;

@@ -311,7 +311,7 @@ pub struct BrokerSettings {
     pub public_port: u16,
     /// Onboard's own MQTT client id / username on `mqtt_url` (the CN of its client
     /// certificate on an mTLS listener); the ACL file grants it read access to
-    /// `status_topic`.
+    /// `status_topic` and write access to every device's rotation topic.
     pub service_client_id: String,
     /// Username and password on `mqtt_url` (when not using a client certificate).
     pub username: String,
@@ -496,7 +496,12 @@ pub struct RotationSettings {
     pub timeout_seconds: u64,
     /// Rotations PENDING at once.
     pub max_in_flight: u32,
+    /// Notifications go to `<topic_prefix>/<client id>/rotation`.
     pub topic_prefix: String,
+    /// The longest a cycle waits for the broker to take its notifications
+    /// (connection and acknowledgments together); those not acknowledged are
+    /// retried by the next cycle.
+    pub notify_timeout_seconds: u64,
     /// Whether `onboard-server` runs the rotation cycle itself (every minute).
     /// Off: the CronJob (`onboardctl rotation run-job`) is the one scheduler.
     pub run_in_server: bool,
@@ -509,6 +514,7 @@ impl Default for RotationSettings {
             timeout_seconds: 300,
             max_in_flight: 1,
             topic_prefix: "iotsupport".into(),
+            notify_timeout_seconds: 10,
             run_in_server: false,
         }
     }
@@ -804,6 +810,12 @@ impl Settings {
         }
         if self.rotation.max_in_flight == 0 {
             return Err(invalid("rotation.max_in_flight", "must be at least 1"));
+        }
+        if !(1..=300).contains(&self.rotation.notify_timeout_seconds) {
+            return Err(invalid(
+                "rotation.notify_timeout_seconds",
+                "must be 1 to 300",
+            ));
         }
         if self.rotation.topic_prefix.is_empty()
             || self

@@ -18,6 +18,8 @@ mod firmware;
 mod lifecycle;
 #[path = "core/mqtt.rs"]
 mod mqtt;
+#[path = "core/notify.rs"]
+mod notify;
 #[path = "core/possession.rs"]
 mod possession;
 #[path = "core/register.rs"]
@@ -77,6 +79,11 @@ on_both_backends!(mqtt_tests for mqtt:
 fn sqlite_the_broker_accepts_devices_after_more_than_one_crl_validity() {
     mqtt::the_broker_accepts_devices_after_more_than_one_crl_validity(TestBackend::Sqlite);
 }
+
+on_both_backends!(notify_tests for notify:
+    a_device_is_notified_renews_reconnects_and_acknowledges,
+    a_broker_down_at_the_start_is_notified_by_a_later_cycle,
+);
 
 on_both_backends!(possession_tests for possession:
     a_lost_answer_is_answered_again_with_the_same_certificate,

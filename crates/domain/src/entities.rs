@@ -341,4 +341,7 @@ pub struct Rotation {
     /// The fleet generation this rotation was last started in (0: none); the
     /// device is QUEUED again by a later generation only.
     pub generation: i64,
+    /// When the broker acknowledged this start's notification; `None` while it
+    /// is not notified yet (a later cycle retries).
+    pub notified_at: Option<DateTime<Utc>>,
 }

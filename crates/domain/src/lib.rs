@@ -29,8 +29,8 @@ pub use ports::{
 };
 pub use services::{
     BrokerAccess, BrokerGrant, CertificateIssuer, CloudCertificate, CloudDevice, CloudIssued,
-    CloudRecord, CloudRegistrar, CloudRegistration, IssuedCert, NoBroker, NoCloud, PortError,
-    SecretString,
+    CloudRecord, CloudRegistrar, CloudRegistration, Delivery, IssuedCert, NoBroker, NoCloud,
+    Notice, Notifier, PortError, SecretString,
 };
 pub use states::{
     AuditOutcome, CertificateStatus, CredentialKind, DeviceStatus, IllegalTransition, KeyAlgorithm,

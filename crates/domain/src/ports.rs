@@ -439,6 +439,18 @@ pub trait RotationRepository {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Rotation>, RepoError>;
+    /// Up to `limit` PENDING rotations whose notification was not acknowledged
+    /// yet, oldest start first.
+    fn pending_unnotified(&mut self, limit: i64) -> Result<Vec<Rotation>, RepoError>;
+    /// Records that the notification of the start at `started_at` was
+    /// acknowledged at `at`; false (nothing written) when the rotation is no
+    /// longer that PENDING start or was notified already.
+    fn mark_rotation_notified(
+        &mut self,
+        device: DeviceId,
+        started_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, RepoError>;
     fn count_rotations_in_state(&mut self, state: RotationState) -> Result<i64, RepoError>;
     /// Queues the fleet by starting a new generation due at `due_at` (one row
     /// written, whatever the fleet's size); returns it.

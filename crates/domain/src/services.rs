@@ -113,6 +113,29 @@ pub trait BrokerAccess: Send + Sync + std::fmt::Debug {
     fn publish_crl(&self, crl_pem: &str) -> Result<(), PortError>;
 }
 
+/// A message for one device (a rotation notification), published at QoS 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub topic: String,
+    pub payload: String,
+}
+
+/// What became of a batch of notices.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Delivery {
+    /// Per notice, in order: whether the broker acknowledged it (PUBACK).
+    pub acknowledged: Vec<bool>,
+    /// Why the others were not: the broker could not be reached, refused the
+    /// connection, or did not answer within the notifier's bound.
+    pub error: Option<PortError>,
+}
+
+/// Publishes notices to devices through the broker (Onboard's service account).
+/// A call never waits longer than the notifier's configured bound.
+pub trait Notifier: Send + Sync + std::fmt::Debug {
+    fn notify(&self, notices: &[Notice]) -> Delivery;
+}
+
 /// How the cloud registry gets a device's certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloudCertificate {

@@ -113,6 +113,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         updated_at -> Timestamp,
         generation -> BigInt,
+        notified_at -> Nullable<Timestamp>,
     }
 }
 

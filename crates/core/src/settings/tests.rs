@@ -165,6 +165,16 @@ fn invalid_values_name_the_setting() {
         ),
         (
             None,
+            &[("ONBOARD__ROTATION__NOTIFY_TIMEOUT_SECONDS", "0")],
+            "rotation.notify_timeout_seconds",
+        ),
+        (
+            None,
+            &[("ONBOARD__ROTATION__TOPIC_PREFIX", "iot/+/x")],
+            "rotation.topic_prefix",
+        ),
+        (
+            None,
             &[("ONBOARD__ASSETS__MAX_FIRMWARE_BYTES", "100")],
             "assets.max_firmware_bytes",
         ),

@@ -180,6 +180,7 @@ fn flaky_onboard(f: &Fixture, flaky: &Arc<Flaky>) -> Onboard {
         issuer: Some(flaky.clone()),
         broker: flaky.clone(),
         cloud: flaky.clone(),
+        notifier: None,
     })
 }
 
@@ -484,6 +485,7 @@ pub fn an_older_crl_never_replaces_a_newer_one_in_the_broker(backend: TestBacken
         issuer: None,
         broker: broker.clone(),
         cloud: Arc::new(Flaky::default()),
+        notifier: None,
     });
     let latest = || {
         f.db.db

@@ -27,6 +27,7 @@ type Row = (
     Option<String>,
     NaiveDateTime,
     i64,
+    Option<NaiveDateTime>,
 );
 
 #[allow(clippy::type_complexity)]
@@ -43,6 +44,7 @@ fn columns() -> (
     r::last_error,
     r::updated_at,
     r::generation,
+    r::notified_at,
 ) {
     (
         r::device_id,
@@ -57,6 +59,7 @@ fn columns() -> (
         r::last_error,
         r::updated_at,
         r::generation,
+        r::notified_at,
     )
 }
 
@@ -80,6 +83,7 @@ fn domain(row: Row) -> Result<Rotation, RepoError> {
         last_error: row.9,
         updated_at: utc(row.10),
         generation: row.11,
+        notified_at: row.12.map(utc),
     })
 }
 
@@ -121,6 +125,7 @@ impl RotationRepository for DbConnection {
                 r::last_error.eq(x.last_error.as_deref()),
                 r::updated_at.eq(ts(x.updated_at)),
                 r::generation.eq(x.generation),
+                r::notified_at.eq(x.notified_at.map(ts)),
             ))
             .execute(self)
             .repo(ENTITY)?;
@@ -167,6 +172,39 @@ impl RotationRepository for DbConnection {
             .into_iter()
             .map(domain)
             .collect()
+    }
+
+    fn pending_unnotified(&mut self, limit: i64) -> Result<Vec<Rotation>, RepoError> {
+        r::table
+            .filter(r::state.eq(RotationState::Pending.as_str()))
+            .filter(r::notified_at.is_null())
+            .order((r::started_at.asc(), r::device_id.asc()))
+            .limit(limit)
+            .select(columns())
+            .load::<Row>(self)
+            .repo(ENTITY)?
+            .into_iter()
+            .map(domain)
+            .collect()
+    }
+
+    fn mark_rotation_notified(
+        &mut self,
+        device: DeviceId,
+        started_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        let n = diesel::update(
+            r::table
+                .filter(r::device_id.eq(device.to_string()))
+                .filter(r::state.eq(RotationState::Pending.as_str()))
+                .filter(r::started_at.eq(ts(started_at)))
+                .filter(r::notified_at.is_null()),
+        )
+        .set((r::notified_at.eq(Some(ts(at))), r::updated_at.eq(ts(at))))
+        .execute(self)
+        .repo(ENTITY)?;
+        Ok(n == 1)
     }
 
     fn count_rotations_in_state(&mut self, state: RotationState) -> Result<i64, RepoError> {

@@ -1,0 +1,375 @@
+//! The rotation notification against a real Mosquitto: Onboard writes the
+//! broker's files (each device may read its own rotation topic, the service
+//! account may publish to every device's), and the cycle publishes over the
+//! broker's mutual-TLS listener with the service account's certificate. A
+//! simulated device (an MQTT client with its certificate, and the device use
+//! cases the HTTP routes call) takes the rotation through.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::SubsecRound;
+use onboard_broker::testing::{Auth, Mqtt, SubscribeReasonCode, TestBroker, TestBrokerSpec};
+use onboard_core::domain::*;
+use onboard_core::{
+    Actor, DeviceSession, KeyBatchRequest, Onboard, PresentedCertificate, RegisterRequest, Settings,
+};
+use onboard_registry::testing::{TestBackend, TestDb};
+use serde_json::Value;
+
+/// How long a positive wait may take at most (a failure guard, not a bound).
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Setup {
+    onboard: Onboard,
+    clock: Arc<ManualClock>,
+    broker: TestBroker,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+/// Onboard on a manual clock that starts at the real time (Mosquitto checks
+/// certificates against the system clock), with the file broker on a test
+/// Mosquitto and the notifications on its mTLS listener.
+fn setup(backend: TestBackend, configure: impl FnOnce(&mut Settings)) -> Setup {
+    let db = TestDb::migrated(backend);
+    let dir = tempfile::tempdir().unwrap();
+    // Whole seconds: the databases keep microseconds at most.
+    let clock = Arc::new(ManualClock::new(SystemClock.now().trunc_subsecs(0)));
+    let mut settings = Settings::default();
+    settings.database.url = db.url.clone();
+    settings.ca.dir = dir.path().join("ca").display().to_string();
+    settings.broker.kind = onboard_core::settings::BrokerKind::None;
+    settings.server.public_base_url = "https://onboard.example".into();
+    let ca = {
+        let first = Onboard::with_clock(settings.clone(), clock.clone()).unwrap();
+        crate::shared_ca(&first, backend);
+        first.ca().unwrap()
+    };
+    let broker = TestBroker::start(&TestBrokerSpec {
+        ca: &ca,
+        now: SystemClock.now(),
+        auth: Auth::Files,
+        password_listener: false,
+        env: &[],
+    })
+    .unwrap();
+    let path = |p: &Path| p.display().to_string();
+    let b = &mut settings.broker;
+    b.kind = onboard_core::settings::BrokerKind::MosquittoFile;
+    b.acl_file = path(&broker.acl_file());
+    b.password_file = path(&broker.password_file());
+    b.crl_file = path(&broker.crl_file());
+    b.reload_pid_file = path(&broker.pid_file());
+    b.mqtt_url = format!("mqtts://127.0.0.1:{}", broker.tls_port);
+    b.ca_file = path(&broker.ca_file());
+    let (cert, key) = broker.service_cert_files();
+    b.client_cert_file = path(&cert);
+    b.client_key_file = path(&key);
+    settings.rotation.max_in_flight = 1;
+    configure(&mut settings);
+    settings.validate().unwrap();
+    let onboard = Onboard::with_clock(settings, clock.clone()).unwrap();
+    Setup {
+        onboard,
+        clock,
+        broker,
+        _db: db,
+        _dir: dir,
+    }
+}
+
+/// A registered device with a server-generated key.
+struct Dev {
+    id: DeviceId,
+    cert: Certificate,
+    key: String,
+}
+
+fn register(onboard: &Onboard, serial: &str) -> Dev {
+    let key = onboard
+        .create_key_batch(
+            &Actor::cli(),
+            &KeyBatchRequest {
+                batch: format!("b-{serial}"),
+                count: 1,
+                max_uses: 1,
+                valid_days: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .remove(0)
+        .secret;
+    let r = onboard
+        .register(RegisterRequest {
+            key: Some(key),
+            serial: serial.into(),
+            ..Default::default()
+        })
+        .unwrap();
+    Dev {
+        id: r.device.id,
+        cert: r.certificate,
+        key: r.private_key_pem.unwrap().expose().to_owned(),
+    }
+}
+
+fn session(onboard: &Onboard, c: &Certificate) -> DeviceSession {
+    onboard
+        .authenticate_certificate(&PresentedCertificate {
+            serial: c.serial.clone(),
+            fingerprint: c.fingerprint.clone(),
+        })
+        .unwrap()
+}
+
+fn connect(broker: &TestBroker, id: DeviceId, cert: &str, key: &str) -> Result<Mqtt, String> {
+    Mqtt::connect(&broker.device_endpoint(&id.to_string(), cert, key))
+}
+
+/// The next message on `topic` as JSON, waiting up to [`WAIT`].
+fn next_on(m: &mut Mqtt, topic: &str) -> Option<Value> {
+    m.take(topic, WAIT)
+        .map(|p| serde_json::from_slice(&p).unwrap())
+}
+
+fn rotation(onboard: &Onboard, id: DeviceId) -> onboard_core::RotationEntry {
+    onboard.device_rotation(id).unwrap().unwrap()
+}
+
+fn rotation_actions(onboard: &Onboard, id: DeviceId) -> Vec<String> {
+    let mut events = onboard
+        .audit_events(
+            &AuditFilter {
+                device_id: Some(id),
+                ..Default::default()
+            },
+            &PageRequest::first(500).unwrap(),
+        )
+        .unwrap()
+        .items;
+    events.reverse();
+    events
+        .into_iter()
+        .map(|e| e.action)
+        .filter(|a| a.starts_with("rotation."))
+        .collect()
+}
+
+pub fn a_device_is_notified_renews_reconnects_and_acknowledges(backend: TestBackend) {
+    let s = setup(backend, |_| {});
+    let (onboard, broker) = (&s.onboard, &s.broker);
+    let a = register(onboard, "SN-NOTE-A");
+    let b = register(onboard, "SN-NOTE-B");
+
+    // The device learns its rotation topic from its provisioning and may
+    // subscribe to it. B may ask for A's topic too (Mosquitto's ACL file checks
+    // each delivery, not the subscription): nothing of A's reaches B below.
+    let provisioning = onboard
+        .provisioning_for(&session(onboard, &a.cert))
+        .unwrap();
+    let topic = provisioning.mqtt.rotation_topic.clone();
+    assert_eq!(topic, format!("iotsupport/{}/rotation", a.id));
+    let mut ma = connect(broker, a.id, &a.cert.pem, &a.key).unwrap();
+    let mut mb = connect(broker, b.id, &b.cert.pem, &b.key).unwrap();
+    assert!(matches!(
+        ma.subscribe(&topic).as_slice(),
+        [SubscribeReasonCode::Success(_)]
+    ));
+    let _ = mb.subscribe(&topic);
+    let b_topic = format!("iotsupport/{}/rotation", b.id);
+    assert!(matches!(
+        mb.subscribe(&b_topic).as_slice(),
+        [SubscribeReasonCode::Success(_)]
+    ));
+
+    // The operator queues A; the cycle starts it and notifies it.
+    onboard.trigger_rotation(&Actor::cli(), Some(a.id)).unwrap();
+    let summary = onboard.run_rotation_cycle().unwrap();
+    assert_eq!(
+        (summary.started, summary.notified, summary.not_notified),
+        (1, 1, 0),
+        "{summary}"
+    );
+    assert_eq!(
+        summary.to_string(),
+        "rotation cycle: 0 timed out, 1 started, 1 notified, 1 pending (max 1)"
+    );
+    let started = rotation(onboard, a.id);
+    assert_eq!(started.state, RotationState::Pending);
+    assert_eq!(started.notified_at, Some(s.clock.now()));
+
+    let notice = next_on(&mut ma, &topic).expect("no rotation notification arrived");
+    let deadline = started.deadline_at.unwrap();
+    assert_eq!(notice["type"], "rotation");
+    assert_eq!(notice["device_id"], a.id.to_string());
+    assert_eq!(notice["credential"], "certificate");
+    assert_eq!(notice["attempt"], 1);
+    assert_eq!(
+        notice["deadline"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        deadline
+    );
+    assert_eq!(notice["renew_url"], "https://onboard.example/iot/renew");
+    assert_eq!(
+        notice["provisioning_url"],
+        "https://onboard.example/iot/provisioning"
+    );
+    assert_eq!(
+        notice["ack_url"],
+        "https://onboard.example/iot/rotation/ack"
+    );
+
+    // A later cycle does not notify again.
+    let again = onboard.run_rotation_cycle().unwrap();
+    assert_eq!((again.notified, again.not_notified), (0, 0), "{again}");
+    own_marker(&mut ma, onboard, &topic);
+    assert!(ma.take(&topic, Duration::ZERO).is_none(), "notified twice");
+    // B's subscription saw nothing of A's rotation (B gets its own marker).
+    own_marker(&mut mb, onboard, &b_topic);
+    assert!(mb.payloads_under(&topic).is_empty());
+
+    // The device follows the notice: renews over its current certificate...
+    let (new_key, csr) =
+        onboard_pki::device_key_and_csr(KeyAlgorithm::EcdsaP256, &a.id.to_string()).unwrap();
+    let renewed = onboard
+        .renew_certificate(&session(onboard, &a.cert), &csr)
+        .unwrap();
+    // ...reconnects with the new certificate...
+    drop(ma);
+    let mut ma = connect(
+        broker,
+        a.id,
+        &renewed.certificate.pem,
+        new_key.expose_secret(),
+    )
+    .unwrap();
+    assert!(matches!(
+        ma.subscribe(&topic).as_slice(),
+        [SubscribeReasonCode::Success(_)]
+    ));
+    // ...and acknowledges over it.
+    let acked = onboard
+        .acknowledge_rotation(&session(onboard, &renewed.certificate))
+        .unwrap();
+    assert_eq!(acked.state, RotationState::Ok);
+    assert_eq!(rotation(onboard, a.id).state, RotationState::Ok);
+
+    // The old certificate is in the broker's CRL and the broker refuses it.
+    let (ok, crl) = crate::openssl(&[
+        "crl",
+        "-in",
+        &broker.crl_file().display().to_string(),
+        "-noout",
+        "-text",
+    ]);
+    assert!(ok, "{crl}");
+    assert!(crl.contains(a.cert.serial.as_str()), "{crl}");
+    assert!(!crl.contains(renewed.certificate.serial.as_str()), "{crl}");
+    let refused = connect(broker, a.id, &a.cert.pem, &a.key)
+        .err()
+        .expect("the old certificate still connects");
+    assert!(refused.to_lowercase().contains("revoked"), "{refused}");
+    // The new one keeps working.
+    own_marker(&mut ma, onboard, &topic);
+    assert_eq!(
+        rotation_actions(onboard, a.id),
+        vec![
+            "rotation.queue",
+            "rotation.start",
+            "rotation.notify",
+            "rotation.complete"
+        ]
+    );
+}
+
+/// The service account publishes a marker to `topic`; once `m` has it, any
+/// earlier message to `topic` has arrived too.
+fn own_marker(m: &mut Mqtt, onboard: &Onboard, topic: &str) {
+    let settings = onboard.settings();
+    let endpoint = onboard_core::service_endpoint(&settings.broker).unwrap();
+    let mut service = Mqtt::connect(&endpoint).unwrap();
+    let marker = format!("marker-{}", new_id_text());
+    service.publish(topic, &marker).unwrap();
+    assert!(m.expect(topic, &marker, WAIT), "the marker did not arrive");
+    m.received
+        .retain(|(t, p)| !(t == topic && p == marker.as_bytes()));
+}
+
+fn new_id_text() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+pub fn a_broker_down_at_the_start_is_notified_by_a_later_cycle(backend: TestBackend) {
+    let mut s = setup(backend, |s| s.rotation.notify_timeout_seconds = 2);
+    let a = register(&s.onboard, "SN-DOWN-A");
+
+    // Mosquitto is down: the start happens, the notification does not.
+    s.broker.stop();
+    s.onboard
+        .trigger_rotation(&Actor::cli(), Some(a.id))
+        .unwrap();
+    let summary = s.onboard.run_rotation_cycle().unwrap();
+    assert_eq!(
+        (
+            summary.started,
+            summary.notified,
+            summary.not_notified,
+            summary.pending
+        ),
+        (1, 0, 1, 1),
+        "{summary}"
+    );
+    let line = summary.to_string();
+    assert!(
+        line.starts_with(
+            "rotation cycle: 0 timed out, 1 started, 0 notified, 1 not notified (broker: "
+        ),
+        "{line}"
+    );
+    assert!(line.ends_with("), 1 pending (max 1)"), "{line}");
+    assert!(!line.contains("BEGIN"), "{line}");
+    let r = rotation(&s.onboard, a.id);
+    assert_eq!(r.state, RotationState::Pending);
+    assert_eq!(r.notified_at, None);
+    // Still down: the next cycle tries again and fails again.
+    s.clock.advance(chrono::Duration::seconds(30));
+    let summary = s.onboard.run_rotation_cycle().unwrap();
+    assert_eq!((summary.started, summary.not_notified), (0, 1), "{summary}");
+
+    // Mosquitto is back: the device subscribes, the next cycle notifies it.
+    s.broker.start_again().unwrap();
+    let topic = format!("iotsupport/{}/rotation", a.id);
+    let mut ma = connect(&s.broker, a.id, &a.cert.pem, &a.key).unwrap();
+    assert!(matches!(
+        ma.subscribe(&topic).as_slice(),
+        [SubscribeReasonCode::Success(_)]
+    ));
+    s.clock.advance(chrono::Duration::seconds(30));
+    let summary = s.onboard.run_rotation_cycle().unwrap();
+    assert_eq!(
+        (summary.started, summary.notified, summary.not_notified),
+        (0, 1, 0),
+        "{summary}"
+    );
+    let notice = next_on(&mut ma, &topic).expect("no notification after the broker came back");
+    assert_eq!(notice["device_id"], a.id.to_string());
+    assert_eq!(
+        notice["deadline"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        r.deadline_at.unwrap()
+    );
+    assert_eq!(rotation(&s.onboard, a.id).notified_at, Some(s.clock.now()));
+    assert_eq!(
+        rotation_actions(&s.onboard, a.id),
+        vec!["rotation.queue", "rotation.start", "rotation.notify"]
+    );
+}
