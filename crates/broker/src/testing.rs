@@ -32,7 +32,7 @@ use onboard_pki::{CertificateAuthority, CrlParams, ServerCertParams, ServiceCert
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::dynsec::{run_commands, DynsecConfig};
+use crate::dynsec::{client_names, run_commands, DynsecConfig};
 use crate::file::FileConfig;
 use crate::mqtt::MqttEndpoint;
 use crate::reload::Reload;
@@ -90,6 +90,9 @@ pub struct TestBroker {
     ca_pem: String,
     service_cert: (String, SecretString),
     admin_password: SecretString,
+    /// What [`TestBroker::start_again`] runs.
+    binary: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 /// The Mosquitto binary to run.
@@ -301,18 +304,12 @@ impl TestBroker {
         }
         write(&d.join("mosquitto.conf"), &conf)?;
 
-        // What Mosquitto says before its log file is open goes to stderr.
-        let stderr = fs::File::create(d.join(STDERR_FILE))
-            .map_err(|e| other(format!("create {}: {e}", d.join(STDERR_FILE).display())))?;
-        let child = Command::new(binary)
-            .envs(spec.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .arg("-c")
-            .arg(d.join("mosquitto.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| other(format!("cannot run {}: {e}", binary.display())))?;
+        let env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let child = spawn(binary, &env, d)?;
         let mut broker = Self {
             child,
             dir,
@@ -325,6 +322,8 @@ impl TestBroker {
                 SecretString::new(service.private_key.expose_secret()),
             ),
             admin_password,
+            binary: binary.to_path_buf(),
+            env,
         };
         broker.wait_listening()?;
         if spec.auth == Auth::Dynsec {
@@ -348,7 +347,10 @@ impl TestBroker {
                     StartError::Failed(e)
                 });
             }
-            let pid_written = self.pid_file().exists();
+            // The pid file must name this process: one that a killed
+            // Mosquitto left behind names another.
+            let pid_written = fs::read_to_string(self.pid_file())
+                .is_ok_and(|p| p.trim() == self.child.id().to_string());
             if pid_written
                 && ports
                     .iter()
@@ -382,6 +384,64 @@ impl TestBroker {
             ],
         )
         .map_err(|e| other(e.to_string()))
+    }
+
+    /// Stops Mosquitto with `SIGTERM` and waits until it has exited; a clean
+    /// stop removes its pid file.
+    pub fn stop(&mut self) -> io::Result<()> {
+        let pid = i32::try_from(self.pid()).map_err(|_| other("pid out of range"))?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .map_err(io::Error::from)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                return Err(other(format!("mosquitto ignored SIGTERM: {}", self.log())));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Kills Mosquitto with `SIGKILL`: its pid file stays behind, naming a
+    /// process that no longer exists.
+    pub fn kill(&mut self) -> io::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts Mosquitto again after [`TestBroker::stop`] or [`TestBroker::kill`]:
+    /// the same configuration, files (ACL, passwords, CRL, the plugin's JSON) and
+    /// ports, and waits until it listens.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.is_running() {
+            return Err(other("mosquitto is still running"));
+        }
+        self.child = spawn(&self.binary, &self.env, self.dir.path())?;
+        self.wait_listening().map_err(|e| match e {
+            StartError::PortTaken(e) | StartError::Failed(e) => e,
+        })
+    }
+
+    /// Runs dynamic-security commands as the plugin's admin; each must succeed.
+    pub fn dynsec_commands(&self, commands: Vec<serde_json::Value>) -> io::Result<()> {
+        run_commands(&self.admin_endpoint()?, Duration::from_secs(10), commands)
+            .map_err(|e| other(e.to_string()))
+    }
+
+    /// The usernames of the dynamic-security plugin's clients.
+    pub fn dynsec_clients(&self) -> io::Result<Vec<String>> {
+        client_names(&self.admin_endpoint()?, Duration::from_secs(10))
+            .map_err(|e| other(e.to_string()))
+    }
+
+    /// The dynamic-security admin's username and password (for the password
+    /// listener).
+    pub fn dynsec_admin(&self) -> (&'static str, &SecretString) {
+        (ADMIN_USER, &self.admin_password)
     }
 
     /// The temporary directory with the configuration, files and log.
@@ -516,6 +576,22 @@ impl TestBroker {
             self.service_cert.1.expose(),
         )
     }
+}
+
+/// Runs Mosquitto on the configuration in `dir`; what it says before its log
+/// file is open goes to `dir/mosquitto.stderr`.
+fn spawn(binary: &Path, env: &[(String, String)], dir: &Path) -> io::Result<Child> {
+    let stderr = fs::File::create(dir.join(STDERR_FILE))
+        .map_err(|e| other(format!("create {}: {e}", dir.join(STDERR_FILE).display())))?;
+    Command::new(binary)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| other(format!("cannot run {}: {e}", binary.display())))
 }
 
 impl Drop for TestBroker {
