@@ -4,7 +4,7 @@ CARGO ?= cargo
 # nextest runs the isolated tests in parallel processes; plain cargo test otherwise.
 TEST_RUNNER := $(shell if $(CARGO) nextest --version >/dev/null 2>&1; then echo "nextest run --no-fail-fast"; else echo "test --no-fail-fast"; fi)
 
-.PHONY: help run install build release test test-unit lint fmt bench fuzz clean-test-services
+.PHONY: help run install build release test test-faults test-faults-heavy test-unit lint fmt bench fuzz fuzz-smoke clean-test-services
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -30,6 +30,22 @@ release: ## Release build of the binaries
 test: ## The whole suite against real PostgreSQL, SQLite, Mosquitto and openssl
 	scripts/test-services.sh $(CARGO) build --workspace --all-targets
 	ONBOARD_TEST_PREBUILT=1 scripts/test-services.sh $(CARGO) $(TEST_RUNNER) --workspace
+
+# The fault tests (docs/reliability.md): kill -9 under load, PostgreSQL, disk and
+# broker outages, a kill during an AWS call. `make test` runs them too.
+FAULT_FILTER := binary(server) & (test(/^faults::/) | test(/^outages::/) | test(/^broker_outage::/) | test(/a_kill_during_an_aws_call/))
+FAULT_CARGO_TEST := test -p onboard-server --test server --no-fail-fast -- faults:: outages:: broker_outage:: a_kill_during_an_aws_call
+
+test-faults: ## Only the fault tests (kills, database, disk and broker outages); ONBOARD_TEST_HEAVY=1 for the heavier variants
+	scripts/test-services.sh $(CARGO) build --workspace --all-targets
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  ONBOARD_TEST_PREBUILT=1 scripts/test-services.sh $(CARGO) nextest run --no-fail-fast -p onboard-server -E '$(FAULT_FILTER)'; \
+	else \
+	  ONBOARD_TEST_PREBUILT=1 scripts/test-services.sh $(CARGO) $(FAULT_CARGO_TEST); \
+	fi
+
+test-faults-heavy: ## The fault tests' heavier variants (1,000 devices and 10 kills, three outages in a row)
+	ONBOARD_TEST_HEAVY=1 $(MAKE) test-faults
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

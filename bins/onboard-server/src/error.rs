@@ -5,7 +5,9 @@
 //!   `{"error": "<machine code>", "message": "<human sentence>"}`.
 //! - Errors on our side are 500 (or 503 when a dependency is unavailable and a retry
 //!   may help). They are logged with their detail; the body says only that something
-//!   failed on the server, never internal text.
+//!   failed on the server, never internal text. A change that is committed but
+//!   not yet applied to the broker is 503 too, saying so (`<action> recorded; it
+//!   reaches the broker ... once they are back`).
 //! - No body ever carries a secret or a stack trace.
 
 use actix_web::http::{header, StatusCode};
@@ -124,6 +126,15 @@ impl From<CoreError> for ApiError {
             ),
             CoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             CoreError::Takeover(m) => ApiError::new(StatusCode::CONFLICT, "serial_taken", m),
+            // Committed: the caller must not take the 503 for "nothing happened".
+            CoreError::Pending { action, detail } => {
+                tracing::warn!(%detail, action, "recorded; the broker is behind");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("{action} recorded; it reaches the broker (and AWS IoT, when on) once they are back, retried automatically"),
+                )
+            }
             CoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "dependency unavailable");
                 ApiError::new(

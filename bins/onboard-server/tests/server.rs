@@ -8,6 +8,8 @@ mod support;
 mod authz;
 #[path = "cases/aws.rs"]
 mod aws;
+#[path = "cases/broker_outage.rs"]
+mod broker_outage;
 #[path = "cases/console.rs"]
 mod console;
 #[path = "cases/deploy.rs"]

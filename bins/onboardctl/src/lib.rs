@@ -152,7 +152,9 @@ impl CliError {
         match self {
             CliError::Settings(_) => 2,
             CliError::Core(CoreError::Setup(_)) => 2,
-            CliError::Core(CoreError::Unavailable(_) | CoreError::Cloud(_)) => 3,
+            CliError::Core(
+                CoreError::Unavailable(_) | CoreError::Pending { .. } | CoreError::Cloud(_),
+            ) => 3,
             CliError::Core(_) => 1,
             CliError::Simulate(e) => e.exit_code(),
         }

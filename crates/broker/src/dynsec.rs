@@ -16,6 +16,13 @@
 //! start-up, say) disturbs nobody. `revoke` deletes the client, which disconnects
 //! the device at once, and its role.
 //!
+//! Each admin connection's client id is the configured one with a random suffix
+//! (`onboard-service-1a2b3c4d`): the status listener keeps the configured id on
+//! its long-lived connection, and Mosquitto disconnects a client when another
+//! connects with the same id, so a shared id would cut the listener off at every
+//! command (and a reconnecting listener would cut the command off). Sessions of
+//! other processes (`onboardctl acl sync`, other replicas) never collide either.
+//!
 //! Passwords: the plugin hashes passwords itself and accepts only the clear
 //! password, which Onboard never stores. So grants create clients without a
 //! password (certificate devices need none), and password devices get theirs with
@@ -487,6 +494,18 @@ impl BrokerAccess for MosquittoDynsec {
     }
 }
 
+/// The usernames of the plugin's clients, on a fresh admin session.
+#[cfg(feature = "test-support")]
+pub(crate) fn client_names(
+    endpoint: &MqttEndpoint,
+    timeout: Duration,
+) -> Result<Vec<String>, BrokerError> {
+    let mut session = Session::open(endpoint, timeout)?;
+    let result = MosquittoDynsec::list_clients(&mut session);
+    session.close();
+    Ok(result?.into_iter().map(|c| c.username).collect())
+}
+
 /// Runs raw plugin commands on a fresh admin session; every one must succeed.
 #[cfg(feature = "test-support")]
 pub(crate) fn run_commands(
@@ -512,9 +531,9 @@ struct Session {
 
 impl Session {
     fn open(endpoint: &MqttEndpoint, timeout: Duration) -> Result<Self, BrokerError> {
-        let options = endpoint.options(MAX_PACKET)?;
-        let (client, connection) = Client::new(options, 16);
         let nonce = hex_nonce()?;
+        let options = session_endpoint(endpoint, &nonce).options(MAX_PACKET)?;
+        let (client, connection) = Client::new(options, 16);
         let mut s = Self {
             client,
             connection,
@@ -633,6 +652,14 @@ impl Session {
     }
 }
 
+/// The endpoint of one admin session: the configured client id with the first
+/// eight hex digits of the session's nonce appended.
+fn session_endpoint(endpoint: &MqttEndpoint, nonce: &str) -> MqttEndpoint {
+    let mut e = endpoint.clone();
+    e.client_id = format!("{}-{}", e.client_id, &nonce[..nonce.len().min(8)]);
+    e
+}
+
 /// A random prefix for this session's correlation data (answers may be seen by
 /// other admin sessions too).
 fn hex_nonce() -> Result<String, BrokerError> {
@@ -645,6 +672,17 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::acl::tests::grant;
+
+    #[test]
+    fn each_admin_session_has_a_client_id_of_its_own() {
+        let e = MqttEndpoint::from_url("mqtts://127.0.0.1:8884", "onboard-service").unwrap();
+        let (one, two) = (hex_nonce().unwrap(), hex_nonce().unwrap());
+        let (a, b) = (session_endpoint(&e, &one), session_endpoint(&e, &two));
+        assert_eq!(a.client_id, format!("onboard-service-{}", &one[..8]));
+        assert_ne!(a.client_id, b.client_id);
+        assert_eq!(e.client_id, "onboard-service", "the listener keeps its id");
+        assert_eq!((a.host.as_str(), a.port), ("127.0.0.1", 8884));
+    }
 
     #[test]
     fn roles_carry_the_grant_and_unchanged_devices_need_no_command() {

@@ -34,7 +34,7 @@ use onboard_pki::{CertificateAuthority, CrlParams, ServerCertParams, ServiceCert
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::dynsec::{run_commands, DynsecConfig};
+use crate::dynsec::{client_names, run_commands, DynsecConfig};
 use crate::file::FileConfig;
 use crate::mqtt::MqttEndpoint;
 use crate::reload::Reload;
@@ -98,6 +98,7 @@ pub struct TestBroker {
     ca_pem: String,
     service_cert: (String, SecretString),
     admin_password: SecretString,
+    /// What [`TestBroker::start_again`] runs.
     binary: PathBuf,
     env: Vec<(String, String)>,
 }
@@ -318,7 +319,7 @@ impl TestBroker {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect();
-        let child = spawn(binary, d, &env)?;
+        let child = spawn(binary, &env, d)?;
         let mut broker = Self {
             child,
             dir,
@@ -331,7 +332,7 @@ impl TestBroker {
                 SecretString::new(service.private_key.expose_secret()),
             ),
             admin_password,
-            binary: binary.to_owned(),
+            binary: binary.to_path_buf(),
             env,
         };
         broker.wait_listening()?;
@@ -339,22 +340,6 @@ impl TestBroker {
             broker.create_dynsec_service_account()?;
         }
         Ok(broker)
-    }
-
-    /// Kills Mosquitto (the broker is down: connections are refused).
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_file(self.pid_file());
-    }
-
-    /// Starts Mosquitto again after [`TestBroker::stop`], with the same
-    /// configuration, files and ports, and waits until it listens.
-    pub fn start_again(&mut self) -> io::Result<()> {
-        self.child = spawn(&self.binary, self.dir.path(), &self.env)?;
-        self.wait_listening().map_err(|e| match e {
-            StartError::PortTaken(e) | StartError::Failed(e) => e,
-        })
     }
 
     fn wait_listening(&mut self) -> Result<(), StartError> {
@@ -372,7 +357,10 @@ impl TestBroker {
                     StartError::Failed(e)
                 });
             }
-            let pid_written = self.pid_file().exists();
+            // The pid file must name this process: one that a killed
+            // Mosquitto left behind names another.
+            let pid_written = fs::read_to_string(self.pid_file())
+                .is_ok_and(|p| p.trim() == self.child.id().to_string());
             if pid_written
                 && ports
                     .iter()
@@ -407,6 +395,64 @@ impl TestBroker {
             ],
         )
         .map_err(|e| other(e.to_string()))
+    }
+
+    /// Stops Mosquitto with `SIGTERM` and waits until it has exited; a clean
+    /// stop removes its pid file.
+    pub fn stop(&mut self) -> io::Result<()> {
+        let pid = i32::try_from(self.pid()).map_err(|_| other("pid out of range"))?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .map_err(io::Error::from)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                return Err(other(format!("mosquitto ignored SIGTERM: {}", self.log())));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Kills Mosquitto with `SIGKILL`: its pid file stays behind, naming a
+    /// process that no longer exists.
+    pub fn kill(&mut self) -> io::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts Mosquitto again after [`TestBroker::stop`] or [`TestBroker::kill`]:
+    /// the same configuration, files (ACL, passwords, CRL, the plugin's JSON) and
+    /// ports, and waits until it listens.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.is_running() {
+            return Err(other("mosquitto is still running"));
+        }
+        self.child = spawn(&self.binary, &self.env, self.dir.path())?;
+        self.wait_listening().map_err(|e| match e {
+            StartError::PortTaken(e) | StartError::Failed(e) => e,
+        })
+    }
+
+    /// Runs dynamic-security commands as the plugin's admin; each must succeed.
+    pub fn dynsec_commands(&self, commands: Vec<serde_json::Value>) -> io::Result<()> {
+        run_commands(&self.admin_endpoint()?, Duration::from_secs(10), commands)
+            .map_err(|e| other(e.to_string()))
+    }
+
+    /// The usernames of the dynamic-security plugin's clients.
+    pub fn dynsec_clients(&self) -> io::Result<Vec<String>> {
+        client_names(&self.admin_endpoint()?, Duration::from_secs(10))
+            .map_err(|e| other(e.to_string()))
+    }
+
+    /// The dynamic-security admin's username and password (for the password
+    /// listener).
+    pub fn dynsec_admin(&self) -> (&'static str, &SecretString) {
+        (ADMIN_USER, &self.admin_password)
     }
 
     /// The temporary directory with the configuration, files and log.
@@ -553,8 +599,8 @@ impl TestBroker {
 }
 
 /// Runs Mosquitto on the configuration in `dir`; what it says before its log
-/// file is open goes to a stderr file there.
-fn spawn(binary: &Path, dir: &Path, env: &[(String, String)]) -> io::Result<Child> {
+/// file is open goes to `dir/mosquitto.stderr`.
+fn spawn(binary: &Path, env: &[(String, String)], dir: &Path) -> io::Result<Child> {
     let stderr = fs::File::create(dir.join(STDERR_FILE))
         .map_err(|e| other(format!("create {}: {e}", dir.join(STDERR_FILE).display())))?;
     Command::new(binary)

@@ -37,6 +37,14 @@ pub enum CoreError {
     /// Storage or another dependency cannot be reached now; retrying may help.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The change is committed, but the broker (or AWS IoT, when on) could not be
+    /// updated yet; the reconciler applies it once it is back. `action` names the
+    /// change (`device.revoke`), `detail` what failed (for logs only).
+    #[error("{action} recorded; it reaches the broker (and AWS IoT, when on) once they are back, retried automatically: {detail}")]
+    Pending {
+        action: &'static str,
+        detail: String,
+    },
     /// The cloud registry (AWS IoT Core) failed or cannot be reached; the message
     /// names the call and says what was kept. Retrying may help.
     #[error("{0}")]
@@ -61,6 +69,7 @@ impl CoreError {
             CoreError::Conflict(_) => "conflict",
             CoreError::Takeover(_) => "possible_takeover",
             CoreError::Unavailable(_) => "unavailable",
+            CoreError::Pending { .. } => "pending",
             CoreError::Cloud(_) => "aws_unavailable",
             CoreError::Setup(_) => "setup",
             CoreError::Internal(_) => "internal",

@@ -64,7 +64,7 @@ impl Onboard {
         id: DeviceId,
         reason: RevocationReason,
         to: DeviceStatus,
-        action: &str,
+        action: &'static str,
     ) -> Result<DeviceDetails, CoreError> {
         let now = self.clock().now();
         let from: Vec<DeviceStatus> = [
@@ -116,12 +116,16 @@ impl Onboard {
         } else {
             // A repeated call finishes what the first could not apply (its
             // effects also stay queued for the reconciler).
-            self.apply_effects(&todo.iter().map(|e| (uuid::Uuid::nil(), *e)).collect::<Vec<_>>())
+            self.apply_effects(
+                &todo
+                    .iter()
+                    .map(|e| (uuid::Uuid::nil(), *e))
+                    .collect::<Vec<_>>(),
+            )
         }
-        .map_err(|e| {
-            CoreError::Unavailable(format!(
-                "{action} recorded; it reaches the broker when the broker is back (retried automatically): {e}"
-            ))
+        .map_err(|e| CoreError::Pending {
+            action,
+            detail: e.to_string(),
         })?;
         self.device(id)
     }

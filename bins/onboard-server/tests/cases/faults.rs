@@ -112,9 +112,25 @@ pub(crate) fn acl_devices(text: &str) -> BTreeMap<String, String> {
 
 // ---- 1. SIGKILL under load ------------------------------------------------------
 
-const DEVICES: usize = 300;
 const CLIENTS: usize = 4;
-const KILLS: usize = 3;
+
+/// Devices registered under the kills: 300, or 1,000 with `ONBOARD_TEST_HEAVY=1`.
+fn devices() -> usize {
+    if support::heavy() {
+        1_000
+    } else {
+        300
+    }
+}
+
+/// Kills per run: 3, or 10 with `ONBOARD_TEST_HEAVY=1`.
+fn kills_per_run() -> usize {
+    if support::heavy() {
+        10
+    } else {
+        3
+    }
+}
 
 /// The server, as the clients see it: its address and how many times it started.
 struct Current {
@@ -123,6 +139,7 @@ struct Current {
 }
 
 fn kill9_under_registration_load_converges(backend: TestBackend) {
+    let (device_count, kill_count) = (devices(), kills_per_run());
     let mut rng = Rng::seeded(&format!("kill9 {backend:?}"));
     let db = TestDb::new(backend);
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +157,7 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
             .map(|t| {
                 let csr_dir = &csr_dir;
                 s.spawn(move || {
-                    (0..DEVICES)
+                    (0..device_count)
                         .filter(|i| i % 2 == t)
                         .map(|i| (i, p256_csr(csr_dir, &format!("d{i:03}"))))
                         .collect::<Vec<_>>()
@@ -180,7 +197,7 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
             s.spawn(move || {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= DEVICES {
+                    if i >= device_count {
                         break;
                     }
                     let body = register_body(&serial(i), Some(&csrs[i]));
@@ -228,7 +245,7 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
         // The killer: SIGKILL after a random number of registrations since the
         // last start and a random extra delay, then start again on the same
         // database and data directory.
-        for generation in 1..=KILLS {
+        for generation in 1..=kill_count {
             let target = created.load(Ordering::SeqCst) + rng.range(20, 60) as usize;
             wait_until(
                 "registrations to progress",
@@ -275,9 +292,9 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
         unexpected.is_empty(),
         "answers other than 201: {unexpected:#?}"
     );
-    assert_eq!(kills, KILLS, "the load ended before every kill");
+    assert_eq!(kills, kill_count, "the load ended before every kill");
     let answered = answered.into_inner().unwrap();
-    assert_eq!(answered.len(), DEVICES, "every device got its answer");
+    assert_eq!(answered.len(), device_count, "every device got its answer");
     let lost = lost.into_inner().unwrap();
     let retried = sql(
         &db.url,
@@ -337,7 +354,7 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
          (SELECT count(*) FROM certificates c WHERE c.device_id = d.id AND c.status = 'active') \
          FROM devices d",
     );
-    assert_eq!(per_device.len(), DEVICES, "{per_device:?}");
+    assert_eq!(per_device.len(), device_count, "{per_device:?}");
     for row in &per_device {
         assert_eq!(row[2], "registered", "{row:?}");
         assert_eq!((row[3].as_str(), row[4].as_str()), ("1", "1"), "{row:?}");

@@ -535,3 +535,9 @@ pub fn p256_csr(dir: &Path, name: &str) -> String {
     assert!(ok, "{out}");
     std::fs::read_to_string(dir.join(csr)).unwrap()
 }
+
+/// `ONBOARD_TEST_HEAVY=1`: the fault tests run their heavier variants (more
+/// devices, kills and outages; `make test-faults-heavy`).
+pub fn heavy() -> bool {
+    std::env::var("ONBOARD_TEST_HEAVY").is_ok_and(|v| v == "1")
+}

@@ -310,7 +310,7 @@ pub fn a_broker_down_at_the_start_is_notified_by_a_later_cycle(backend: TestBack
     let a = register(&s.onboard, "SN-DOWN-A");
 
     // Mosquitto is down: the start happens, the notification does not.
-    s.broker.stop();
+    s.broker.kill().unwrap();
     s.onboard
         .trigger_rotation(&Actor::cli(), Some(a.id))
         .unwrap();

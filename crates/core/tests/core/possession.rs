@@ -240,7 +240,16 @@ pub fn broker_and_cloud_failures_after_the_commit_converge_later(backend: TestBa
             let err = flaky_onboard(&f, &down)
                 .decommission_device(&Actor::cli(), r.device.id)
                 .unwrap_err();
-            assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
+            assert!(
+                matches!(
+                    err,
+                    CoreError::Pending {
+                        action: "device.decommission",
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
             r
         };
         assert_eq!(key_uses(&f), 1, "{step}");
