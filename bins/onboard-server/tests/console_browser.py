@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -149,7 +150,17 @@ def main():
         el.click()
         if confirm:
             wait.until(ec.alert_is_present()).accept()
-        wait.until(ec.staleness_of(old))
+
+        def gone(_):
+            # Chromium may answer for a node of the page being replaced with
+            # "does not belong to the document" instead of a stale reference.
+            try:
+                old.is_enabled()
+                return False
+            except (StaleElementReferenceException, WebDriverException):
+                return True
+
+        wait.until(gone)
 
     try:
         # Not signed in: the console sends us to the sign-in page.

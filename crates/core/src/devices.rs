@@ -3,8 +3,8 @@
 
 use onboard_domain::{
     BrokerGrant, Certificate, CertificateRepository, CertificateStatus, CloudRecord,
-    CloudRecordRepository, Device, DeviceFilter, DeviceId, DeviceModelRepository, DeviceRepository,
-    DeviceStatus, Page, PageRequest, RepoError, Store,
+    CloudRecordRepository, Device, DeviceFilter, DeviceId, DeviceRepository, Page, PageRequest,
+    Store,
 };
 
 use crate::app::Onboard;
@@ -65,25 +65,10 @@ impl Onboard {
     /// (without the password hash): `None` once the device is revoked or
     /// decommissioned, when it has no broker access.
     pub fn device_grant(&self, id: DeviceId) -> Result<Option<BrokerGrant>, CoreError> {
-        let (device, model) = self.store().read(|tx| -> Result<_, CoreError> {
-            let device = tx.device(id)?;
-            let model = match &device.model {
-                Some(code) => match tx.model(code) {
-                    Ok(m) => Some(m),
-                    Err(RepoError::NotFound { .. }) => None,
-                    Err(e) => return Err(e.into()),
-                },
-                None => None,
-            };
-            Ok((device, model))
-        })?;
-        if !matches!(
-            device.status,
-            DeviceStatus::Registered | DeviceStatus::Active
-        ) {
-            return Ok(None);
-        }
-        let mqtt = self.mqtt_info(&model, &device);
-        Ok(Some(crate::provision::grant_of(&device, &mqtt, None)))
+        let mut wanted = self.broker_wanted(&std::collections::BTreeSet::from([id]))?;
+        Ok(wanted.pop().and_then(|(_, grant)| grant).map(|mut grant| {
+            grant.password_hash = None;
+            grant
+        }))
     }
 }

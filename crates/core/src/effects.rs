@@ -226,7 +226,7 @@ impl Onboard {
     }
 
     /// For each device, its grant when it may use the broker, `None` otherwise.
-    fn broker_wanted(
+    pub(crate) fn broker_wanted(
         &self,
         devices: &BTreeSet<DeviceId>,
     ) -> Result<Vec<(DeviceId, Option<onboard_domain::BrokerGrant>)>, CoreError> {

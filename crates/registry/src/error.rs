@@ -44,6 +44,14 @@ pub(crate) fn from_diesel(e: DieselError, entity: &'static str) -> RepoError {
             _ if storage_refused(info.message()) => {
                 RepoError::Unavailable(format!("storage: {}", info.message()))
             }
+            // SQLite's SQLITE_BUSY / SQLITE_LOCKED once the busy timeout is over:
+            // another writer held the lock too long. Nothing was written; the same
+            // request succeeds later.
+            _ if info.message().contains("database is locked")
+                || info.message().contains("database table is locked") =>
+            {
+                RepoError::Unavailable(format!("busy: {}", info.message()))
+            }
             _ => RepoError::Database(info.message().to_owned()),
         },
         DieselError::BrokenTransactionManager => {

@@ -72,6 +72,37 @@ on_both_backends!(
     renewals_are_found_once_their_newest_certificate_is_old_enough,
 );
 
+/// SQLite: a writer that waits out the busy timeout for another's lock is told the
+/// database is unavailable (503, retry), not an internal error, and nothing is
+/// written; once the lock is free the same write succeeds.
+#[test]
+fn sqlite_a_writer_that_waits_out_the_busy_timeout_is_unavailable() {
+    use diesel::connection::SimpleConnection;
+    let t = TestDb::migrated(TestBackend::Sqlite);
+    let db = Database::open(
+        &t.url,
+        &onboard_registry::PoolOptions {
+            sqlite_busy_timeout: std::time::Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut holder = db.connection().unwrap();
+    holder.batch_execute("BEGIN IMMEDIATE").unwrap();
+    let key = new_key("busy", "obbusy01", 1, t0());
+    let err = db
+        .transaction(|tx| tx.insert_bootstrap_keys(std::slice::from_ref(&key)))
+        .unwrap_err();
+    assert!(
+        matches!(&err, RepoError::Unavailable(m) if m.contains("database is locked")),
+        "{err:?}"
+    );
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(tx(&db, |c| c.bootstrap_key_by_prefix("obbusy01")), None);
+    tx(&db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&key)));
+    assert!(tx(&db, |c| c.bootstrap_key_by_prefix("obbusy01")).is_some());
+}
+
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap()
 }

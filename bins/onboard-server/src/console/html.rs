@@ -51,6 +51,15 @@ const PAGES: [(&str, &str, &str); 6] = [
     ("audit", "/admin/audit", "Audit log"),
 ];
 
+/// Topics (or any list) as `<code>` lines.
+pub fn code_lines(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|t| format!("<code>{}</code>", esc(t)))
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
 /// A hidden CSRF field for a state-changing form.
 pub fn csrf_field(csrf: &str) -> String {
     format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(csrf))

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use onboard_core::Onboard;
 
-use super::html::{csrf_field, esc, layout};
+use super::html::{code_lines, csrf_field, esc, layout};
 use super::{api_error_page, forbidden, require, require_post, see_other};
 use crate::admin::blocking;
 use crate::error::ApiError;
@@ -50,13 +50,7 @@ async fn models(req: HttpRequest, onboard: web::Data<Onboard>) -> HttpResponse {
         );
     }
     for (m, firmware) in &found {
-        let list = |topics: &[String]| {
-            topics
-                .iter()
-                .map(|t| format!("<code>{}</code>", esc(t)))
-                .collect::<Vec<_>>()
-                .join("<br>")
-        };
+        let list = code_lines;
         let firmware = match firmware {
             Some(f) => format!(
                 "{} ({} bytes, SHA-256 <code>{}</code>, uploaded {})",

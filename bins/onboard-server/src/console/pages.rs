@@ -10,7 +10,7 @@ use onboard_core::domain::{
 use onboard_core::{CoreError, Onboard};
 use serde::Deserialize;
 
-use super::html::{csrf_field, esc, layout, url, Nav};
+use super::html::{code_lines, csrf_field, esc, layout, url, Nav};
 use super::{api_error_page, require, require_post, see_other};
 use crate::admin::blocking;
 use crate::error::ApiError;
@@ -317,13 +317,7 @@ async fn device_page(
     body.push_str(r#"<h2>Broker grants</h2>"#);
     match grant {
         Some(g) => {
-            let list = |topics: &[String]| {
-                topics
-                    .iter()
-                    .map(|t| format!("<code>{}</code>", esc(t)))
-                    .collect::<Vec<_>>()
-                    .join("<br>")
-            };
+            let list = code_lines;
             let _ = write!(
                 body,
                 r#"<dl id="grants"><dt>Client id and user</dt><dd><code>{}</code></dd><dt>Publish</dt><dd>{}</dd><dt>Subscribe</dt><dd>{}</dd><dt>Max QoS</dt><dd>{}</dd><dt>Retain</dt><dd>{}</dd></dl>"#,
