@@ -403,8 +403,9 @@ pub struct ProvisioningView {
     /// A password device: where it gets access tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_url: Option<String>,
-    /// Admin download of a password device only: its new secret (the old one no
-    /// longer works). Shown once.
+    /// A password device's new secret: in the admin download (the old one no
+    /// longer works; shown once), and in the device's own provisioning while its
+    /// rotation is PENDING (until it acknowledges).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
 }

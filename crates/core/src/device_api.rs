@@ -42,6 +42,9 @@ pub enum DeviceAuth {
     Certificate(CertificateId),
     /// An access token from `POST /iot/token`.
     Token,
+    /// An access token of the previous secret, while the device's password
+    /// rotation is PENDING (it may fetch the new secret, not acknowledge).
+    PreviousSecretToken,
 }
 
 /// An authenticated device.
@@ -69,7 +72,8 @@ pub struct Provisioning {
     pub ca_chain_pem: String,
     /// WiFi SSID and password from the settings, when set.
     pub wifi: Option<(String, SecretString)>,
-    /// Admin download of a password device only: a new secret, replacing the old.
+    /// A password device's new secret: the admin download's (replacing the old), or
+    /// the one of its PENDING rotation in its own provisioning.
     pub client_secret: Option<SecretString>,
     /// Where a password device gets its access tokens.
     pub token_url: Option<String>,
@@ -203,11 +207,16 @@ impl Onboard {
         let found = self.device_and_secret(id)?;
         match found {
             Some((device, Some(cred)))
-                if device.credential == CredentialKind::Password
-                    && in_service(&device)
-                    && onboard_broker::verify_password(secret, &cred.password_hash) =>
+                if device.credential == CredentialKind::Password && in_service(&device) =>
             {
-                Ok((device, cred.password_hash))
+                if onboard_broker::verify_password(secret, &cred.password_hash) {
+                    return Ok((device, cred.password_hash));
+                }
+                // While a rotation is PENDING the old secret still gets tokens.
+                match self.previous_secret_hash(device.id)? {
+                    Some(old) if onboard_broker::verify_password(secret, &old) => Ok((device, old)),
+                    _ => Err(refused),
+                }
             }
             _ => Err(refused),
         }
@@ -253,14 +262,23 @@ impl Onboard {
         let found = self.device_and_secret(id)?;
         match found {
             Some((device, Some(cred)))
-                if in_service(&device)
-                    && device.credential == CredentialKind::Password
-                    && text("cv") == Some(secret_version(&cred.password_hash).as_str()) =>
+                if in_service(&device) && device.credential == CredentialKind::Password =>
             {
-                Ok(DeviceSession {
-                    device,
-                    via: DeviceAuth::Token,
-                })
+                if text("cv") == Some(secret_version(&cred.password_hash).as_str()) {
+                    return Ok(DeviceSession {
+                        device,
+                        via: DeviceAuth::Token,
+                    });
+                }
+                match self.previous_secret_hash(device.id)? {
+                    Some(old) if text("cv") == Some(secret_version(&old).as_str()) => {
+                        Ok(DeviceSession {
+                            device,
+                            via: DeviceAuth::PreviousSecretToken,
+                        })
+                    }
+                    _ => Err(refused),
+                }
             }
             _ => Err(refused),
         }
@@ -414,8 +432,14 @@ impl Onboard {
     }
 
     /// What the device needs to connect: broker, topics, configuration, CA chain.
+    /// The device's own provisioning; during a PENDING password rotation with
+    /// the new secret.
     pub fn provisioning_for(&self, s: &DeviceSession) -> Result<Provisioning, CoreError> {
-        self.provisioning(&s.device, None)
+        let secret = match s.device.credential {
+            CredentialKind::Password => self.pending_new_secret(s.device.id)?,
+            CredentialKind::Certificate => None,
+        };
+        self.provisioning(&s.device, secret)
     }
 
     fn provisioning(

@@ -24,6 +24,7 @@ mod operator;
 mod provision;
 mod register;
 mod rotation;
+mod secret_rotation;
 pub mod secrets;
 pub mod settings;
 mod stats;

@@ -8,7 +8,8 @@
 //! re-counts the PENDING rotations inside its own write transaction, so two
 //! cycles never exceed `rotation.max_in_flight` nor start one device twice.
 //!
-//! This version rotates certificate devices; password devices stay OK.
+//! Certificate devices are rotated always; password devices once
+//! `rotation.secret_key` is set (`secret_rotation.rs`).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -144,8 +145,40 @@ fn fresh(device: DeviceId, now: DateTime<Utc>) -> Rotation {
     }
 }
 
-/// The credential kind the fleet generations rotate.
-const ROTATED: CredentialKind = CredentialKind::Certificate;
+/// The credential kinds rotated: certificate devices, and password devices once
+/// `rotation.secret_key` is set.
+pub(crate) fn rotated_kinds(settings: &crate::settings::Settings) -> &'static [CredentialKind] {
+    if settings.rotation.secret_key.is_empty() {
+        &[CredentialKind::Certificate]
+    } else {
+        &[CredentialKind::Certificate, CredentialKind::Password]
+    }
+}
+
+/// How many devices `fleet` still queues, over `kinds`.
+fn count_fleet_queued<T: RotationRepository>(
+    tx: &mut T,
+    fleet: &FleetGeneration,
+    kinds: &[CredentialKind],
+) -> Result<i64, onboard_domain::RepoError> {
+    kinds.iter().map(|k| tx.count_fleet_queued(fleet, *k)).sum()
+}
+
+/// Up to `limit` devices `fleet` queues over `kinds`, in device id order.
+fn fleet_queued<T: RotationRepository>(
+    tx: &mut T,
+    fleet: &FleetGeneration,
+    kinds: &[CredentialKind],
+    limit: i64,
+) -> Result<Vec<DeviceId>, onboard_domain::RepoError> {
+    let mut ids = Vec::new();
+    for k in kinds {
+        ids.extend(tx.fleet_queued(fleet, *k, None, limit)?);
+    }
+    ids.sort_by_key(|id| id.to_string());
+    ids.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(ids)
+}
 
 /// A device QUEUED by the fleet generation (its record, if any, is OK).
 fn fleet_entry(device: DeviceId, r: Option<&Rotation>, fleet: &FleetGeneration) -> RotationEntry {
@@ -165,11 +198,15 @@ fn fleet_entry(device: DeviceId, r: Option<&Rotation>, fleet: &FleetGeneration) 
 /// queues moved to (or added to) QUEUED.
 pub(crate) fn with_fleet_queued<T: RotationRepository>(
     tx: &mut T,
+    kinds: &[CredentialKind],
     mut counts: Vec<(String, i64)>,
 ) -> Result<Vec<(String, i64)>, onboard_domain::RepoError> {
     let fleet = tx.fleet_generation()?;
-    let queued = tx.count_fleet_queued(&fleet, ROTATED)?;
-    let records = tx.count_fleet_queued_records(&fleet, ROTATED)?;
+    let queued = count_fleet_queued(tx, &fleet, kinds)?;
+    let mut records = 0;
+    for k in kinds {
+        records += tx.count_fleet_queued_records(&fleet, *k)?;
+    }
     counts.push((RotationState::Queued.as_str().to_string(), queued));
     counts.push((RotationState::Ok.as_str().to_string(), -records));
     Ok(counts)
@@ -249,11 +286,17 @@ impl Onboard {
             summary.scheduled_run = scheduled;
             summary.generation = generation;
             // 3. Starts.
-            while let Some(_started) = self.start_next(now, max, &timed_out)? {
+            // A password device's new secret reaches the broker after the
+            // notifications: Mosquitto disconnects a client whose password it no
+            // longer takes, and the notification goes over that connection.
+            let mut to_broker = Vec::new();
+            while let Some(_started) = self.start_next(now, max, &timed_out, &mut to_broker)? {
                 summary.started += 1;
             }
             // 4. Notifications, for every PENDING rotation not notified yet.
-            self.notify_pending(&mut summary)?;
+            let notified = self.notify_pending(&mut summary);
+            self.apply_or_defer(&to_broker);
+            notified?;
             summary.pending = self
                 .store()
                 .read(|tx| tx.count_rotations_in_state(RotationState::Pending))?
@@ -292,6 +335,9 @@ impl Onboard {
                     )?;
                 }
             }
+            if let Some(sealed) = r.old_secret_encrypted.take() {
+                self.restore_password(tx, device, &sealed, now, &mut effects)?;
+            }
             r.last_error = Some("deadline passed without an acknowledgment".into());
             r.updated_at = now;
             tx.put_rotation(&r)?;
@@ -323,9 +369,12 @@ impl Onboard {
         now: DateTime<Utc>,
         max: u32,
         skip: &HashSet<DeviceId>,
+        effects: &mut Vec<crate::effects::Enqueued>,
     ) -> Result<Option<DeviceId>, CoreError> {
         let deadline = now + Duration::seconds(self.timeout_seconds());
+        let kinds = rotated_kinds(self.settings());
         loop {
+            let mut started = Vec::new();
             let outcome = self.store().transaction(|tx| -> Result<_, CoreError> {
                 let pending = tx.count_rotations_in_state(RotationState::Pending)?;
                 if start_slots(pending.max(0) as u64, max) == 0 {
@@ -335,10 +384,7 @@ impl Onboard {
                 let fleet = tx.fleet_generation()?;
                 if candidate.is_none() {
                     // The next device the fleet generation queues, by device id.
-                    if let Some(id) = tx
-                        .fleet_queued(&fleet, ROTATED, None, 1)?
-                        .pop()
-                    {
+                    if let Some(id) = fleet_queued(tx, &fleet, kinds, 1)?.pop() {
                         tx.set_fleet_cursor(id)?;
                         let mut r = tx.rotation(id)?.unwrap_or_else(|| fresh(id, now));
                         r.state = transition(r.state, RotationState::Queued)
@@ -358,7 +404,7 @@ impl Onboard {
                     return Ok(Start::NoCandidate);
                 };
                 let device = tx.device(r.device_id)?;
-                if !in_service(device.status) || device.credential != CredentialKind::Certificate {
+                if !in_service(device.status) || !kinds.contains(&device.credential) {
                     // Not a state change: the device left service, so its rotation
                     // ends with the record (a device without one is OK).
                     tx.delete_rotation(r.device_id)?;
@@ -385,6 +431,11 @@ impl Onboard {
                 r.new_certificate_id = None;
                 r.last_error = None;
                 r.notified_at = None;
+                r.old_secret_encrypted = None;
+                if device.credential == CredentialKind::Password {
+                    r.old_secret_encrypted =
+                        Some(self.start_password_rotation(tx, &device, now, &mut started)?);
+                }
                 r.updated_at = now;
                 r.generation = fleet.generation;
                 tx.put_rotation(&r)?;
@@ -400,6 +451,7 @@ impl Onboard {
                 tx.append_audit(audit.event())?;
                 Ok(Start::Started(device.id))
             })?;
+            effects.extend(started);
             match outcome {
                 Start::Started(id) => return Ok(Some(id)),
                 Start::Skipped => continue,
@@ -420,12 +472,13 @@ impl Onboard {
         device: Option<DeviceId>,
     ) -> Result<u64, CoreError> {
         let now = self.clock().now();
+        let kinds = rotated_kinds(self.settings());
         self.store().transaction(|tx| -> Result<_, CoreError> {
             let Some(id) = device else {
                 let current = tx.fleet_generation()?;
-                let before = tx.count_fleet_queued(&current, ROTATED)?;
+                let before = count_fleet_queued(tx, &current, kinds)?;
                 let g = tx.advance_fleet_generation(now)?;
-                let n = tx.count_fleet_queued(&g, ROTATED)? - before;
+                let n = count_fleet_queued(tx, &g, kinds)? - before;
                 let audit = Audit::new(self.clock(), actor, "rotation.queue", AuditOutcome::Success)
                     .reason("trigger")
                     .details(json!({"devices": n, "generation": g.generation}));
@@ -439,14 +492,14 @@ impl Onboard {
                     d.status
                 )));
             }
-            if d.credential != CredentialKind::Certificate {
+            if !kinds.contains(&d.credential) {
                 return Err(CoreError::Conflict(format!(
-                    "device {id} uses a {} credential; this version rotates certificate devices only",
+                    "device {id} uses a {} credential; password devices are rotated once rotation.secret_key is set",
                     d.credential
                 )));
             }
             let fleet = tx.fleet_generation()?;
-            if !tx.fleet_queued(&fleet, ROTATED, Some(id), 1)?.is_empty() {
+            if !tx.fleet_queued(&fleet, d.credential, Some(id), 1)?.is_empty() {
                 return Err(CoreError::Conflict(format!(
                     "device {id} is already QUEUED (fleet generation {}); it cannot be queued",
                     fleet.generation
@@ -472,6 +525,7 @@ impl Onboard {
 
     /// Counts per state and the devices in each.
     pub fn rotation_status(&self) -> Result<RotationStatus, CoreError> {
+        let kinds = rotated_kinds(self.settings());
         self.store().read(|tx| -> Result<_, CoreError> {
             let mut states = Vec::new();
             let fleet = tx.fleet_generation()?;
@@ -485,10 +539,10 @@ impl Onboard {
                 if state == RotationState::Queued {
                     // Devices queued by the fleet generation have no QUEUED row:
                     // counted by a scan of the devices after the cursor.
-                    count += tx.count_fleet_queued(&fleet, ROTATED)?;
+                    count += count_fleet_queued(tx, &fleet, kinds)?;
                     let room = STATUS_DEVICES_PER_STATE - devices.len() as i64;
                     if room > 0 {
-                        for id in tx.fleet_queued(&fleet, ROTATED, None, room)? {
+                        for id in fleet_queued(tx, &fleet, kinds, room)? {
                             let r = tx.rotation(id)?;
                             devices.push(fleet_entry(id, r.as_ref(), &fleet));
                         }
@@ -496,7 +550,9 @@ impl Onboard {
                 } else if state == RotationState::Ok {
                     // A record that is OK but queued by the fleet generation counts
                     // as QUEUED only.
-                    count -= tx.count_fleet_queued_records(&fleet, ROTATED)?;
+                    for k in kinds {
+                        count -= tx.count_fleet_queued_records(&fleet, *k)?;
+                    }
                 }
                 states.push(StateDevices {
                     state,
@@ -515,14 +571,22 @@ impl Onboard {
     /// A device the fleet generation queues shows as QUEUED (at the generation's
     /// due time) though it has no QUEUED record.
     pub fn device_rotation(&self, device: DeviceId) -> Result<Option<RotationEntry>, CoreError> {
+        let kinds = rotated_kinds(self.settings());
         self.store().read(|tx| -> Result<_, CoreError> {
             let r = tx.rotation(device)?;
             let fleet = tx.fleet_generation()?;
-            if !tx
-                .fleet_queued(&fleet, ROTATED, Some(device), 1)?
-                .is_empty()
-            {
-                return Ok(Some(fleet_entry(device, r.as_ref(), &fleet)));
+            let credential = match tx.device(device) {
+                Ok(d) => Some(d.credential),
+                Err(onboard_domain::RepoError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(credential) = credential.filter(|c| kinds.contains(c)) {
+                if !tx
+                    .fleet_queued(&fleet, credential, Some(device), 1)?
+                    .is_empty()
+                {
+                    return Ok(Some(fleet_entry(device, r.as_ref(), &fleet)));
+                }
             }
             Ok(r.as_ref().map(RotationEntry::from))
         })
@@ -618,10 +682,17 @@ impl Onboard {
         &self,
         s: &crate::device_api::DeviceSession,
     ) -> Result<RotationEntry, CoreError> {
-        let crate::device_api::DeviceAuth::Certificate(cert) = s.via else {
-            return Err(CoreError::Conflict(
-                "acknowledge with the new client certificate (mutual TLS)".into(),
-            ));
+        let cert = match s.via {
+            crate::device_api::DeviceAuth::Certificate(cert) => cert,
+            crate::device_api::DeviceAuth::Token => {
+                return self.acknowledge_password_rotation(s.device.id)
+            }
+            crate::device_api::DeviceAuth::PreviousSecretToken => {
+                return Err(CoreError::Conflict(
+                    "acknowledge with a token of the new secret (GET /iot/provisioning has it)"
+                        .into(),
+                ))
+            }
         };
         let current = self.store().read(|tx| tx.rotation(s.device.id))?;
         match current {
@@ -657,6 +728,49 @@ impl Onboard {
                 "no rotation is pending for this device".into(),
             )),
         }
+    }
+}
+
+impl Onboard {
+    /// A password device acknowledges with a token of its new secret: OK, and the
+    /// kept old secret is deleted. Acknowledged already: the same answer again.
+    fn acknowledge_password_rotation(&self, device: DeviceId) -> Result<RotationEntry, CoreError> {
+        let now = self.clock().now();
+        self.store().transaction(|tx| -> Result<_, CoreError> {
+            let mut r = match tx.rotation(device)? {
+                Some(r) if r.state == RotationState::Pending => r,
+                Some(r) if r.state == RotationState::Ok && r.completed_at.is_some() => {
+                    return Ok(RotationEntry::from(&r))
+                }
+                _ => {
+                    return Err(CoreError::Conflict(
+                        "no rotation is pending for this device".into(),
+                    ))
+                }
+            };
+            r.state = transition(r.state, RotationState::Ok)
+                .map_err(|e| CoreError::Conflict(e.to_string()))?;
+            r.old_secret_encrypted = None;
+            r.completed_at = Some(now);
+            r.deadline_at = None;
+            r.last_error = None;
+            r.updated_at = now;
+            tx.put_rotation(&r)?;
+            let mut audit = Audit::new(
+                self.clock(),
+                &Actor::device(None),
+                "rotation.complete",
+                AuditOutcome::Success,
+            )
+            .device(device)
+            .reason("acknowledged")
+            .details(json!({"credential": "password", "old_secret": "deleted"}));
+            if let Ok(d) = tx.device(device) {
+                audit = audit.serial(d.serial.as_str());
+            }
+            tx.append_audit(audit.event())?;
+            Ok(RotationEntry::from(&r))
+        })
     }
 }
 

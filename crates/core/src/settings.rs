@@ -502,6 +502,10 @@ pub struct RotationSettings {
     /// (connection and acknowledgments together); those not acknowledged are
     /// retried by the next cycle.
     pub notify_timeout_seconds: u64,
+    /// 64 hex digits: the AES-256-GCM key that keeps a password device's old and
+    /// new secret during its rotation (ADR 6). Empty: password devices are not
+    /// rotated.
+    pub secret_key: Secret,
     /// Whether `onboard-server` runs the rotation cycle itself (every minute).
     /// Off: the CronJob (`onboardctl rotation run-job`) is the one scheduler.
     pub run_in_server: bool,
@@ -515,6 +519,7 @@ impl Default for RotationSettings {
             max_in_flight: 1,
             topic_prefix: "iotsupport".into(),
             notify_timeout_seconds: 10,
+            secret_key: Secret::default(),
             run_in_server: false,
         }
     }
@@ -810,6 +815,14 @@ impl Settings {
         }
         if self.rotation.max_in_flight == 0 {
             return Err(invalid("rotation.max_in_flight", "must be at least 1"));
+        }
+        if !self.rotation.secret_key.is_empty() {
+            onboard_pki::SealKey::from_hex(self.rotation.secret_key.expose()).map_err(|_| {
+                invalid(
+                    "rotation.secret_key",
+                    "must be 64 hex digits (openssl rand -hex 32)",
+                )
+            })?;
         }
         if !(1..=300).contains(&self.rotation.notify_timeout_seconds) {
             return Err(invalid(

@@ -25,12 +25,13 @@ const OUTCOMES: [(&str, &str); 2] = [
 
 impl Onboard {
     pub fn fleet_counts(&self) -> Result<FleetCounts, CoreError> {
+        let kinds = crate::rotation::rotated_kinds(self.settings());
         let (devices, rotations, outcomes) = self.store().read(|tx| -> Result<_, CoreError> {
             Ok((
                 tx.count_devices_by_status()?,
                 {
                     let records = tx.count_rotations_by_state()?;
-                    crate::rotation::with_fleet_queued(tx, records)?
+                    crate::rotation::with_fleet_queued(tx, kinds, records)?
                 },
                 tx.count_audit_actions(&OUTCOMES.map(|(_, action)| action))?,
             ))

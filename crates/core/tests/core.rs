@@ -83,6 +83,8 @@ fn sqlite_the_broker_accepts_devices_after_more_than_one_crl_validity() {
 on_both_backends!(notify_tests for notify:
     a_device_is_notified_renews_reconnects_and_acknowledges,
     a_broker_down_at_the_start_is_notified_by_a_later_cycle,
+    a_password_device_rotates_its_secret_and_a_timeout_restores_the_old_one,
+    password_devices_wait_for_a_secret_key,
 );
 
 on_both_backends!(possession_tests for possession:

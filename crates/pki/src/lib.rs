@@ -37,6 +37,7 @@ mod ocsp;
 mod pkcs7;
 mod pkcs8;
 mod possession;
+mod seal;
 pub mod secrets;
 mod server_cert;
 mod x509util;
@@ -62,4 +63,5 @@ pub use ocsp::{
 };
 pub use pkcs7::{certs_only_pkcs7, certs_only_pkcs7_from_pem, est_csr_attributes};
 pub use possession::{csr_matches_certificate, presented_certificate, PresentedCertificate};
+pub use seal::SealKey;
 pub use server_cert::{mosquitto_password_hash, ServerCertParams, ServiceCertParams};

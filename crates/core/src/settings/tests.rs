@@ -170,6 +170,11 @@ fn invalid_values_name_the_setting() {
         ),
         (
             None,
+            &[("ONBOARD__ROTATION__SECRET_KEY", "not-hex")],
+            "rotation.secret_key",
+        ),
+        (
+            None,
             &[("ONBOARD__ROTATION__TOPIC_PREFIX", "iot/+/x")],
             "rotation.topic_prefix",
         ),

@@ -13,7 +13,8 @@ use chrono::SubsecRound;
 use onboard_broker::testing::{Auth, Mqtt, SubscribeReasonCode, TestBroker, TestBrokerSpec};
 use onboard_core::domain::*;
 use onboard_core::{
-    Actor, DeviceSession, KeyBatchRequest, Onboard, PresentedCertificate, RegisterRequest, Settings,
+    Actor, CoreError, DeviceAuth, DeviceSession, KeyBatchRequest, Onboard, PresentedCertificate,
+    RegisterRequest, Settings,
 };
 use onboard_registry::testing::{TestBackend, TestDb};
 use serde_json::Value;
@@ -33,6 +34,15 @@ struct Setup {
 /// certificates against the system clock), with the file broker on a test
 /// Mosquitto and the notifications on its mTLS listener.
 fn setup(backend: TestBackend, configure: impl FnOnce(&mut Settings)) -> Setup {
+    setup_listening(backend, false, configure)
+}
+
+/// As [`setup`]; with `password_listener`, the broker also takes password logins.
+fn setup_listening(
+    backend: TestBackend,
+    password_listener: bool,
+    configure: impl FnOnce(&mut Settings),
+) -> Setup {
     let db = TestDb::migrated(backend);
     let dir = tempfile::tempdir().unwrap();
     // Whole seconds: the databases keep microseconds at most.
@@ -51,7 +61,7 @@ fn setup(backend: TestBackend, configure: impl FnOnce(&mut Settings)) -> Setup {
         ca: &ca,
         now: SystemClock.now(),
         auth: Auth::Files,
-        password_listener: false,
+        password_listener,
         env: &[],
     })
     .unwrap();
@@ -372,4 +382,167 @@ pub fn a_broker_down_at_the_start_is_notified_by_a_later_cycle(backend: TestBack
         rotation_actions(&s.onboard, a.id),
         vec!["rotation.queue", "rotation.start", "rotation.notify"]
     );
+}
+
+/// The AES-256-GCM key of the password rotation tests.
+const SECRET_KEY: &str = "8f3a1c5e7b9d0f2a4c6e8a0b2d4f6a8c0e2b4d6f8a1c3e5a7b9d1f3a5c7e9b0d";
+
+pub fn a_password_device_rotates_its_secret_and_a_timeout_restores_the_old_one(
+    backend: TestBackend,
+) {
+    let s = setup_listening(backend, true, |s| {
+        s.rotation.secret_key = SECRET_KEY.into();
+        s.rotation.timeout_seconds = 300;
+    });
+    let (onboard, broker) = (&s.onboard, &s.broker);
+    let done = onboard
+        .register_device(
+            &Actor::cli(),
+            &onboard_core::NewDeviceRequest {
+                name: "pw-rot".into(),
+                credential: Some("password".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let id = done.device.id;
+    let client = id.to_string();
+    let first = done.client_secret.unwrap();
+    let login =
+        |secret: &SecretString| Mqtt::connect(&broker.password_endpoint(&client, secret).unwrap());
+    let token = |secret: &SecretString| {
+        onboard
+            .issue_access_token(&client, secret.expose(), None)
+            .and_then(|t| onboard.authenticate_token(t.token.expose()))
+    };
+    let topic = format!("iotsupport/{id}/rotation");
+    let mut m = login(&first).unwrap();
+    assert!(matches!(
+        m.subscribe(&topic).as_slice(),
+        [SubscribeReasonCode::Success(_)]
+    ));
+
+    // The start sets a new secret on the broker; the device is notified on its
+    // open connection.
+    onboard.trigger_rotation(&Actor::cli(), Some(id)).unwrap();
+    let summary = onboard.run_rotation_cycle().unwrap();
+    assert_eq!((summary.started, summary.notified), (1, 1), "{summary}");
+    let notice = next_on(&mut m, &topic).expect("no notification");
+    assert_eq!(notice["credential"], "password");
+    // Then Mosquitto reads the new password file and drops the connection it
+    // no longer authenticates.
+    assert!(
+        m.wait_closed(WAIT).is_some(),
+        "the old secret's connection stays"
+    );
+    assert!(
+        login(&first).is_err(),
+        "the broker still takes the old secret"
+    );
+    // The old secret still gets a token, which fetches the new secret (and
+    // cannot acknowledge).
+    let old_session = token(&first).unwrap();
+    assert!(matches!(old_session.via, DeviceAuth::PreviousSecretToken));
+    let second = onboard
+        .provisioning_for(&old_session)
+        .unwrap()
+        .client_secret
+        .expect("no new secret during the rotation");
+    assert_ne!(second.expose(), first.expose());
+    let err = onboard.acknowledge_rotation(&old_session).unwrap_err();
+    assert!(matches!(err, CoreError::Conflict(_)), "{err:?}");
+    assert_eq!(rotation(onboard, id).state, RotationState::Pending);
+    // Kept sealed: neither secret is in the rotation record in clear.
+    let kept = s
+        ._db
+        .db
+        .read(|tx| tx.rotation(id))
+        .unwrap()
+        .unwrap()
+        .old_secret_encrypted
+        .unwrap();
+    for secret in [&first, &second] {
+        assert!(!kept
+            .windows(secret.expose().len())
+            .any(|w| w == secret.expose().as_bytes()));
+    }
+
+    // The device logs in with the new secret and acknowledges with its token:
+    // OK, the old secret deleted, refused by the broker and by /iot/token.
+    drop(m);
+    let _m = login(&second).unwrap();
+    let new_session = token(&second).unwrap();
+    assert!(matches!(new_session.via, DeviceAuth::Token));
+    let acked = onboard.acknowledge_rotation(&new_session).unwrap();
+    assert_eq!(acked.state, RotationState::Ok);
+    assert!(
+        login(&first).is_err(),
+        "the old secret logs in after the ack"
+    );
+    assert!(matches!(token(&first), Err(CoreError::Unauthorized(_))));
+    assert!(onboard
+        .provisioning_for(&new_session)
+        .unwrap()
+        .client_secret
+        .is_none());
+    let record = s._db.db.read(|tx| tx.rotation(id)).unwrap().unwrap();
+    assert_eq!(record.old_secret_encrypted, None);
+
+    // A second rotation that times out: the secret of the first stays (it works
+    // again on the broker and for /iot/token), the one set at the start stops.
+    onboard.trigger_rotation(&Actor::cli(), Some(id)).unwrap();
+    let summary = onboard.run_rotation_cycle().unwrap();
+    assert_eq!(summary.started, 1, "{summary}");
+    let third = onboard
+        .provisioning_for(&token(&second).unwrap())
+        .unwrap()
+        .client_secret
+        .unwrap();
+    assert!(login(&second).is_err());
+    assert!(login(&third).is_ok());
+    s.clock.advance(chrono::Duration::seconds(301));
+    let summary = onboard.run_rotation_cycle().unwrap();
+    assert_eq!((summary.timed_out, summary.started), (1, 0), "{summary}");
+    assert_eq!(rotation(onboard, id).state, RotationState::Timeout);
+    assert!(login(&second).is_ok(), "the old secret does not work again");
+    assert!(login(&third).is_err(), "the abandoned secret still logs in");
+    assert!(matches!(token(&second).unwrap().via, DeviceAuth::Token));
+    assert!(matches!(token(&third), Err(CoreError::Unauthorized(_))));
+    assert_eq!(
+        rotation_actions(onboard, id),
+        vec![
+            "rotation.queue",
+            "rotation.start",
+            "rotation.notify",
+            "rotation.complete",
+            "rotation.queue",
+            "rotation.start",
+            "rotation.notify",
+            "rotation.timeout",
+        ]
+    );
+}
+
+pub fn password_devices_wait_for_a_secret_key(backend: TestBackend) {
+    let s = setup(backend, |_| {});
+    let done = s
+        .onboard
+        .register_device(
+            &Actor::cli(),
+            &onboard_core::NewDeviceRequest {
+                name: "pw-nokey".into(),
+                credential: Some("password".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let err = s
+        .onboard
+        .trigger_rotation(&Actor::cli(), Some(done.device.id))
+        .unwrap_err();
+    assert!(
+        matches!(&err, CoreError::Conflict(m) if m.contains("rotation.secret_key")),
+        "{err:?}"
+    );
+    assert_eq!(s.onboard.device_rotation(done.device.id).unwrap(), None);
 }
