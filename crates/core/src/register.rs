@@ -276,8 +276,13 @@ impl Onboard {
                 .into_iter()
                 .find(|c| c.status == CertificateStatus::Active)
                 .ok_or_else(|| takeover("it holds no active certificate"))?;
-            let same = onboard_pki::csr_matches_certificate(csr, &current.pem)
-                .map_err(|e| invalid("csr", e.to_string()))?;
+            let same = match &spec.checked_csr {
+                Some(checked) => {
+                    onboard_pki::checked_csr_matches_certificate(checked, &current.pem)
+                }
+                None => onboard_pki::csr_matches_certificate(csr, &current.pem),
+            }
+            .map_err(|e| invalid("csr", e.to_string()))?;
             if !same {
                 return Err(takeover(
                     "a registration again needs a CSR for the key of its current certificate",
@@ -453,8 +458,8 @@ impl Onboard {
                 format!("must be at most {MAX_METADATA_BYTES} bytes"),
             ));
         }
-        let csr = match req.csr.as_deref().map(str::trim) {
-            None | Some("") => None,
+        let (csr, checked_csr) = match req.csr.as_deref().map(str::trim) {
+            None | Some("") => (None, None),
             Some(pem) if pem.len() > MAX_CSR_BYTES => {
                 return Err(invalid(
                     "csr",
@@ -462,9 +467,11 @@ impl Onboard {
                 ))
             }
             Some(pem) => {
-                onboard_pki::check_csr(pem.as_bytes())
+                // Parsed and verified once: issuing and the proof of possession
+                // use this check.
+                let checked = onboard_pki::parse_csr(pem.as_bytes())
                     .map_err(|e| invalid("csr", e.to_string()))?;
-                Some(pem.as_bytes().to_vec())
+                (Some(pem.as_bytes().to_vec()), Some(checked))
             }
         };
         Ok(DeviceSpec {
@@ -486,6 +493,7 @@ impl Onboard {
             config: json!({}),
             metadata,
             csr,
+            checked_csr,
             // Self-registration always ends with a certificate: the device proves
             // possession of its key on every retry (see `register_again`).
             credential: onboard_domain::CredentialKind::Certificate,
