@@ -77,8 +77,9 @@ fn backoff(attempts: i32) -> Duration {
 
 impl Onboard {
     /// Records `effects` in the transaction `tx`, to apply after it commits. A
-    /// cloud effect while the cloud registry is off is not recorded: applying it
-    /// would do nothing.
+    /// cloud effect while the cloud registry is off, and a device's broker effect
+    /// with broker `none`, are not recorded: applying them would do nothing. (The
+    /// broker's CRL effect always is: it signs the CRL the server serves.)
     pub(crate) fn enqueue<T: EffectRepository>(
         &self,
         tx: &mut T,
@@ -87,9 +88,12 @@ impl Onboard {
     ) -> Result<(), RepoError> {
         let now = self.clock().now();
         let cloud = self.ports().cloud.enabled();
+        let broker = self.ports().broker.enabled();
         for effect in effects {
-            if matches!(effect, Effect::CloudDevice(_)) && !cloud {
-                continue;
+            match effect {
+                Effect::CloudDevice(_) if !cloud => continue,
+                Effect::BrokerDevice(_) if !broker => continue,
+                _ => {}
             }
             let id = new_id(self.clock());
             tx.enqueue_effect(
