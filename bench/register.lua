@@ -2,6 +2,8 @@
 -- to each request. BENCH_KEY and BENCH_CSRS (a file of JSON-escaped CSRs, one per
 -- line) come from the environment; scripts/bench-register.sh sets them.
 local key = os.getenv("BENCH_KEY")
+-- BENCH_NO_CSR=1: the server generates the key pair (ca.key_algorithm).
+local no_csr = os.getenv("BENCH_NO_CSR") == "1"
 local csrs = {}
 for line in io.lines(os.getenv("BENCH_CSRS")) do csrs[#csrs + 1] = line end
 
@@ -15,7 +17,12 @@ local counter = 0
 function request()
   counter = counter + 1
   local serial = string.format("BENCH-%d-%d-%d", os.time(), tid, counter)
-  local body = '{"serial":"' .. serial .. '","csr":"' .. csrs[(counter % #csrs) + 1] .. '"}'
+  local body
+  if no_csr then
+    body = '{"serial":"' .. serial .. '"}'
+  else
+    body = '{"serial":"' .. serial .. '","csr":"' .. csrs[(counter % #csrs) + 1] .. '"}'
+  end
   return wrk.format("POST", "/public/v1/register",
     { ["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json" }, body)
 end

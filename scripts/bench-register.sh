@@ -8,9 +8,13 @@
 # Prints one RESULT line per run; the figures go to docs/benchmarks.md. Only
 # loopback addresses; the servers and wrk share the machine's cores.
 #
+# Then server-side key generation (no CSR; P-256 and RSA-2048, SQLite, broker
+# `none`) beside the raw key generation rate of `openssl genpkey` on the same cores.
+#
 # BENCH_DURATION (default 10s), BENCH_CONNECTIONS (8), BENCH_FLEET (100000; 0 skips
 # the runs on a filled registry), BENCH_BACKENDS ("sqlite postgres"),
-# BENCH_BROKERS ("none mosquitto-file").
+# BENCH_BROKERS ("none mosquitto-file"), BENCH_KEYGEN (1; 0 skips the key
+# generation runs).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 duration="${BENCH_DURATION:-10s}"
@@ -110,6 +114,10 @@ run() {
     "http://127.0.0.1:$port" | tee "$dir/wrk.txt" | grep RESULT | sed 's/^RESULT //')"
   local peak; peak="$(rss_kib "$server_pid" VmHWM)"
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+  if [ "${BENCH_NO_CSR:-0}" = 1 ]; then
+    echo "RESULT backend=$backend broker=$broker server_key=$ONBOARD__CA__KEY_ALGORITHM $ours rss_idle_mib=$((idle / 1024)) rss_peak_mib=$((peak / 1024))"
+    cd "$root"; return
+  fi
   local theirs; theirs="$(cfssl_run)"
   local ratio; ratio="$(python3 -c "import sys; o=float('$ours'.split()[0][4:]); c=float('$theirs'.split()[0][4:]); print(f'{o/c:.3f}')")"
   echo "RESULT backend=$backend broker=$broker fleet=$devices $ours rss_idle_mib=$((idle / 1024)) rss_peak_mib=$((peak / 1024)) | cfssl $theirs | ratio=$ratio"
@@ -136,3 +144,21 @@ for backend in $backends; do
     done
   done
 done
+
+if [ "${BENCH_KEYGEN:-1}" = 1 ]; then
+  for algorithm in ecdsa-p256 rsa-2048; do
+    n=$((n + 1)); mkdir -p "$work/db$n"
+    BENCH_NO_CSR=1 ONBOARD__CA__KEY_ALGORITHM="$algorithm" \
+      run sqlite none 0 "sqlite://$work/db$n/onboard.db"
+  done
+  # Raw RSA-2048 key generation on both cores for the same time (process start-up
+  # is a few milliseconds beside a key).
+  secs="${duration%s}"
+  count="$(for _ in 1 2; do
+    ( end=$(( $(date +%s) + secs )); k=0
+      while [ "$(date +%s)" -lt "$end" ]; do
+        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out /dev/null 2>/dev/null; k=$((k + 1))
+      done; echo "$k" ) &
+  done | awk '{s += $1} END {print s}')"
+  echo "RESULT raw openssl genpkey rsa-2048 on 2 processes: keys_per_s=$(python3 -c "print(round($count / $secs, 1))")"
+fi
