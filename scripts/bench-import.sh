@@ -22,6 +22,8 @@ psql "$pg_admin" -qc "CREATE DATABASE $db"
 export ONBOARD__DATABASE__URL="${pg_admin%/*}/$db" ONBOARD__CA__DIR="$work/ca"
 cd "$work"
 "$root/target/release/onboardctl" migrate >/dev/null
+"$root/target/release/onboardctl" ca init >/dev/null
+"$root/target/release/onboardctl" models create tempsensor >/dev/null
 for run in first again; do
   start=$(date +%s.%N)
   "$root/target/release/onboardctl" devices import --csv devices.csv --out bundles >"$run.txt"

@@ -1,45 +1,164 @@
 #!/usr/bin/env bash
-# HTTP load run of CSR registration against the release server, on SQLite and on
-# PostgreSQL: wrk, 2 threads, 16 connections, 20 s each, pre-generated P-256 CSRs
-# and unique serials. Prints one RESULT line per backend; the figures go to
-# docs/benchmarks.md. Only loopback addresses; the server and wrk share the 2 cores.
+# HTTP load runs of CSR registration against the release server, side by side with
+# `cfssl serve` (Debian golang-cfssl) signing the same P-256 CSRs with a P-256 CA:
+# for each configuration (SQLite / PostgreSQL, broker `none` / `mosquitto-file`,
+# an empty registry and one holding BENCH_FLEET devices), Onboard is loaded with
+# wrk, then cfssl right after it for the same time, and the ratio printed.
+# Pre-generated distinct P-256 CSRs, a unique serial per request, rate limits off.
+# Prints one RESULT line per run; the figures go to docs/benchmarks.md. Only
+# loopback addresses; the servers and wrk share the machine's cores.
+#
+# Then server-side key generation (no CSR; P-256 and RSA-2048, SQLite, broker
+# `none`) beside the raw key generation rate of `openssl genpkey` on the same cores.
+#
+# BENCH_DURATION (default 10s), BENCH_CONNECTIONS (8), BENCH_FLEET (100000; 0 skips
+# the runs on a filled registry), BENCH_BACKENDS ("sqlite postgres"),
+# BENCH_BROKERS ("none mosquitto-file"), BENCH_KEYGEN (1; 0 skips the key
+# generation runs).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-duration="${BENCH_DURATION:-20s}"
-command -v wrk >/dev/null 2>&1 || { sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo; $sudo_cmd apt-get install -y -qq wrk >/dev/null; }
+duration="${BENCH_DURATION:-10s}"
+connections="${BENCH_CONNECTIONS:-8}"
+fleet="${BENCH_FLEET:-100000}"
+backends="${BENCH_BACKENDS:-sqlite postgres}"
+brokers="${BENCH_BROKERS:-none mosquitto-file}"
+for tool in wrk cfssl; do
+  command -v "$tool" >/dev/null 2>&1 && continue
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
+  $sudo_cmd apt-get install -y -qq wrk golang-cfssl >/dev/null
+done
 cargo build --release --bin onboard-server --bin onboardctl >&2
 bin="$root/target/release"
 work="$(mktemp -d)"
-trap 'kill "${server_pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+pids=()
+trap 'for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 
-# 200 CSRs, JSON-escaped one per line.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_http() {
+  for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done
+  echo "no answer from $1" >&2; return 1
+}
+wait_tcp() {
+  for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "nothing listens on port $1" >&2; return 1
+}
+rss_kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+
+# 200 distinct CSRs, JSON-escaped one per line.
 for i in $(seq 1 200); do
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
     -subj "/CN=bench-$i" 2>/dev/null | awk '{printf "%s\\n", $0} END {print ""}'
 done >"$work/csrs.txt"
+export BENCH_CSRS="$work/csrs.txt"
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# The bare signing service: a P-256 CA, cfssl's default signing profile.
+mkdir -p "$work/cfssl"
+(cd "$work/cfssl" &&
+  echo '{"CN":"Bench CA","key":{"algo":"ecdsa","size":256}}' | cfssl genkey -initca - 2>/dev/null |
+  python3 -c 'import json,sys; d=json.load(sys.stdin); open("ca.pem","w").write(d["cert"]); open("ca-key.pem","w").write(d["key"])')
+cfssl_port="$(free_port)"
+cfssl serve -address 127.0.0.1 -port "$cfssl_port" -ca "$work/cfssl/ca.pem" \
+  -ca-key "$work/cfssl/ca-key.pem" -loglevel 5 >"$work/cfssl/serve.log" 2>&1 &
+cfssl_pid=$!; pids+=("$cfssl_pid")
+wait_tcp "$cfssl_port"
+
+cfssl_run() {
+  wrk -t2 -c"$connections" -d"$duration" --latency -s "$root/bench/cfssl.lua" \
+    "http://127.0.0.1:$cfssl_port" | grep RESULT | sed 's/^RESULT //'
+}
+
+# Fills the registry with `fleet` active certificate devices (as rows, like the
+# rotation benchmark does): the registrations then run beside a large fleet.
+fill() {
+  local backend="$1" url="$2"
+  local now; now="$(date -u '+%Y-%m-%d %H:%M:%S')"
+  if [ "$backend" = sqlite ]; then
+    sqlite3 "${url#sqlite://}" "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $fleet)
+      INSERT INTO devices (id, serial, name, model_code, location, firmware_version, status,
+        bootstrap_key_id, batch, config, metadata, created_at, updated_at, credential)
+      SELECT printf('00000000-0000-7000-8000-%012d', i), 'FLEET-' || i, 'FLEET-' || i, NULL, '',
+        '1.0.0', 'active', NULL, NULL, '{}', '{}', '$now', '$now', 'certificate' FROM n;"
+  else
+    psql -q "$url" -c "INSERT INTO devices (id, serial, name, model_code, location, firmware_version,
+        status, bootstrap_key_id, batch, config, metadata, created_at, updated_at, credential)
+      SELECT '00000000-0000-7000-8000-' || lpad(i::text, 12, '0'), 'FLEET-' || i, 'FLEET-' || i,
+        NULL, '', '1.0.0', 'active', NULL, NULL, '{}', '{}', '$now', '$now', 'certificate'
+      FROM generate_series(1, $fleet) AS i;"
+  fi
+}
+
 run() {
-  local name="$1" url="$2"
+  local backend="$1" broker="$2" devices="$3" url="$4"
+  local name="$backend-$broker-$devices"
   local dir="$work/$name"; mkdir -p "$dir"; cd "$dir"
+  local port; port="$(free_port)"
   export ONBOARD__DATABASE__URL="$url" ONBOARD__SERVER__BIND="127.0.0.1:$port" \
     ONBOARD__RATE_LIMIT__REQUESTS_PER_MINUTE=0 ONBOARD__RATE_LIMIT__FAILURES_PER_HOUR=0 \
-    ONBOARD__LOG__LEVEL=warn
-  "$bin/onboard-server" >server.log 2>&1 & server_pid=$!
-  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/api/health" >/dev/null && break; sleep 0.1; done
+    ONBOARD__LOG__LEVEL=warn ONBOARD__BROKER__KIND="$broker"
+  "$bin/onboardctl" migrate >/dev/null
+  [ "$devices" -gt 0 ] && fill "$backend" "$url"
+  "$bin/onboard-server" >server.log 2>&1 &
+  local server_pid=$!; pids+=("$server_pid")
+  wait_http "http://127.0.0.1:$port/api/health"
   BENCH_KEY="$("$bin/onboardctl" --output json keys create --batch bench --max-uses 1000000 \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys"][0]["key"])')"
-  export BENCH_KEY BENCH_CSRS="$work/csrs.txt"
+  export BENCH_KEY
+  # One registration first (the CA, the first CRL and the broker files are made
+  # on first use), then the idle RSS.
+  wrk -t1 -c1 -d1s -s "$root/bench/register.lua" "http://127.0.0.1:$port" >/dev/null
+  local idle; idle="$(rss_kib "$server_pid" VmRSS)"
   echo "== $name" >&2
-  wrk -t2 -c16 -d"$duration" --latency -s "$root/bench/register.lua" "http://127.0.0.1:$port" \
-    | tee "$dir/wrk.txt" | grep RESULT | sed "s/^RESULT/RESULT backend=$name/"
+  local ours; ours="$(wrk -t2 -c"$connections" -d"$duration" --latency -s "$root/bench/register.lua" \
+    "http://127.0.0.1:$port" | tee "$dir/wrk.txt" | grep RESULT | sed 's/^RESULT //')"
+  local peak; peak="$(rss_kib "$server_pid" VmHWM)"
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+  if [ "${BENCH_NO_CSR:-0}" = 1 ]; then
+    echo "RESULT backend=$backend broker=$broker server_key=$ONBOARD__CA__KEY_ALGORITHM $ours rss_idle_mib=$((idle / 1024)) rss_peak_mib=$((peak / 1024))"
+    cd "$root"; return
+  fi
+  local theirs; theirs="$(cfssl_run)"
+  local ratio; ratio="$(python3 -c "import sys; o=float('$ours'.split()[0][4:]); c=float('$theirs'.split()[0][4:]); print(f'{o/c:.3f}')")"
+  echo "RESULT backend=$backend broker=$broker fleet=$devices $ours rss_idle_mib=$((idle / 1024)) rss_peak_mib=$((peak / 1024)) | cfssl $theirs | ratio=$ratio"
   cd "$root"
 }
 
-run sqlite "sqlite://$work/sqlite/onboard.db"
 pg_admin="${ONBOARD_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-db="onboard_bench_$$"
-psql "$pg_admin" -qc "CREATE DATABASE $db"
-run postgres "${pg_admin%/*}/$db"
-psql "$pg_admin" -qc "DROP DATABASE $db WITH (FORCE)"
+dbs=()
+trap 'for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; for d in "${dbs[@]:-}"; do [ -n "$d" ] && psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1; done; rm -rf "$work"' EXIT
+n=0
+for backend in $backends; do
+  for broker in $brokers; do
+    for devices in 0 "$fleet"; do
+      [ "$devices" = 0 ] || [ "$fleet" -gt 0 ] || continue
+      n=$((n + 1))
+      if [ "$backend" = sqlite ]; then
+        mkdir -p "$work/db$n"
+        run sqlite "$broker" "$devices" "sqlite://$work/db$n/onboard.db"
+      else
+        db="onboard_bench_$$_$n"; dbs+=("$db")
+        psql "$pg_admin" -qc "CREATE DATABASE $db"
+        run postgres "$broker" "$devices" "${pg_admin%/*}/$db"
+      fi
+    done
+  done
+done
+
+if [ "${BENCH_KEYGEN:-1}" = 1 ]; then
+  for algorithm in ecdsa-p256 rsa-2048; do
+    n=$((n + 1)); mkdir -p "$work/db$n"
+    BENCH_NO_CSR=1 ONBOARD__CA__KEY_ALGORITHM="$algorithm" \
+      run sqlite none 0 "sqlite://$work/db$n/onboard.db"
+  done
+  # Raw RSA-2048 key generation on both cores for the same time (process start-up
+  # is a few milliseconds beside a key).
+  secs="${duration%s}"
+  count="$(for _ in 1 2; do
+    ( end=$(( $(date +%s) + secs )); k=0
+      while [ "$(date +%s)" -lt "$end" ]; do
+        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out /dev/null 2>/dev/null; k=$((k + 1))
+      done; echo "$k" ) &
+  done | awk '{s += $1} END {print s}')"
+  echo "RESULT raw openssl genpkey rsa-2048 on 2 processes: keys_per_s=$(python3 -c "print(round($count / $secs, 1))")"
+fi

@@ -89,9 +89,21 @@ pub(crate) fn merge(grants: &[BrokerGrant]) -> BTreeMap<&str, (Access, &BrokerGr
 
 /// The ACL file for `grants`, after `preamble` (copied verbatim; it should start
 /// with a `user` line, since lines before any `user` apply to anonymous clients).
+/// What the incremental writer's blocks must add up to (tests compare them).
+#[cfg(test)]
 pub(crate) fn render(preamble: &str, grants: &[BrokerGrant]) -> Result<String, BrokerError> {
     grants.iter().try_for_each(check_grant)?;
-    let mut out = String::with_capacity(64 + preamble.len() + grants.len() * 96);
+    let mut out = header(preamble);
+    out.reserve(grants.len() * 96);
+    for (client_id, (access, grant)) in merge(grants) {
+        push_block(&mut out, client_id, grant, &access);
+    }
+    Ok(out)
+}
+
+/// The start of the ACL file: our comment and the preamble.
+pub(crate) fn header(preamble: &str) -> String {
+    let mut out = String::with_capacity(64 + preamble.len());
     out.push_str(
         "# Mosquitto ACL file written by Onboard. Do not edit: every change of a\n\
          # device's broker access rewrites it from the registry.\n",
@@ -101,18 +113,38 @@ pub(crate) fn render(preamble: &str, grants: &[BrokerGrant]) -> Result<String, B
         out.push_str(preamble.trim_end());
         out.push('\n');
     }
-    for (client_id, (access, grant)) in merge(grants) {
-        let _ = write!(out, "\n# device {}\nuser {client_id}\n", grant.device_id);
-        for (topic, (read, write)) in access {
-            let mode = match (read, write) {
-                (true, true) => "readwrite",
-                (true, false) => "read",
-                _ => "write",
-            };
-            let _ = writeln!(out, "topic {mode} {topic}");
+    out
+}
+
+/// One client id's block, as [`render`] writes it, for grants already checked
+/// (all with that client id; the first names the device in the comment).
+pub(crate) fn block(grants: &[&BrokerGrant]) -> String {
+    let mut access = Access::new();
+    for g in grants {
+        for t in &g.publish {
+            access.entry(t.clone()).or_default().1 = true;
+        }
+        for t in &g.subscribe {
+            access.entry(t.clone()).or_default().0 = true;
         }
     }
-    Ok(out)
+    let mut out = String::with_capacity(96);
+    if let Some(first) = grants.first() {
+        push_block(&mut out, &first.client_id, first, &access);
+    }
+    out
+}
+
+fn push_block(out: &mut String, client_id: &str, grant: &BrokerGrant, access: &Access) {
+    let _ = write!(out, "\n# device {}\nuser {client_id}\n", grant.device_id);
+    for (topic, (read, write)) in access {
+        let mode = match (read, write) {
+            (true, true) => "readwrite",
+            (true, false) => "read",
+            _ => "write",
+        };
+        let _ = writeln!(out, "topic {mode} {topic}");
+    }
 }
 
 #[cfg(test)]

@@ -1,18 +1,30 @@
 //! `MosquittoFile`: broker access through Mosquitto's ACL file, password file and
 //! CRL, rewritten atomically and reloaded.
 //!
-//! The files always hold every granted device, read from the registry through the
-//! loader, so the server, `onboardctl` and any number of processes over time can
-//! change grants: each rewrite is complete, and an exclusive `flock` on
-//! `<acl file>.lock` orders loading and writing across processes (a writer that
-//! loaded before another's change cannot write after it).
+//! The files always hold every granted device as the registry says, so the
+//! server, `onboardctl` and any number of processes over time can change grants:
+//! an exclusive `flock` on `<acl file>.lock` orders reading the registry and
+//! writing across processes (a writer that read before another's change cannot
+//! write after it).
+//!
+//! With a [`DeviceGrantLoader`] ([`MosquittoFile::with_device_loader`]) the
+//! files are kept incrementally: the grants last written are held in memory
+//! (one rendered block per client id), and a rewrite reads from the registry
+//! only the devices its calls named, under the file lock, so its cost does not
+//! grow with the fleet beyond writing the file out. The whole fleet is read
+//! again through the [`GrantLoader`] on the first rewrite, after a failed one,
+//! and whenever the ACL file is not the one this instance wrote last (another
+//! process rewrote it). Without a device loader every rewrite reads the whole
+//! fleet.
 //!
 //! Within a process, rewrites are coalesced: a call waits for a rewrite that
 //! started after the call, and while one rewrite runs, every call that arrives
 //! meanwhile is served by the single next one.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -26,6 +38,12 @@ use crate::{acl, passwd};
 
 /// Lists every grant the registry holds (the source of truth for the files).
 pub type GrantLoader = Arc<dyn Fn() -> Result<Vec<BrokerGrant>, PortError> + Send + Sync>;
+
+/// The registry's current grant of each of the given devices; `None` for a
+/// device that may not use the broker (revoked, decommissioned, deleted).
+pub type DeviceGrantLoader = Arc<
+    dyn Fn(&[DeviceId]) -> Result<Vec<(DeviceId, Option<BrokerGrant>)>, PortError> + Send + Sync,
+>;
 
 /// Where the files are and how Mosquitto is reloaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +100,106 @@ struct Coordination {
     last_err: Option<PortError>,
     /// Calls waiting for a running rewrite to finish.
     waiting: usize,
+    /// Devices named by calls since the last rewrite started.
+    changed: BTreeSet<DeviceId>,
+}
+
+/// What identifies the file this instance wrote: another writer's file differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_nsec: i64,
+    mtime: i64,
+}
+
+fn file_id(path: &Path) -> Option<FileId> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    })
+}
+
+/// One client id's grants and their rendered ACL block.
+#[derive(Debug)]
+struct ClientBlock {
+    grants: BTreeMap<DeviceId, BrokerGrant>,
+    text: String,
+}
+
+/// The grants last written, for incremental rewrites.
+#[derive(Debug, Default)]
+struct Fleet {
+    /// Client id of every granted device.
+    devices: HashMap<DeviceId, String>,
+    blocks: BTreeMap<String, ClientBlock>,
+    /// The password file's text last written.
+    passwords: Option<String>,
+    /// The ACL file as this instance left it; `None`: read the whole fleet next.
+    written: Option<FileId>,
+}
+
+impl Fleet {
+    fn replace_all(&mut self, grants: Vec<BrokerGrant>) {
+        self.devices.clear();
+        self.blocks.clear();
+        for g in grants {
+            self.insert(g);
+        }
+    }
+
+    fn remove(&mut self, id: DeviceId) {
+        let Some(client_id) = self.devices.remove(&id) else {
+            return;
+        };
+        if let Some(block) = self.blocks.get_mut(&client_id) {
+            block.grants.remove(&id);
+            if block.grants.is_empty() {
+                self.blocks.remove(&client_id);
+            } else {
+                block.text = acl::block(&block.grants.values().collect::<Vec<_>>());
+            }
+        }
+    }
+
+    /// A grant that passed [`usable`].
+    fn insert(&mut self, grant: BrokerGrant) {
+        self.remove(grant.device_id);
+        self.devices
+            .insert(grant.device_id, grant.client_id.clone());
+        let block = self
+            .blocks
+            .entry(grant.client_id.clone())
+            .or_insert_with(|| ClientBlock {
+                grants: BTreeMap::new(),
+                text: String::new(),
+            });
+        block.grants.insert(grant.device_id, grant);
+        block.text = acl::block(&block.grants.values().collect::<Vec<_>>());
+    }
+
+    fn acl(&self, preamble: &str) -> String {
+        let mut out = acl::header(preamble);
+        out.reserve(self.blocks.values().map(|b| b.text.len()).sum());
+        for block in self.blocks.values() {
+            out.push_str(&block.text);
+        }
+        out
+    }
+
+    fn grants_with_passwords(&self) -> Vec<BrokerGrant> {
+        self.blocks
+            .values()
+            .flat_map(|b| b.grants.values())
+            .filter(|g| g.password_hash.is_some())
+            .cloned()
+            .collect()
+    }
 }
 
 /// [`BrokerAccess`] through Mosquitto's files. Every call returns once Mosquitto
@@ -91,6 +209,8 @@ struct Coordination {
 pub struct MosquittoFile {
     config: FileConfig,
     loader: GrantLoader,
+    device_loader: Option<DeviceGrantLoader>,
+    fleet: Mutex<Fleet>,
     reloader: Reloader,
     coordination: Mutex<Coordination>,
     changed: Condvar,
@@ -119,12 +239,21 @@ impl MosquittoFile {
         Self {
             config,
             loader,
+            device_loader: None,
+            fleet: Mutex::new(Fleet::default()),
             reloader,
             coordination: Mutex::new(Coordination::default()),
             changed: Condvar::new(),
             arrived: Condvar::new(),
             rewrites: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps the files incrementally: a rewrite reads only the devices its calls
+    /// named through `loader` (see the module documentation).
+    pub fn with_device_loader(mut self, loader: DeviceGrantLoader) -> Self {
+        self.device_loader = Some(loader);
+        self
     }
 
     /// How many times this instance has written the ACL (and password) file.
@@ -169,9 +298,13 @@ impl MosquittoFile {
     }
 
     /// Waits for a loader-based rewrite that starts after this call, running it
-    /// if no one else does.
-    fn rewrite_from_loader(&self) -> Result<(), PortError> {
+    /// if no one else does; `devices` are the ones whose grants changed.
+    fn rewrite_from_loader(
+        &self,
+        devices: impl IntoIterator<Item = DeviceId>,
+    ) -> Result<(), PortError> {
         let mut c = self.lock();
+        c.changed.extend(devices);
         let target = c.started + 1;
         loop {
             if c.finished >= target {
@@ -189,9 +322,9 @@ impl MosquittoFile {
             c.running = true;
             c.started += 1;
             let generation = c.started;
+            let changed: Vec<DeviceId> = std::mem::take(&mut c.changed).into_iter().collect();
             drop(c);
-            let result =
-                guarded(|| self.write_with(|| (self.loader)().map_err(BrokerError::Loader)));
+            let result = guarded(|| self.write_changes(&changed));
             c = self.lock();
             c.running = false;
             c.finished = generation;
@@ -206,22 +339,64 @@ impl MosquittoFile {
         }
     }
 
-    /// Takes the file lock, gets the grants, writes the files and reloads.
-    fn write_with(
-        &self,
-        grants: impl FnOnce() -> Result<Vec<BrokerGrant>, BrokerError>,
-    ) -> Result<(), BrokerError> {
+    fn fleet(&self) -> MutexGuard<'_, Fleet> {
+        self.fleet.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the file lock, brings the grants in line with the registry (the
+    /// devices in `changed`, or the whole fleet), writes the files and reloads.
+    fn write_changes(&self, changed: &[DeviceId]) -> Result<(), BrokerError> {
         let _lock = lock_beside(&self.config.acl_file)?;
-        let grants = usable(grants()?);
-        let acl = acl::render(&self.config.acl_preamble, &grants)?;
+        let mut fleet = self.fleet();
+        let current = match &self.device_loader {
+            Some(_) => fleet.written.is_some() && fleet.written == file_id(&self.config.acl_file),
+            None => false,
+        };
+        // Read the whole fleet again unless this rewrite succeeds.
+        fleet.written = None;
+        match (&self.device_loader, current) {
+            (Some(load), true) => {
+                for (id, grant) in load(changed).map_err(BrokerError::Loader)? {
+                    match grant.and_then(|g| usable(vec![g]).pop()) {
+                        Some(g) if g.device_id == id => fleet.insert(g),
+                        _ => fleet.remove(id),
+                    }
+                }
+            }
+            _ => {
+                let all = usable((self.loader)().map_err(BrokerError::Loader)?);
+                fleet.replace_all(all);
+            }
+        }
+        self.write_fleet(&mut fleet)
+    }
+
+    /// Writes the files from `fleet` and reloads (under the file lock).
+    fn write_fleet(&self, fleet: &mut Fleet) -> Result<(), BrokerError> {
+        let acl = fleet.acl(&self.config.acl_preamble);
         if let Some(path) = &self.config.password_file {
-            let text = passwd::render(&self.config.password_preamble, &grants)?;
-            write_atomic(path, text.as_bytes(), self.config.password_file_mode)?;
+            let text = passwd::render(
+                &self.config.password_preamble,
+                &fleet.grants_with_passwords(),
+            )?;
+            // Unchanged since this instance wrote it (and nobody else did, or
+            // the fleet would have been read again): not written again.
+            let same = fleet.passwords.as_deref() == Some(text.as_str()) && path.exists();
+            fleet.passwords = None;
+            if !same {
+                write_atomic(path, text.as_bytes(), self.config.password_file_mode)?;
+            }
+            fleet.passwords = Some(text);
         }
         // The ACL file last: it is the one watched for Mosquitto's read.
         write_atomic(&self.config.acl_file, acl.as_bytes(), 0o644)?;
         self.rewrites.fetch_add(1, Ordering::Relaxed);
-        self.reloader.reload(&self.config.acl_file)
+        let written = file_id(&self.config.acl_file);
+        let reloaded = self.reloader.reload(&self.config.acl_file);
+        if reloaded.is_ok() {
+            fleet.written = written;
+        }
+        reloaded
     }
 }
 
@@ -281,21 +456,22 @@ pub(crate) fn install_crl(
 }
 
 impl BrokerAccess for MosquittoFile {
-    /// The registry already holds `grant`: rewrites the files from the loader.
+    /// The registry already holds `grant`: rewrites the files from the registry.
     fn grant(&self, grant: &BrokerGrant) -> Result<(), PortError> {
         check(grant)?;
-        self.rewrite_from_loader()
+        self.rewrite_from_loader([grant.device_id])
     }
 
     /// One rewrite for all of `grants` (which the registry already holds).
     fn grant_many(&self, grants: &[BrokerGrant]) -> Result<(), PortError> {
         grants.iter().try_for_each(check)?;
-        self.rewrite_from_loader()
+        self.rewrite_from_loader(grants.iter().map(|g| g.device_id))
     }
 
-    /// The registry no longer lists the device: rewrites the files from the loader.
-    fn revoke(&self, _device: DeviceId) -> Result<(), PortError> {
-        self.rewrite_from_loader()
+    /// The registry no longer lists the device: rewrites the files from the
+    /// registry.
+    fn revoke(&self, device: DeviceId) -> Result<(), PortError> {
+        self.rewrite_from_loader([device])
     }
 
     /// Writes exactly `grants` (not the loader's list).
@@ -306,7 +482,13 @@ impl BrokerAccess for MosquittoFile {
         }
         c.running = true;
         drop(c);
-        let result = guarded(|| self.write_with(|| Ok(grants.to_vec())));
+        let result = guarded(|| {
+            let _lock = lock_beside(&self.config.acl_file)?;
+            let mut fleet = self.fleet();
+            fleet.written = None;
+            fleet.replace_all(usable(grants.to_vec()));
+            self.write_fleet(&mut fleet)
+        });
         let mut c = self.lock();
         c.running = false;
         self.changed.notify_all();
@@ -399,6 +581,121 @@ mod tests {
         for i in 0..20 {
             assert!(text.contains(&format!("user {}\n", grant(i).client_id)));
         }
+    }
+
+    /// The ids each incremental rewrite asked the device loader for.
+    type Asked = Arc<Mutex<Vec<Vec<DeviceId>>>>;
+
+    /// A registry of grants with a device loader over it that records the ids
+    /// each rewrite asked for, and counts the full loads.
+    fn setup_incremental(
+        dir: &std::path::Path,
+        grants: Arc<Mutex<Vec<BrokerGrant>>>,
+    ) -> (MosquittoFile, Asked, Arc<AtomicU64>) {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let full = Arc::new(AtomicU64::new(0));
+        let (g1, g2, a, f) = (grants.clone(), grants, asked.clone(), full.clone());
+        let loader: GrantLoader = Arc::new(move || {
+            f.fetch_add(1, Ordering::Relaxed);
+            Ok(g1.lock().unwrap().clone())
+        });
+        let devices: DeviceGrantLoader = Arc::new(move |ids: &[DeviceId]| {
+            a.lock().unwrap().push(ids.to_vec());
+            let all = g2.lock().unwrap();
+            Ok(ids
+                .iter()
+                .map(|id| (*id, all.iter().find(|g| g.device_id == *id).cloned()))
+                .collect())
+        });
+        let file = MosquittoFile::new(config(dir), loader).with_device_loader(devices);
+        (file, asked, full)
+    }
+
+    #[test]
+    fn incremental_rewrites_read_only_the_changed_devices_and_match_a_full_render() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Arc::new(Mutex::new((0..50).map(grant).collect::<Vec<_>>()));
+        let (file, asked, full) = setup_incremental(dir.path(), registry.clone());
+        // The first rewrite reads the whole fleet.
+        file.grant(&grant(0)).unwrap();
+        assert_eq!(full.load(Ordering::Relaxed), 1);
+        assert!(asked.lock().unwrap().is_empty());
+
+        // A new device, a changed one and a revoked one: only they are read.
+        let mut changed = grant(7);
+        changed.publish = vec!["extra/topic".into()];
+        with_password(&mut changed);
+        {
+            let mut r = registry.lock().unwrap();
+            r.push(grant(60));
+            r.retain(|g| g.device_id != grant(3).device_id && g.device_id != grant(7).device_id);
+            r.push(changed.clone());
+        }
+        file.grant(&grant(60)).unwrap();
+        file.grant_many(&[changed.clone()]).unwrap();
+        file.revoke(grant(3).device_id).unwrap();
+        assert_eq!(full.load(Ordering::Relaxed), 1, "no second full read");
+        assert_eq!(
+            *asked.lock().unwrap(),
+            vec![
+                vec![grant(60).device_id],
+                vec![grant(7).device_id],
+                vec![grant(3).device_id]
+            ]
+        );
+        // The files are what a full rewrite from the registry writes.
+        let acl = std::fs::read_to_string(dir.path().join("acl")).unwrap();
+        assert_eq!(acl, acl::render("", &registry.lock().unwrap()).unwrap());
+        assert!(!acl.contains(&format!("user {}\n", grant(3).client_id)));
+        assert!(acl.contains("topic write extra/topic\n"));
+        let pw = std::fs::read_to_string(dir.path().join("passwd")).unwrap();
+        assert_eq!(pw, passwd::render("", &registry.lock().unwrap()).unwrap());
+        assert!(pw.starts_with(&format!("{}:$7$", changed.client_id)));
+    }
+
+    fn with_password(g: &mut BrokerGrant) {
+        g.password_hash = Some(passwd::hash_password("pw").unwrap());
+    }
+
+    #[test]
+    fn a_file_written_by_another_process_makes_the_next_rewrite_read_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Arc::new(Mutex::new(vec![grant(1), grant(2)]));
+        let (file, asked, full) = setup_incremental(dir.path(), registry.clone());
+        file.grant(&grant(1)).unwrap();
+        // Another process (onboardctl) revokes device 2 and rewrites the file
+        // from the registry; this instance's memory still lists device 2.
+        registry
+            .lock()
+            .unwrap()
+            .retain(|g| g.device_id != grant(2).device_id);
+        let other = setup(dir.path(), registry.clone());
+        other.revoke(grant(2).device_id).unwrap();
+        registry.lock().unwrap().push(grant(9));
+        file.grant(&grant(9)).unwrap();
+        assert_eq!(full.load(Ordering::Relaxed), 2, "read everything again");
+        assert!(asked.lock().unwrap().is_empty());
+        let acl = std::fs::read_to_string(dir.path().join("acl")).unwrap();
+        assert!(!acl.contains(&grant(2).client_id), "{acl}");
+        assert!(acl.contains(&grant(9).client_id));
+
+        // A failed rewrite also makes the next one read everything.
+        let mut bad = config(dir.path());
+        bad.reload = Reload::Signal {
+            pid_file: dir.path().join("pid"),
+        };
+        std::fs::write(dir.path().join("pid"), "garbage\n").unwrap();
+        let devices_seen = Arc::new(AtomicU64::new(0));
+        let seen = devices_seen.clone();
+        let reg = registry.clone();
+        let failing = MosquittoFile::new(bad, Arc::new(move || Ok(reg.lock().unwrap().clone())))
+            .with_device_loader(Arc::new(move |ids: &[DeviceId]| {
+                seen.fetch_add(1, Ordering::Relaxed);
+                Ok(ids.iter().map(|id| (*id, None)).collect())
+            }));
+        assert!(failing.grant(&grant(1)).is_err());
+        assert!(failing.grant(&grant(1)).is_err());
+        assert_eq!(devices_seen.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub mod testing;
 
 pub use dynsec::{DynsecConfig, MosquittoDynsec, ROLE_PREFIX};
 pub use error::BrokerError;
-pub use file::{FileConfig, GrantLoader, MosquittoFile};
+pub use file::{DeviceGrantLoader, FileConfig, GrantLoader, MosquittoFile};
 pub use mqtt::MqttEndpoint;
 pub use passwd::{hash_password, verify_password, PASSWORD_ITERATIONS};
 pub use publish::{MqttPublisher, PublisherConfig};

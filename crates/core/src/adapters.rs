@@ -38,6 +38,20 @@ impl InternalIssuer {
         }
     }
 
+    /// Issues for a CSR the CA has already parsed and verified
+    /// ([`onboard_pki::parse_csr`]).
+    pub fn issue_from_checked(
+        &self,
+        device: DeviceId,
+        csr: &onboard_pki::CheckedCsr,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedCert, PortError> {
+        self.ca
+            .issue_from_checked(csr, &self.params(device, now))
+            .map(|c| self.convert(c))
+            .map_err(port_error)
+    }
+
     fn convert(&self, c: IssuedCertificate) -> IssuedCert {
         IssuedCert {
             pem: c.pem,

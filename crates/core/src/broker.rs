@@ -74,6 +74,59 @@ pub fn grants_from_registry(
     })
 }
 
+/// The current grant of each of `devices`: `None` for a device that may not use
+/// the broker (not registered or active, or gone). One read transaction.
+pub fn grants_of_devices(
+    db: &Database,
+    settings: &Settings,
+    devices: &[DeviceId],
+) -> Result<Vec<(DeviceId, Option<BrokerGrant>)>, RepoError> {
+    db.read(|tx| {
+        let mut models: HashMap<onboard_domain::ModelCode, Option<onboard_domain::DeviceModel>> =
+            HashMap::new();
+        let mut out = Vec::with_capacity(devices.len());
+        for id in devices {
+            let device = match tx.device(*id) {
+                Ok(d) => d,
+                Err(RepoError::NotFound { .. }) => {
+                    out.push((*id, None));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if !matches!(
+                device.status,
+                DeviceStatus::Registered | DeviceStatus::Active
+            ) {
+                out.push((*id, None));
+                continue;
+            }
+            let model = match &device.model {
+                Some(code) => match models.get(code) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = match tx.model(code) {
+                            Ok(m) => Some(m),
+                            Err(RepoError::NotFound { .. }) => None,
+                            Err(e) => return Err(e),
+                        };
+                        models.insert(code.clone(), m.clone());
+                        m
+                    }
+                },
+                None => None,
+            };
+            let password = match device.credential {
+                CredentialKind::Password => tx.mqtt_credential(*id)?.map(|c| c.password_hash),
+                CredentialKind::Certificate => None,
+            };
+            let mqtt = mqtt_info(settings, model.as_ref(), &device);
+            out.push((*id, Some(grant_of(&device, &mqtt, password))));
+        }
+        Ok(out)
+    })
+}
+
 fn read(path: &str, setting: &str) -> Result<String, CoreError> {
     std::fs::read_to_string(path)
         .map_err(|e| CoreError::Setup(format!("cannot read {setting} {path}: {}", e.kind())))
@@ -142,10 +195,17 @@ pub(crate) fn broker_for(
             // publishes the rotation notifications.
             config.acl_preamble = service_acl(settings);
             let (db, all) = (db.clone(), settings.clone());
+            let (db2, all2) = (db.clone(), settings.clone());
             let loader = Arc::new(move || {
                 grants_from_registry(&db, &all).map_err(|e| PortError::Unavailable(e.to_string()))
             });
-            Arc::new(MosquittoFile::new(config, loader))
+            // Rewrites read only the devices that changed (the fleet is held in
+            // memory between them).
+            let devices: onboard_broker::DeviceGrantLoader = Arc::new(move |ids: &[DeviceId]| {
+                grants_of_devices(&db2, &all2, ids)
+                    .map_err(|e| PortError::Unavailable(e.to_string()))
+            });
+            Arc::new(MosquittoFile::new(config, loader).with_device_loader(devices))
         }
         BrokerKind::MosquittoDynsec => {
             let mut config = DynsecConfig::new(service_endpoint(b)?);

@@ -607,14 +607,15 @@ impl Onboard {
         if csr_pem.len() > crate::MAX_CSR_BYTES {
             return Err(invalid("csr", "is too large"));
         }
-        onboard_pki::check_csr(csr_pem.as_bytes()).map_err(|e| invalid("csr", e.to_string()))?;
+        let checked = onboard_pki::parse_csr(csr_pem.as_bytes())
+            .map_err(|e| invalid("csr", e.to_string()))?;
         let current_cert = self
             .store()
             .read(|tx| tx.certificates_of_device(s.device.id))?
             .into_iter()
             .find(|c| c.id == current)
             .ok_or(CoreError::Unauthorized("certificate_not_active"))?;
-        if onboard_pki::csr_matches_certificate(csr_pem.as_bytes(), &current_cert.pem)
+        if onboard_pki::checked_csr_matches_certificate(&checked, &current_cert.pem)
             .map_err(|e| invalid("csr", e.to_string()))?
         {
             return Err(invalid(
@@ -622,14 +623,18 @@ impl Onboard {
                 "carries the key of the current certificate; renewal needs a new key",
             ));
         }
-        let issuer = self.issuer()?;
         let now = self.clock().now();
-        let issued = issuer
-            .issue_from_csr(s.device.id, csr_pem.as_bytes(), now)
-            .map_err(|e| match e {
-                onboard_domain::PortError::Rejected(m) => invalid("csr", m),
-                onboard_domain::PortError::Unavailable(m) => CoreError::Unavailable(m),
-            })?;
+        let issued = match &self.ports().issuer {
+            Some(issuer) => issuer.issue_from_csr(s.device.id, csr_pem.as_bytes(), now),
+            // The internal CA issues from the check above.
+            None => self
+                .internal_issuer()?
+                .issue_from_checked(s.device.id, &checked, now),
+        }
+        .map_err(|e| match e {
+            onboard_domain::PortError::Rejected(m) => invalid("csr", m),
+            onboard_domain::PortError::Unavailable(m) => CoreError::Unavailable(m),
+        })?;
         let row = self.certificate_row(s.device.id, &issued);
         let mut effects = Vec::new();
         let certificate = self.store().transaction(|tx| -> Result<_, CoreError> {
@@ -682,7 +687,7 @@ impl Onboard {
         self.apply_or_defer(&effects);
         Ok(Renewed {
             certificate,
-            ca_chain_pem: issuer.ca_chain_pem(),
+            ca_chain_pem: self.issuer()?.ca_chain_pem(),
             previous_valid_until: now
                 + Duration::hours(i64::from(self.settings().device.renew_grace_hours)),
         })

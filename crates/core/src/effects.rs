@@ -15,15 +15,12 @@ use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{
-    new_id, CredentialKind, CrlRepository, DeviceId, DeviceModelRepository, DeviceRepository,
-    DeviceStatus, Effect, EffectRepository, MqttCredentialRepository, PendingEffect, RepoError,
-    Store,
+    new_id, CrlRepository, DeviceId, Effect, EffectRepository, PendingEffect, RepoError, Store,
 };
 
 use crate::app::Onboard;
 use crate::ca::CrlStatus;
 use crate::error::CoreError;
-use crate::provision::grant_of;
 
 /// How long the reconciler leaves an effect to the call that enqueued it, which
 /// applies it right after its commit.
@@ -79,7 +76,10 @@ fn backoff(attempts: i32) -> Duration {
 }
 
 impl Onboard {
-    /// Records `effects` in the transaction `tx`, to apply after it commits.
+    /// Records `effects` in the transaction `tx`, to apply after it commits. A
+    /// cloud effect while the cloud registry is off, and a device's broker effect
+    /// with broker `none`, are not recorded: applying them would do nothing. (The
+    /// broker's CRL effect always is: it signs the CRL the server serves.)
     pub(crate) fn enqueue<T: EffectRepository>(
         &self,
         tx: &mut T,
@@ -87,7 +87,14 @@ impl Onboard {
         out: &mut Vec<Enqueued>,
     ) -> Result<(), RepoError> {
         let now = self.clock().now();
+        let cloud = self.ports().cloud.enabled();
+        let broker = self.ports().broker.enabled();
         for effect in effects {
+            match effect {
+                Effect::CloudDevice(_) if !cloud => continue,
+                Effect::BrokerDevice(_) if !broker => continue,
+                _ => {}
+            }
             let id = new_id(self.clock());
             tx.enqueue_effect(
                 id,
@@ -230,41 +237,12 @@ impl Onboard {
         &self,
         devices: &BTreeSet<DeviceId>,
     ) -> Result<Vec<(DeviceId, Option<onboard_domain::BrokerGrant>)>, CoreError> {
-        self.store().read(|tx| -> Result<_, CoreError> {
-            let mut out = Vec::with_capacity(devices.len());
-            for id in devices {
-                let device = match tx.device(*id) {
-                    Ok(d) => d,
-                    Err(RepoError::NotFound { .. }) => {
-                        out.push((*id, None));
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                if !matches!(
-                    device.status,
-                    DeviceStatus::Registered | DeviceStatus::Active
-                ) {
-                    out.push((*id, None));
-                    continue;
-                }
-                let model = match &device.model {
-                    Some(code) => match tx.model(code) {
-                        Ok(m) => Some(m),
-                        Err(RepoError::NotFound { .. }) => None,
-                        Err(e) => return Err(e.into()),
-                    },
-                    None => None,
-                };
-                let mqtt = self.mqtt_info(&model, &device);
-                let password = match device.credential {
-                    CredentialKind::Password => tx.mqtt_credential(*id)?.map(|c| c.password_hash),
-                    CredentialKind::Certificate => None,
-                };
-                out.push((*id, Some(grant_of(&device, &mqtt, password))));
-            }
-            Ok(out)
-        })
+        let ids: Vec<DeviceId> = devices.iter().copied().collect();
+        Ok(crate::broker::grants_of_devices(
+            self.store(),
+            self.settings(),
+            &ids,
+        )?)
     }
 
     /// Signs a new CRL (every revocation committed so far) and installs it.

@@ -163,6 +163,7 @@ impl Onboard {
             config,
             metadata,
             csr: None,
+            checked_csr: None,
             credential,
         })
     }

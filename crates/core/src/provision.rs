@@ -51,6 +51,9 @@ pub(crate) struct DeviceSpec {
     pub metadata: Value,
     /// PEM; `None` to generate the key pair here.
     pub csr: Option<Vec<u8>>,
+    /// `csr` as parsed and verified by the internal CA when the request was
+    /// checked, so that issuing does not parse it again.
+    pub checked_csr: Option<onboard_pki::CheckedCsr>,
     /// A certificate, or a client id and secret.
     pub credential: CredentialKind,
 }
@@ -206,12 +209,16 @@ impl Onboard {
     ) -> Result<(IssuedCert, Option<SecretString>), CoreError> {
         let now = self.clock().now();
         match &c.csr {
-            Some(csr) => Ok((
-                issuer
-                    .issue_from_csr(device_id, csr, now)
-                    .map_err(|e| port("issue", e))?,
-                None,
-            )),
+            Some(csr) => {
+                let issued = match (&c.checked_csr, self.ports().issuer.is_none()) {
+                    // The internal CA issues from the check it already made.
+                    (Some(checked), true) => self
+                        .internal_issuer()?
+                        .issue_from_checked(device_id, checked, now),
+                    _ => issuer.issue_from_csr(device_id, csr, now),
+                };
+                Ok((issued.map_err(|e| port("issue", e))?, None))
+            }
             None => {
                 let (cert, key) = issuer
                     .issue_with_new_key(device_id, now)
@@ -426,12 +433,17 @@ impl Onboard {
         if let Some(issuer) = &self.ports().issuer {
             return Ok(issuer.clone());
         }
+        Ok(Arc::new(self.internal_issuer()?))
+    }
+
+    /// The internal CA under the configured profile.
+    pub(crate) fn internal_issuer(&self) -> Result<crate::adapters::InternalIssuer, CoreError> {
         let s = self.settings();
-        Ok(Arc::new(crate::adapters::InternalIssuer {
+        Ok(crate::adapters::InternalIssuer {
             ca: self.ca()?,
             validity_days: s.ca.validity_days,
             public_base_url: s.server.public_base_url.clone(),
             key_algorithm: s.ca.key_algorithm,
-        }))
+        })
     }
 }

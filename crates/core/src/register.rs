@@ -144,7 +144,7 @@ impl Onboard {
     ) -> Result<Registered, CoreError> {
         let mut timings = Vec::new();
         let step = Instant::now();
-        let spec = self.check_registration(req, trail)?;
+        let (spec, mut looked_up) = self.check_registration(req, trail)?;
         timings.push(("check", step.elapsed().as_secs_f64()));
         let key = spec
             .key
@@ -153,8 +153,14 @@ impl Onboard {
         let issuer = self.issuer()?;
         // Two rounds at most: a concurrent registration of the same serial may
         // commit between our lookup and our insert; then this one is a retry.
-        for _ in 0..2 {
-            let existing = self.store().read(|tx| tx.device_by_serial(&spec.serial))?;
+        for round in 0..2 {
+            // The first round uses the lookup made with the key's; the second
+            // (after a concurrent insert) reads again.
+            let existing = if round == 0 {
+                looked_up.take()
+            } else {
+                self.store().read(|tx| tx.device_by_serial(&spec.serial))?
+            };
             if let Some(device) = existing {
                 trail.device = Some(device.id);
                 return self.register_again(&spec, &key, device, issuer.as_ref(), timings);
@@ -279,8 +285,13 @@ impl Onboard {
                 .into_iter()
                 .find(|c| c.status == CertificateStatus::Active)
                 .ok_or_else(|| takeover("it holds no active certificate"))?;
-            let same = onboard_pki::csr_matches_certificate(csr, &current.pem)
-                .map_err(|e| invalid("csr", e.to_string()))?;
+            let same = match &spec.checked_csr {
+                Some(checked) => {
+                    onboard_pki::checked_csr_matches_certificate(checked, &current.pem)
+                }
+                None => onboard_pki::csr_matches_certificate(csr, &current.pem),
+            }
+            .map_err(|e| invalid("csr", e.to_string()))?;
             if !same {
                 return Err(takeover(
                     "a registration again needs a CSR for the key of its current certificate",
@@ -396,7 +407,7 @@ impl Onboard {
         &self,
         req: &RegisterRequest,
         trail: &mut Trail,
-    ) -> Result<DeviceSpec, CoreError> {
+    ) -> Result<(DeviceSpec, Option<Device>), CoreError> {
         let presented = req
             .key
             .as_ref()
@@ -404,11 +415,38 @@ impl Onboard {
         let prefix = bootstrap_key_prefix(presented.expose())
             .ok_or(CoreError::Unauthorized("key_unknown"))?;
         trail.prefix = Some(prefix.to_owned());
-        let key = self
-            .store()
-            .read(|tx| tx.bootstrap_key_by_prefix(prefix))?
-            .filter(|k| matches_hash(presented.expose(), &k.key_hash))
-            .ok_or(CoreError::Unauthorized("key_unknown"))?;
+        // One read for the key, its model and the serial: the answers are judged
+        // below in the order a request's problems are reported.
+        let serial = Serial::parse(req.serial.trim());
+        let requested_model = req.model.as_deref().map(ModelCode::parse).transpose();
+        let (key, model_found, existing) = self.store().read(|tx| -> Result<_, CoreError> {
+            let Some(key) = tx
+                .bootstrap_key_by_prefix(prefix)?
+                .filter(|k| matches_hash(presented.expose(), &k.key_hash))
+            else {
+                return Ok((None, None, None));
+            };
+            let code = match (&key.model, &requested_model) {
+                (Some(bound), Ok(Some(asked))) if bound != asked => None,
+                (Some(bound), Ok(_)) => Some(bound.clone()),
+                (None, Ok(asked)) => asked.clone(),
+                (_, Err(_)) => None,
+            };
+            let model = match code {
+                Some(code) => Some(match tx.model(&code) {
+                    Ok(m) => Some(m),
+                    Err(RepoError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }),
+                None => None,
+            };
+            let existing = match &serial {
+                Ok(s) => Some(tx.device_by_serial(s)?),
+                Err(_) => None,
+            };
+            Ok((Some(key), model, existing))
+        })?;
+        let key = key.ok_or(CoreError::Unauthorized("key_unknown"))?;
         if req.batch.as_deref().is_some_and(|b| b != key.batch) {
             return Err(CoreError::Unauthorized("key_other_batch"));
         }
@@ -419,10 +457,10 @@ impl Onboard {
             Err(rejection) => return Err(CoreError::Unauthorized(rejection.code())),
         }
 
-        let serial = Serial::parse(req.serial.trim())?;
+        let serial = serial?;
         check_serial_is_not_an_id(&serial, None)?;
         trail.serial = Some(serial.to_string());
-        let requested_model = req.model.as_deref().map(ModelCode::parse).transpose()?;
+        let requested_model = requested_model?;
         let model_code = match (&key.model, requested_model) {
             (Some(bound), Some(asked)) if *bound != asked => {
                 return Err(invalid(
@@ -433,15 +471,11 @@ impl Onboard {
             (Some(bound), _) => Some(bound.clone()),
             (None, asked) => asked,
         };
+        // Read above for this same code. A device model nobody created yet is not
+        // an error for a device (its firmware names it; the operator may create it
+        // later): the device gets the default topics and no model defaults.
         let model = match &model_code {
-            Some(code) => match self.store().read(|tx| tx.model(code)) {
-                Ok(m) => Some(m),
-                // A device model nobody created yet is not an error for a device
-                // (its firmware names it; the operator may create it later): the
-                // device gets the default topics and no model defaults.
-                Err(RepoError::NotFound { .. }) => None,
-                Err(e) => return Err(e.into()),
-            },
+            Some(_) => model_found.flatten(),
             None => None,
         };
         let firmware_version = req.firmware_version.clone().unwrap_or_default();
@@ -456,8 +490,8 @@ impl Onboard {
                 format!("must be at most {MAX_METADATA_BYTES} bytes"),
             ));
         }
-        let csr = match req.csr.as_deref().map(str::trim) {
-            None | Some("") => None,
+        let (csr, checked_csr) = match req.csr.as_deref().map(str::trim) {
+            None | Some("") => (None, None),
             Some(pem) if pem.len() > MAX_CSR_BYTES => {
                 return Err(invalid(
                     "csr",
@@ -465,12 +499,14 @@ impl Onboard {
                 ))
             }
             Some(pem) => {
-                onboard_pki::check_csr(pem.as_bytes())
+                // Parsed and verified once: issuing and the proof of possession
+                // use this check.
+                let checked = onboard_pki::parse_csr(pem.as_bytes())
                     .map_err(|e| invalid("csr", e.to_string()))?;
-                Some(pem.as_bytes().to_vec())
+                (Some(pem.as_bytes().to_vec()), Some(checked))
             }
         };
-        Ok(DeviceSpec {
+        let spec = DeviceSpec {
             actor: Actor::device(req.remote_addr.clone()),
             action: "device.register",
             name: serial.to_string(),
@@ -489,10 +525,13 @@ impl Onboard {
             config: json!({}),
             metadata,
             csr,
+            checked_csr,
             // Self-registration always ends with a certificate: the device proves
             // possession of its key on every retry (see `register_again`).
             credential: onboard_domain::CredentialKind::Certificate,
-        })
+        };
+        // The serial parsed, so it was looked up.
+        Ok((spec, existing.flatten()))
     }
 }
 

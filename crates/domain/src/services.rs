@@ -111,6 +111,10 @@ pub trait BrokerAccess: Send + Sync + std::fmt::Debug {
     fn sync(&self, grants: &[BrokerGrant]) -> Result<(), PortError>;
     /// Installs a new CRL (PEM) where the broker reads it, and reloads.
     fn publish_crl(&self, crl_pem: &str) -> Result<(), PortError>;
+    /// False for [`NoBroker`]: device grants then need no work after a commit.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// A message for one device (a rotation notification), published at QoS 1.
@@ -243,6 +247,9 @@ impl BrokerAccess for NoBroker {
     }
     fn publish_crl(&self, _: &str) -> Result<(), PortError> {
         Ok(())
+    }
+    fn enabled(&self) -> bool {
+        false
     }
 }
 

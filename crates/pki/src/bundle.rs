@@ -1,10 +1,13 @@
-//! Credential bundles: a ZIP whose entries are each encrypted with WinZip AES-256
+//! Credential bundles: a ZIP whose secret entries are encrypted with WinZip AES-256
 //! (AE-2) under a random password.
 //!
-//! Entries: `device.crt` (the device certificate), `device.key` (its PKCS#8 key,
-//! stored rather than deflated so that no compressor buffer holds it),
-//! `ca.crt` (the CA chain, issuing CA first) and `connection.json` (given by the
-//! caller). The password is 24 characters from a 56-character alphabet without
+//! Entries: `device.crt` (the device certificate) and `ca.crt` (the CA chain,
+//! issuing CA first), public by nature and not encrypted; `device.key` (its PKCS#8
+//! key, stored rather than deflated so that no compressor buffer holds it) and
+//! `connection.json` (given by the caller; it may hold the device's configuration
+//! secrets), encrypted. Each encrypted entry costs one PBKDF2-HMAC-SHA1 key
+//! derivation (1,000 rounds, the format's), most of a bulk import's CPU time, so
+//! only what is secret is encrypted. The password is 24 characters from a 56-character alphabet without
 //! look-alikes (no `0 O o 1 l I`), drawn without bias: about 139 bits.
 
 use std::fmt;
@@ -70,7 +73,8 @@ pub struct BundleContents<'a> {
 
 /// An encrypted ZIP and its password (not `Clone`, because of the password).
 pub struct CredentialBundle {
-    /// The ZIP file's bytes (every entry encrypted; safe to store or send).
+    /// The ZIP file's bytes (the key and the connection settings encrypted; safe
+    /// to store or send).
     pub zip: Vec<u8>,
     pub password: BundlePassword,
 }
@@ -108,8 +112,8 @@ pub fn build_password_bundle(
     let (public, secret) = entry_options(created_at);
     let zip = write_entries(
         &[
-            (entries::CA_CHAIN, ca_chain_pem.as_bytes(), public),
-            (entries::CONNECTION, connection_json, secret),
+            (entries::CA_CHAIN, ca_chain_pem.as_bytes(), public, false),
+            (entries::CONNECTION, connection_json, secret, true),
         ],
         password.expose_secret(),
     )?;
@@ -130,19 +134,21 @@ fn entry_options(created_at: DateTime<Utc>) -> (SimpleFileOptions, SimpleFileOpt
     (public, secret)
 }
 
+/// Writes the entries; those marked `true` are encrypted with AES-256.
 fn write_entries(
-    files: &[(&str, &[u8], SimpleFileOptions)],
+    files: &[(&str, &[u8], SimpleFileOptions, bool)],
     password: &str,
 ) -> Result<Vec<u8>, PkiError> {
     let fail = |e: zip::result::ZipError| PkiError::Bundle(e.to_string());
     let io_fail = |e: std::io::Error| PkiError::Bundle(e.to_string());
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, data, options) in files {
-        zip.start_file(
-            *name,
-            options.with_aes_encryption(AesMode::Aes256, password),
-        )
-        .map_err(fail)?;
+    for (name, data, options, encrypted) in files {
+        let options = if *encrypted {
+            options.with_aes_encryption(AesMode::Aes256, password)
+        } else {
+            *options
+        };
+        zip.start_file(*name, options).map_err(fail)?;
         zip.write_all(data).map_err(io_fail)?;
     }
     Ok(zip.finish().map_err(fail)?.into_inner())
@@ -150,19 +156,26 @@ fn write_entries(
 
 fn write_zip(contents: &BundleContents<'_>, password: &str) -> Result<Vec<u8>, PkiError> {
     let (public, secret) = entry_options(contents.created_at);
-    let files: [(&str, &[u8], SimpleFileOptions); 4] = [
+    let files: [(&str, &[u8], SimpleFileOptions, bool); 4] = [
         (
             entries::DEVICE_CERT,
             contents.certificate_pem.as_bytes(),
             public,
+            false,
         ),
         (
             entries::DEVICE_KEY,
             contents.private_key.expose_secret().as_bytes(),
             secret,
+            true,
         ),
-        (entries::CA_CHAIN, contents.ca_chain_pem.as_bytes(), public),
-        (entries::CONNECTION, contents.connection_json, public),
+        (
+            entries::CA_CHAIN,
+            contents.ca_chain_pem.as_bytes(),
+            public,
+            false,
+        ),
+        (entries::CONNECTION, contents.connection_json, public, true),
     ];
     write_entries(&files, password)
 }
@@ -230,10 +243,13 @@ mod tests {
             .unwrap();
         assert_eq!(key_entry.compression(), CompressionMethod::Stored);
         drop(key_entry);
-        let cert_entry = archive
-            .by_name_decrypt(entries::DEVICE_CERT, password)
-            .unwrap();
+        assert!(archive.by_name(entries::CONNECTION).is_err());
+        // The certificate and the chain are public and in clear.
+        let cert_entry = archive.by_name(entries::DEVICE_CERT).unwrap();
+        assert!(!cert_entry.encrypted());
         assert_eq!(cert_entry.compression(), CompressionMethod::Deflated);
+        drop(cert_entry);
+        assert!(!archive.by_name(entries::CA_CHAIN).unwrap().encrypted());
     }
 
     #[test]

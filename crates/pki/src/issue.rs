@@ -20,7 +20,7 @@ use openssl::x509::extension::{
 use openssl::x509::{X509Builder, X509Name};
 
 use crate::ca::CertificateAuthority;
-use crate::csr;
+use crate::csr::{self, CheckedCsr};
 use crate::error::PkiError;
 use crate::keys::{self, PrivateKeyPem};
 use crate::x509util::{
@@ -84,7 +84,18 @@ impl CertificateAuthority {
         params: &IssueParams<'_>,
     ) -> Result<IssuedCertificate, PkiError> {
         let checked = csr::parse(csr)?;
-        self.issue_for_key(&checked.public_key, checked.key_algorithm, params)
+        self.issue_from_checked(&checked, params)
+    }
+
+    /// Issues a device certificate for the key of a CSR that [`crate::parse_csr`]
+    /// has already parsed and verified (a registration checks its CSR before it
+    /// spends anything, and issues from that same check).
+    pub fn issue_from_checked(
+        &self,
+        csr: &CheckedCsr,
+        params: &IssueParams<'_>,
+    ) -> Result<IssuedCertificate, PkiError> {
+        self.issue_for_key(&csr.public_key, csr.key_algorithm, params)
     }
 
     /// Generates a key pair of `algorithm` and issues its certificate.

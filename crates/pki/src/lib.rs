@@ -48,7 +48,7 @@ pub use bundle::{
 };
 pub use ca::{files as ca_files, CaSpec, CertificateAuthority, IntermediateSpec};
 pub use crl::{crl_pem_from_der, Crl, CrlParams, RevokedCertificate};
-pub use csr::{check_csr, device_key_and_csr, MAX_CSR_BYTES};
+pub use csr::{check_csr, device_key_and_csr, parse_csr, CheckedCsr, MAX_CSR_BYTES};
 pub use error::{KeyPolicyViolation, PkiError};
 pub use info::{chain_info, CertificateInfo};
 pub use issue::{
@@ -62,6 +62,9 @@ pub use ocsp::{
     MAX_OCSP_REQUEST_BYTES, RESPONDER_VALIDITY_DAYS,
 };
 pub use pkcs7::{certs_only_pkcs7, certs_only_pkcs7_from_pem, est_csr_attributes};
-pub use possession::{csr_matches_certificate, presented_certificate, PresentedCertificate};
+pub use possession::{
+    checked_csr_matches_certificate, csr_matches_certificate, presented_certificate,
+    PresentedCertificate,
+};
 pub use seal::SealKey;
 pub use server_cert::{mosquitto_password_hash, ServerCertParams, ServiceCertParams};

@@ -10,7 +10,14 @@ use crate::error::PkiError;
 /// as the certificate (PEM). A CSR signed with that key proves that its sender
 /// holds the certificate's private key.
 pub fn csr_matches_certificate(csr_bytes: &[u8], certificate_pem: &str) -> Result<bool, PkiError> {
-    let checked = csr::parse(csr_bytes)?;
+    checked_csr_matches_certificate(&csr::parse(csr_bytes)?, certificate_pem)
+}
+
+/// [`csr_matches_certificate`] for a CSR already parsed and verified.
+pub fn checked_csr_matches_certificate(
+    checked: &csr::CheckedCsr,
+    certificate_pem: &str,
+) -> Result<bool, PkiError> {
     let cert = X509::from_pem(certificate_pem.as_bytes())
         .map_err(|_| PkiError::invalid("certificate", "expected a PEM certificate"))?;
     let theirs = cert.public_key()?.public_key_to_der()?;

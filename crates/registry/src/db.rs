@@ -99,6 +99,51 @@ impl Default for PoolOptions {
     }
 }
 
+/// A connection as the pool holds it: the connection, whether it has served a
+/// request before, and whether it failed in a way that makes it unusable.
+///
+/// The pool does not ping a connection when it is checked out (that was one
+/// round trip per use); a connection that the database dropped (a restart, an
+/// outage) is found out by its next `BEGIN`, which then marks it broken so the
+/// pool discards it, and the transaction starts again on another connection
+/// (see [`Database::begin`]).
+#[derive(Debug)]
+pub struct PoolConnection {
+    conn: DbConnection,
+    used: bool,
+    broken: bool,
+}
+
+/// A connection checked out of the pool; derefs to the [`DbConnection`].
+pub struct Conn(PooledConnection<ConnectionManager>);
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Conn").field(&self.0.conn).finish()
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = DbConnection;
+
+    fn deref(&self) -> &DbConnection {
+        &self.0.conn
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut DbConnection {
+        &mut self.0.conn
+    }
+}
+
+impl Conn {
+    /// The pool discards this connection when it is returned.
+    fn mark_broken(&mut self) {
+        self.0.broken = true;
+    }
+}
+
 /// Opens connections for the pool, each set up for its backend.
 #[derive(Debug)]
 pub struct ConnectionManager {
@@ -107,10 +152,30 @@ pub struct ConnectionManager {
 }
 
 impl ManageConnection for ConnectionManager {
-    type Connection = DbConnection;
+    type Connection = PoolConnection;
     type Error = RegistryError;
 
-    fn connect(&self) -> Result<DbConnection, RegistryError> {
+    fn connect(&self) -> Result<PoolConnection, RegistryError> {
+        self.open().map(|conn| PoolConnection {
+            conn,
+            used: false,
+            broken: false,
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PoolConnection) -> Result<(), RegistryError> {
+        conn.conn
+            .ping()
+            .map_err(|e| RegistryError::Connect(e.to_string()))
+    }
+
+    fn has_broken(&self, conn: &mut PoolConnection) -> bool {
+        conn.broken || conn.conn.is_broken()
+    }
+}
+
+impl ConnectionManager {
+    fn open(&self) -> Result<DbConnection, RegistryError> {
         match &self.backend {
             Backend::Postgres(url) => PgConnection::establish(url)
                 .map(DbConnection::Pg)
@@ -132,15 +197,6 @@ impl ManageConnection for ConnectionManager {
                 Ok(DbConnection::Sqlite(conn))
             }
         }
-    }
-
-    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), RegistryError> {
-        conn.ping()
-            .map_err(|e| RegistryError::Connect(e.to_string()))
-    }
-
-    fn has_broken(&self, conn: &mut DbConnection) -> bool {
-        conn.is_broken()
     }
 }
 
@@ -210,7 +266,8 @@ impl Database {
             .max_size(options.max_connections.max(1))
             .min_idle(Some(0))
             .connection_timeout(options.connect_timeout)
-            .test_on_check_out(true)
+            // No ping per checkout: a dead connection is found by its BEGIN.
+            .test_on_check_out(false)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
         Ok(Self {
@@ -226,10 +283,48 @@ impl Database {
         self.backend_name
     }
 
-    pub fn connection(&self) -> Result<PooledConnection<ConnectionManager>, RegistryError> {
-        self.pool
+    pub fn connection(&self) -> Result<Conn, RegistryError> {
+        let mut conn = self
+            .pool
             .get()
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        conn.used = true;
+        Ok(Conn(conn))
+    }
+
+    /// A connection with a transaction begun by `begin` (`BEGIN` or `BEGIN
+    /// IMMEDIATE`). A pooled connection whose `BEGIN` finds it closed (the server
+    /// restarted or dropped it while it was idle) is discarded and the next one
+    /// tried; nothing ran on it, so trying again is safe. A new connection that
+    /// fails is the error. At most one attempt per pool slot, plus one.
+    fn begin(
+        &self,
+        begin: fn(&mut DbConnection) -> diesel::QueryResult<()>,
+    ) -> Result<Conn, RepoError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut pooled = self
+                .pool
+                .get()
+                .map_err(|e| RepoError::from(RegistryError::Unavailable(e.to_string())))?;
+            let reused = pooled.used;
+            pooled.used = true;
+            let mut conn = Conn(pooled);
+            match begin(&mut conn) {
+                Ok(()) => return Ok(conn),
+                Err(e) => {
+                    let lost = connection_lost(&e);
+                    if lost {
+                        conn.mark_broken();
+                    }
+                    if !(lost && reused) || attempts > self.pool.max_size() as usize {
+                        return Err(from_diesel(e, "transaction"));
+                    }
+                    tracing::debug!(error = %e, "a pooled database connection was closed; trying another");
+                }
+            }
+        }
     }
 
     /// Checks that the database answers within `timeout` (for readiness probes, which
@@ -239,8 +334,15 @@ impl Database {
             .pool
             .get_timeout(timeout)
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        conn.ping()
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))
+        conn.used = true;
+        let result = conn
+            .conn
+            .ping()
+            .map_err(|e| RegistryError::Unavailable(e.to_string()));
+        if result.is_err() {
+            conn.broken = true;
+        }
+        result
     }
 
     /// Applies every pending migration; returns the versions applied now.
@@ -308,38 +410,66 @@ fn ensure_parent_dir(path: &Path) -> Result<(), RegistryError> {
         })
 }
 
-/// Runs `f` in a transaction that holds the write lock from its start. On SQLite a
+/// Whether a diesel error says the connection itself is gone.
+fn connection_lost(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ClosedConnection
+                | diesel::result::DatabaseErrorKind::UnableToSendCommand,
+            _
+        ) | diesel::result::Error::BrokenTransactionManager
+    )
+}
+
+/// Begins a transaction that holds the write lock from its start. On SQLite a
 /// plain (deferred) transaction that reads and then writes can fail with "database is
 /// locked" when another writer got in between; `BEGIN IMMEDIATE` makes it wait its
 /// turn instead. PostgreSQL's row locks already serialise the conditional updates.
-pub(crate) fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
-where
-    F: FnOnce(&mut DbConnection) -> Result<T, E>,
-    E: From<RepoError>,
-{
-    let begin = match conn {
+fn begin_write(conn: &mut DbConnection) -> diesel::QueryResult<()> {
+    match conn {
         DbConnection::Sqlite(inner) => {
             AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")
         }
         DbConnection::Pg(_) => {
             <DbConnection as Connection>::TransactionManager::begin_transaction(conn)
         }
-    };
-    begin.map_err(|e| E::from(from_diesel(e, "transaction")))?;
+    }
+}
+
+/// A plain (deferred) `BEGIN`: a consistent snapshot on both backends without
+/// SQLite's write lock.
+fn begin_read(conn: &mut DbConnection) -> diesel::QueryResult<()> {
+    <DbConnection as Connection>::TransactionManager::begin_transaction(conn)
+}
+
+/// Runs `f` in the transaction begun on `conn` and commits it when `f` returns
+/// `Ok`, or rolls it back. A connection whose commit or rollback fails is
+/// discarded by the pool.
+fn finish<T, E, F>(conn: &mut Conn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<RepoError>,
+{
     match f(conn) {
         Ok(value) => {
             if let Err(e) =
                 <DbConnection as Connection>::TransactionManager::commit_transaction(conn)
             {
-                let _ =
-                    <DbConnection as Connection>::TransactionManager::rollback_transaction(conn);
+                if <DbConnection as Connection>::TransactionManager::rollback_transaction(conn)
+                    .is_err()
+                {
+                    conn.mark_broken();
+                }
                 return Err(E::from(from_diesel(e, "transaction")));
             }
             Ok(value)
         }
         Err(err) => {
-            // A failed rollback leaves the connection broken; the pool discards it.
-            let _ = <DbConnection as Connection>::TransactionManager::rollback_transaction(conn);
+            if <DbConnection as Connection>::TransactionManager::rollback_transaction(conn).is_err()
+            {
+                conn.mark_broken();
+            }
             Err(err)
         }
     }
@@ -353,8 +483,8 @@ impl Store for Database {
         F: FnOnce(&mut DbConnection) -> Result<T, E>,
         E: From<RepoError>,
     {
-        let mut conn = self.connection().map_err(|e| E::from(e.into()))?;
-        write_transaction(&mut conn, f)
+        let mut conn = self.begin(begin_write).map_err(E::from)?;
+        finish(&mut conn, f)
     }
 
     fn read<T, E, F>(&self, f: F) -> Result<T, E>
@@ -362,22 +492,8 @@ impl Store for Database {
         F: FnOnce(&mut DbConnection) -> Result<T, E>,
         E: From<RepoError>,
     {
-        let mut conn = self.connection().map_err(|e| E::from(e.into()))?;
-        // A plain (deferred) BEGIN: a consistent snapshot on both backends without
-        // SQLite's write lock.
-        let conn: &mut DbConnection = &mut conn;
-        <DbConnection as Connection>::TransactionManager::begin_transaction(conn)
-            .map_err(|e| E::from(from_diesel(e, "transaction")))?;
-        let result = f(conn);
-        let end = match &result {
-            Ok(_) => <DbConnection as Connection>::TransactionManager::commit_transaction(conn),
-            Err(_) => <DbConnection as Connection>::TransactionManager::rollback_transaction(conn),
-        };
-        match (result, end) {
-            (Ok(value), Ok(())) => Ok(value),
-            (Ok(_), Err(e)) => Err(E::from(from_diesel(e, "transaction"))),
-            (Err(err), _) => Err(err),
-        }
+        let mut conn = self.begin(begin_read).map_err(E::from)?;
+        finish(&mut conn, f)
     }
 
     fn exclusive<T, E, F>(&self, name: &str, f: F) -> Result<T, E>
@@ -418,8 +534,13 @@ impl Store for Database {
 
     fn ping(&self) -> Result<(), RepoError> {
         let mut conn = self.connection()?;
-        conn.ping()
-            .map_err(|e| RepoError::Unavailable(e.to_string()))
+        let result = conn
+            .ping()
+            .map_err(|e| RepoError::Unavailable(e.to_string()));
+        if result.is_err() {
+            conn.mark_broken();
+        }
+        result
     }
 }
 

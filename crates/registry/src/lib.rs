@@ -12,7 +12,9 @@ mod rows;
 pub mod schema;
 
 pub use console::ConsoleSessionRow;
-pub use db::{Backend, ConnectionManager, Database, DbConnection, PoolOptions};
+pub use db::{
+    Backend, Conn, ConnectionManager, Database, DbConnection, PoolConnection, PoolOptions,
+};
 pub use error::RegistryError;
 
 #[cfg(feature = "test-support")]

@@ -13,7 +13,10 @@ path, password, out = sys.argv[1], sys.argv[2], sys.argv[3]
 with pyzipper.AESZipFile(path) as z:
     z.setpassword(password.encode())
     for info in z.infolist():
-        assert info.flag_bits & 1 and info.wz_aes_strength == 3, info  # encrypted, AES-256
+        if info.filename in ("device.key", "connection.json"):
+            assert info.flag_bits & 1 and info.wz_aes_strength == 3, info  # encrypted, AES-256
+        else:
+            assert not info.flag_bits & 1, info  # public: in clear
         with open(os.path.join(out, info.filename), "wb") as f:
             f.write(z.read(info.filename))
 print(",".join(sorted(z.namelist())))

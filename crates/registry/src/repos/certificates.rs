@@ -45,7 +45,8 @@ impl CertificateRepository for DbConnection {
             .values(&row)
             .execute(self)
             .repo(ENTITY)?;
-        self.certificate(c.id)
+        // The row as stored: no second round trip to read it back.
+        row.into_domain()
     }
 
     fn certificate_by_serial(

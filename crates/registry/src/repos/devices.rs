@@ -84,7 +84,9 @@ impl DeviceRepository for DbConnection {
             .values(&row)
             .execute(self)
             .repo(ENTITY)?;
-        self.device(d.id)
+        // The row as stored (every column is set here, timestamps already at the
+        // database's microseconds): no second round trip to read it back.
+        row.into_domain()
     }
 
     fn device(&mut self, id: DeviceId) -> Result<Device, RepoError> {
