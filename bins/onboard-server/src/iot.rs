@@ -150,9 +150,15 @@ fn onboard_pki_presented(der: &[u8]) -> Result<onboard_core::PresentedCertificat
 /// `POST /iot/token`'s form body (RFC 6749 section 4.4.2, client_secret_post).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenForm {
+    /// Only `client_credentials` (required).
+    #[schema(required = true, nullable = false, pattern = "^client_credentials$")]
     pub grant_type: Option<String>,
+    #[schema(nullable = false)]
     pub client_id: Option<String>,
+    #[schema(nullable = false)]
     pub client_secret: Option<String>,
+    /// Space-separated; the only scope is `device`.
+    #[schema(nullable = false, pattern = "^ *(device( +device)*)? *$")]
     pub scope: Option<String>,
 }
 
