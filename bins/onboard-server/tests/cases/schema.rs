@@ -149,7 +149,8 @@ fn undocumented_methods_are_405_and_oversized_bodies_413_on_every_route() {
         allow.sort();
         for m in methods.iter().filter(|m| !documented.contains(m)) {
             let method = m.to_uppercase();
-            let (status, headers, body) = exchange(port, &method, &path, &[auth.clone()], b"");
+            let (status, headers, body) =
+                exchange(port, &method, &path, std::slice::from_ref(&auth), b"");
             assert_eq!(status, 405, "{method} {template}: {body}");
             let v: serde_json::Value = serde_json::from_str(&body)
                 .unwrap_or_else(|e| panic!("{method} {template}: not JSON ({e}): {body}"));
