@@ -4,7 +4,7 @@ CARGO ?= cargo
 # nextest runs the isolated tests in parallel processes; plain cargo test otherwise.
 TEST_RUNNER := $(shell if $(CARGO) nextest --version >/dev/null 2>&1; then echo "nextest run --no-fail-fast"; else echo "test --no-fail-fast"; fi)
 
-.PHONY: help run install build release test test-faults test-faults-heavy test-unit lint fmt bench fuzz fuzz-smoke clean-test-services
+.PHONY: help run install build release test test-faults test-faults-heavy test-unit lint fmt bench fuzz clean-test-services
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -34,12 +34,12 @@ test: ## The whole suite against real PostgreSQL, SQLite, Mosquitto and openssl
 # The fault tests (docs/reliability.md): kill -9 under load, PostgreSQL, disk and
 # broker outages, a kill during an AWS call. `make test` runs them too.
 FAULT_FILTER := binary(server) & (test(/^faults::/) | test(/^outages::/) | test(/^broker_outage::/) | test(/a_kill_during_an_aws_call/))
-FAULT_CARGO_TEST := test -p onboard-server --test server --no-fail-fast -- faults:: outages:: broker_outage:: a_kill_during_an_aws_call
+FAULT_CARGO_TEST := test --workspace --test server --no-fail-fast -- faults:: outages:: broker_outage:: a_kill_during_an_aws_call
 
 test-faults: ## Only the fault tests (kills, database, disk and broker outages); ONBOARD_TEST_HEAVY=1 for the heavier variants
 	scripts/test-services.sh $(CARGO) build --workspace --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  ONBOARD_TEST_PREBUILT=1 scripts/test-services.sh $(CARGO) nextest run --no-fail-fast -p onboard-server -E '$(FAULT_FILTER)'; \
+	  ONBOARD_TEST_PREBUILT=1 scripts/test-services.sh $(CARGO) nextest run --no-fail-fast --workspace -E '$(FAULT_FILTER)'; \
 	else \
 	  ONBOARD_TEST_PREBUILT=1 scripts/test-services.sh $(CARGO) $(FAULT_CARGO_TEST); \
 	fi
@@ -61,9 +61,8 @@ bench: ## Benchmarks: criterion (pki), HTTP load runs of registration and import
 	scripts/test-services.sh scripts/bench-import.sh
 	scripts/test-services.sh $(CARGO) nextest run -p onboard-core --run-ignored only --no-capture a_million_devices
 
-fuzz: ## Fuzz the ESP32 image parser for 60 s (cargo-fuzz, nightly; docs/testing.md)
-	mkdir -p fuzz/corpus/firmware_image
-	cargo +nightly fuzz run firmware_image fuzz/corpus/firmware_image fuzz/seeds -- -max_total_time=60
+fuzz: ## Every cargo-fuzz target for FUZZ_SECONDS each (20 by default; scripts/fuzz-smoke.sh, docs/testing.md); CI runs it after make test
+	scripts/fuzz-smoke.sh
 
 clean-test-services: ## Stop the private PostgreSQL that test-services.sh may have started
 	@if [ -f target/test-services/pg/postmaster.pid ]; then \

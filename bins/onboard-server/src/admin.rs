@@ -104,8 +104,10 @@ pub struct KeyQuery {
     pub batch: Option<String>,
     pub active: Option<bool>,
     /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (an id).
+    #[param(format = Uuid)]
     pub after: Option<String>,
 }
 
@@ -203,12 +205,17 @@ pub async fn delete_key(
 #[serde(deny_unknown_fields)]
 pub struct DeviceQuery {
     /// registered, active, revoked or decommissioned.
+    #[param(pattern = "^(registered|active|revoked|decommissioned)$")]
     pub status: Option<String>,
+    /// A model code: 1 to 64 of `a-z 0-9 - _`, starting with a letter or digit.
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub model: Option<String>,
     pub batch: Option<String>,
     /// Case-insensitive text in serial, name or location.
     pub q: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    #[param(format = Uuid)]
     pub after: Option<String>,
 }
 
@@ -270,14 +277,18 @@ pub async fn show_device(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    #[param(format = Uuid)]
     pub device: Option<String>,
     /// e.g. `device.register`, `bootstrap_key.create`.
     pub action: Option<String>,
     /// success or failure.
+    #[param(pattern = "^(success|failure)$")]
     pub outcome: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    #[param(format = Uuid)]
     pub after: Option<String>,
 }
 

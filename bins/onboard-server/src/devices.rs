@@ -117,7 +117,10 @@ pub struct RevokeBody {
     /// An RFC 5280 reason: unspecified, keyCompromise, cACompromise,
     /// affiliationChanged, superseded, cessationOfOperation, certificateHold,
     /// privilegeWithdrawn, aACompromise. Default unspecified.
-    #[schema(example = "keyCompromise")]
+    #[schema(
+        example = "keyCompromise",
+        pattern = "^(unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|privilegeWithdrawn|aACompromise)$"
+    )]
     pub reason: Option<String>,
 }
 

@@ -13,7 +13,6 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
 use actix_web::{get, post, web, FromRequest, HttpRequest, HttpResponse, ResponseError};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use onboard_core::{CoreError, DeviceSession, Onboard};
 use serde::{Deserialize, Serialize};
@@ -83,23 +82,6 @@ fn unauthorized() -> DeviceUnauthorized {
 }
 
 /// Decodes `%XX` escapes (ingress-nginx's `$ssl_client_escaped_cert`).
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
 enum Credential {
     Peer(Vec<u8>),
     Forwarded(Vec<u8>),
@@ -119,7 +101,7 @@ fn credential_of(req: &HttpRequest) -> Option<Credential> {
                 return v
                     .to_str()
                     .ok()
-                    .and_then(percent_decode)
+                    .and_then(onboard_core::domain::credentials::percent_decode)
                     .map(Credential::Forwarded);
             }
         }
@@ -168,9 +150,15 @@ fn onboard_pki_presented(der: &[u8]) -> Result<onboard_core::PresentedCertificat
 /// `POST /iot/token`'s form body (RFC 6749 section 4.4.2, client_secret_post).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenForm {
+    /// Only `client_credentials` (required).
+    #[schema(required = true, nullable = false, pattern = "^client_credentials$")]
     pub grant_type: Option<String>,
+    #[schema(nullable = false)]
     pub client_id: Option<String>,
+    #[schema(nullable = false)]
     pub client_secret: Option<String>,
+    /// Space-separated; the only scope is `device`.
+    #[schema(nullable = false, pattern = "^ *(device( +device)*)? *$")]
     pub scope: Option<String>,
 }
 
@@ -195,33 +183,12 @@ fn oauth_error(status: StatusCode, error: &str, description: &str, basic: bool) 
 }
 
 /// `Authorization: Basic` client credentials (RFC 6749 section 2.3.1: each part
-/// form-urlencoded before base64).
+/// form-urlencoded before base64); `None` without an `Authorization` header.
 fn basic_credentials(req: &HttpRequest) -> Option<Result<(String, String), ()>> {
     let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     // Any other scheme is an attempt at client authentication through the
     // header that cannot succeed: RFC 6749 section 5.2 wants 401 for it.
-    let Some((scheme, rest)) = v.split_once(' ') else {
-        return Some(Err(()));
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Some(Err(()));
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok());
-    let Some(decoded) = decoded else {
-        return Some(Err(()));
-    };
-    let Some((id, secret)) = decoded.split_once(':') else {
-        return Some(Err(()));
-    };
-    let unform =
-        |s: &str| percent_decode(&s.replace('+', " ")).and_then(|b| String::from_utf8(b).ok());
-    Some(match (unform(id), unform(secret)) {
-        (Some(id), Some(secret)) => Ok((id, secret)),
-        _ => Err(()),
-    })
+    Some(onboard_core::domain::credentials::basic_credentials(v).map_err(|_| ()))
 }
 
 /// The OAuth 2.0 client-credentials grant for password devices: client id (the

@@ -336,11 +336,7 @@ impl Onboard {
     /// malformed tokens are all `NotFound`: the answer does not say which.
     pub fn download_bundle(&self, token: &str) -> Result<Vec<u8>, CoreError> {
         let not_found = CoreError::NotFound { entity: "bundle" };
-        let shaped = token.len() == 43
-            && token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !shaped {
+        if !onboard_pki::secrets::is_token_shaped(token) {
             return Err(not_found);
         }
         let hash = onboard_pki::secrets::sha256_hex(token.as_bytes());

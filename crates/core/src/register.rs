@@ -33,7 +33,7 @@ use crate::secrets::{bootstrap_key_prefix, matches_hash};
 /// The largest CSR accepted (PEM).
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
 /// The largest metadata object accepted, serialised.
-pub const MAX_METADATA_BYTES: usize = 4 * 1024;
+pub const MAX_METADATA_BYTES: usize = onboard_domain::MAX_METADATA_BYTES;
 /// Default topic template when a device has no model (or the model has none).
 pub const DEFAULT_TOPIC: &str = "devices/{device_id}/#";
 
@@ -481,15 +481,7 @@ impl Onboard {
         let firmware_version = req.firmware_version.clone().unwrap_or_default();
         onboard_domain::check_firmware_version(&firmware_version, true)?;
         let metadata = req.metadata.clone().unwrap_or_else(|| json!({}));
-        if !metadata.is_object() {
-            return Err(invalid("metadata", "must be a JSON object"));
-        }
-        if metadata.to_string().len() > MAX_METADATA_BYTES {
-            return Err(invalid(
-                "metadata",
-                format!("must be at most {MAX_METADATA_BYTES} bytes"),
-            ));
-        }
+        onboard_domain::check_json_object("metadata", &metadata, MAX_METADATA_BYTES)?;
         let (csr, checked_csr) = match req.csr.as_deref().map(str::trim) {
             None | Some("") => (None, None),
             Some(pem) if pem.len() > MAX_CSR_BYTES => {

@@ -171,6 +171,27 @@ pub fn check_firmware_version(s: &str, allow_empty: bool) -> Result<(), InvalidV
     Ok(())
 }
 
+/// The largest metadata object a device may register with, serialised.
+pub const MAX_METADATA_BYTES: usize = 4 * 1024;
+
+/// A JSON object of at most `max_bytes` serialised (device metadata, say).
+pub fn check_json_object(
+    field: &'static str,
+    value: &serde_json::Value,
+    max_bytes: usize,
+) -> Result<(), InvalidValue> {
+    if !value.is_object() {
+        return Err(InvalidValue::new(field, "must be a JSON object"));
+    }
+    if value.to_string().len() > max_bytes {
+        return Err(InvalidValue::new(
+            field,
+            format!("must be at most {max_bytes} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// A SHA-256 digest as 64 lowercase hex characters: the name of a stored
 /// firmware image, so only this type (never a caller's text) makes a file name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

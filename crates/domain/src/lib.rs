@@ -4,6 +4,7 @@
 //! This crate depends on no other crate of ours and performs no I/O.
 
 mod clock;
+pub mod credentials;
 mod entities;
 mod ids;
 mod ports;
@@ -17,8 +18,8 @@ pub use entities::{
     NewDevice, Rotation,
 };
 pub use ids::{
-    check_firmware_version, BootstrapKeyId, CertSerial, CertificateId, DeviceId, Fingerprint,
-    InvalidValue, ModelCode, Serial, Sha256Digest,
+    check_firmware_version, check_json_object, BootstrapKeyId, CertSerial, CertificateId, DeviceId,
+    Fingerprint, InvalidValue, ModelCode, Serial, Sha256Digest, MAX_METADATA_BYTES,
 };
 pub use ports::{
     AuditFilter, AuditRepository, BootstrapKeyFilter, BootstrapKeyRepository,

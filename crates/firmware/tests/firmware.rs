@@ -215,7 +215,8 @@ fn an_oversized_image_is_refused_before_parsing() {
 
 #[test]
 fn the_fuzz_seeds_are_the_images_the_builder_makes() {
-    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    let seeds =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/firmware_image");
     let read = |name: &str| std::fs::read(seeds.join(name)).unwrap();
     assert_eq!(
         read("app.bin"),

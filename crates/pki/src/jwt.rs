@@ -141,7 +141,13 @@ impl TokenKey {
     }
 
     /// Signs `claims` into a compact JWS with `typ` (e.g. `at+jwt`, RFC 9068).
+    /// The claims must be a JSON object (RFC 7519 section 7.2), as [`Self::verify`]
+    /// requires; anything else is refused rather than signed into a token that
+    /// never verifies.
     pub fn sign(&self, typ: &str, claims: &Value) -> Result<String, PkiError> {
+        if !claims.is_object() {
+            return Err(PkiError::invalid("claims", "must be a JSON object"));
+        }
         let header = json!({"alg": "ES256", "typ": typ, "kid": self.kid});
         let input = format!(
             "{}.{}",
@@ -224,6 +230,27 @@ mod tests {
         assert_ne!(key().kid(), other.kid());
         let token = other.sign("at+jwt", &json!({"sub": "x"})).unwrap();
         assert_eq!(key().verify(&token, None), Err(TokenError::WrongKey));
+    }
+
+    /// Found by the `access_token` fuzz target: `5` was signed into a token that
+    /// `verify` refuses as malformed.
+    #[test]
+    fn claims_that_are_not_an_object_are_never_signed() {
+        let k = key();
+        for claims in [json!(5), json!("sub"), json!([1]), json!(null)] {
+            assert!(
+                matches!(
+                    k.sign("at+jwt", &claims),
+                    Err(PkiError::InvalidInput {
+                        field: "claims",
+                        ..
+                    })
+                ),
+                "{claims}"
+            );
+        }
+        let token = k.sign("at+jwt", &json!({})).unwrap();
+        assert_eq!(k.verify(&token, None), Ok(json!({})));
     }
 
     #[test]

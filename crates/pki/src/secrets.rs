@@ -21,6 +21,14 @@ pub fn random_token() -> Result<String, PkiError> {
     Ok(base64url(&bytes))
 }
 
+/// Whether `s` has the shape of a [`random_token`]: 43 characters of
+/// `A-Z a-z 0-9 - _`. Callers refuse anything else before a lookup.
+pub fn is_token_shaped(s: &str) -> bool {
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Lowercase hex SHA-256 of `data` (64 characters).
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha256(data))
@@ -80,6 +88,21 @@ fn base64url(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_tokens_have_the_token_shape_and_little_else_does() {
+        for _ in 0..100 {
+            assert!(is_token_shaped(&random_token().unwrap()));
+        }
+        let ok = "A".repeat(43);
+        assert!(is_token_shaped(&ok));
+        assert!(!is_token_shaped(&"A".repeat(42)));
+        assert!(!is_token_shaped(&"A".repeat(44)));
+        assert!(!is_token_shaped(&format!("{}=", "A".repeat(42))));
+        assert!(!is_token_shaped(&format!("{}/", "A".repeat(42))));
+        // 43 bytes, but fewer characters: not ASCII.
+        assert!(!is_token_shaped(&format!("{}é", "A".repeat(41))));
+    }
 
     #[test]
     fn random_bytes_have_the_requested_length_and_differ() {
