@@ -240,7 +240,7 @@ pub async fn download_bundle(
     params(("id" = String, Path, description = "device id")), responses(
     (status = 200, body = crate::iot::ProvisioningView),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-    (status = 409, body = ErrorBody, description = "the device is revoked or decommissioned"),
+    (status = 409, body = ErrorBody, description = "the device is revoked or decommissioned, or its password rotation is PENDING"),
 ))]
 #[get("/devices/{id}/provisioning")]
 pub async fn device_provisioning(

@@ -104,13 +104,13 @@ pub async fn trigger_rotation(
     Ok(web::Json(QueuedView { queued }))
 }
 
-/// Queue one device for rotation (it must be OK or TIMEOUT, in service, and a
-/// certificate device).
+/// Queue one device for rotation (it must be OK or TIMEOUT and in service; a
+/// password device only once `rotation.secret_key` is set).
 #[utoipa::path(context_path = "/private/v1/admin", tag = "admin", security(("admin_token" = [])),
     responses(
     (status = 200, body = RotationView),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-    (status = 409, body = ErrorBody, description = "already QUEUED or PENDING, not in service, or a password device"),
+    (status = 409, body = ErrorBody, description = "already QUEUED or PENDING, not in service, or a password device without rotation.secret_key"),
 ))]
 #[post("/devices/{id}/rotate")]
 pub async fn rotate_device(
@@ -131,11 +131,13 @@ pub async fn rotate_device(
     Ok(web::Json(RotationView::from(&entry)))
 }
 
-/// The device acknowledges its rotated certificate, presenting it (mutual TLS).
-/// Its first use completes the rotation already; the acknowledgment confirms it.
+/// The device acknowledges its rotated credential: a certificate device presents
+/// its new certificate (mutual TLS; its first use completes the rotation already,
+/// the acknowledgment confirms it), a password device a token of its new secret
+/// (which deletes the old secret).
 #[utoipa::path(tag = "iot", responses(
     (status = 200, body = RotationView), (status = 401, body = ErrorBody),
-    (status = 409, body = ErrorBody, description = "no rotation pending, or not the rotation's new certificate"),
+    (status = 409, body = ErrorBody, description = "no rotation pending, or not the rotation's new certificate or secret"),
 ))]
 #[post("/iot/rotation/ack")]
 pub async fn acknowledge(

@@ -530,6 +530,17 @@ impl Onboard {
                 now,
             )?
             .ok_or_else(|| CoreError::Conflict("the device changed meanwhile; retry".into()))?;
+            if tx
+                .rotation(device.id)?
+                .is_some_and(|r| r.state == RotationState::Pending)
+            {
+                // Its secrets belong to the rotation until it is acknowledged or
+                // times out.
+                return Err(CoreError::Conflict(format!(
+                    "device {} is rotating its secret; a new one can be set once the rotation is OK or TIMEOUT",
+                    device.id
+                )));
+            }
             tx.set_mqtt_credential(&row)?;
             let audit = Audit::new(
                 self.clock(),

@@ -351,3 +351,120 @@ async fn a_forwarded_certificate_counts_only_from_a_trusted_proxy() {
         "revoked: refused at once"
     );
 }
+
+/// A password device's rotation over the device API: a token of the old secret
+/// fetches the new secret and cannot acknowledge; a token of the new one
+/// acknowledges, and then the old secret gets no token.
+async fn a_password_rotation_over_the_device_api(backend: TestBackend) {
+    let t = TestDb::new(backend);
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 12, 2, 8, 0, 0).unwrap(),
+    ));
+    let (state, _dir) = state_with_clock(
+        &t,
+        |s| {
+            s.rate_limit.requests_per_minute = 0;
+            s.rate_limit.failures_per_hour = 0;
+            s.rotation.secret_key =
+                "8f3a1c5e7b9d0f2a4c6e8a0b2d4f6a8c0e2b4d6f8a1c3e5a7b9d1f3a5c7e9b0d".into();
+        },
+        clock.clone(),
+    );
+    let onboard = state.onboard.clone();
+    let (id, old) = password_device(&onboard, "rot");
+    let svc = atest::init_service(app(state)).await;
+    let call = |req| {
+        let svc = &svc;
+        async move {
+            let res = atest::call_service(svc, req).await;
+            let status = res.status();
+            let body: Value =
+                serde_json::from_slice(&atest::read_body(res).await).unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    let token_req = |secret: &str| {
+        atest::TestRequest::post()
+            .uri("/iot/token")
+            .insert_header(("content-type", "application/x-www-form-urlencoded"))
+            .set_payload(format!(
+                "grant_type=client_credentials&client_id={id}&client_secret={secret}"
+            ))
+            .to_request()
+    };
+    let with = |req: atest::TestRequest, bearer: &str| {
+        req.insert_header(("authorization", format!("Bearer {bearer}")))
+            .to_request()
+    };
+
+    onboard
+        .trigger_rotation(&Actor::cli(), Some(id.parse().unwrap()))
+        .unwrap();
+    assert_eq!(onboard.run_rotation_cycle().unwrap().started, 1);
+
+    let (s, body) = call(token_req(&old)).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the old secret gets a token while PENDING: {body}"
+    );
+    let old_token = body["access_token"].as_str().unwrap().to_owned();
+    let (s, body) = call(with(
+        atest::TestRequest::get().uri("/iot/provisioning"),
+        &old_token,
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let new = body["client_secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    let (s, body) = call(with(
+        atest::TestRequest::post().uri("/iot/rotation/ack"),
+        &old_token,
+    ))
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+
+    let (s, body) = call(token_req(&new)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let new_token = body["access_token"].as_str().unwrap().to_owned();
+    let (s, body) = call(with(
+        atest::TestRequest::post().uri("/iot/rotation/ack"),
+        &new_token,
+    ))
+    .await;
+    assert_eq!(
+        (s, &body["state"]),
+        (StatusCode::OK, &json!("OK")),
+        "{body}"
+    );
+
+    let (s, body) = call(token_req(&old)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    let (s, _) = call(with(
+        atest::TestRequest::get().uri("/iot/config"),
+        &old_token,
+    ))
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "the old secret's token outlived the ack"
+    );
+    let (s, body) = call(with(
+        atest::TestRequest::get().uri("/iot/provisioning"),
+        &new_token,
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.get("client_secret").is_none(), "{body}");
+}
+
+#[actix_web::test]
+async fn sqlite_a_password_rotation_over_the_device_api() {
+    a_password_rotation_over_the_device_api(TestBackend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_a_password_rotation_over_the_device_api() {
+    a_password_rotation_over_the_device_api(TestBackend::Postgres).await;
+}

@@ -451,6 +451,12 @@ pub fn a_password_device_rotates_its_secret_and_a_timeout_restores_the_old_one(
     assert_ne!(second.expose(), first.expose());
     let err = onboard.acknowledge_rotation(&old_session).unwrap_err();
     assert!(matches!(err, CoreError::Conflict(_)), "{err:?}");
+    // Nor may an operator set yet another secret meanwhile.
+    let err = onboard.admin_provisioning(&Actor::cli(), id).unwrap_err();
+    assert!(
+        matches!(&err, CoreError::Conflict(m) if m.contains("rotating")),
+        "{err:?}"
+    );
     assert_eq!(rotation(onboard, id).state, RotationState::Pending);
     // Kept sealed: neither secret is in the rotation record in clear.
     let kept = s
