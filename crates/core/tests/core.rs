@@ -85,6 +85,7 @@ on_both_backends!(notify_tests for notify:
     a_broker_down_at_the_start_is_notified_by_a_later_cycle,
     a_password_device_rotates_its_secret_and_a_timeout_restores_the_old_one,
     password_devices_wait_for_a_secret_key,
+    a_certificate_timeout_leaves_the_old_certificate_working_then_a_retry_completes,
 );
 
 on_both_backends!(possession_tests for possession:

@@ -99,8 +99,8 @@ impl Default for PoolOptions {
     }
 }
 
-/// A connection as the pool holds it: the connection, whether it has served a
-/// request before, and whether it failed in a way that makes it unusable.
+/// A connection as the pool holds it: the connection, when it was opened, and
+/// whether it failed in a way that makes it unusable.
 ///
 /// The pool does not ping a connection when it is checked out (that was one
 /// round trip per use); a connection that the database dropped (a restart, an
@@ -110,7 +110,9 @@ impl Default for PoolOptions {
 #[derive(Debug)]
 pub struct PoolConnection {
     conn: DbConnection,
-    used: bool,
+    /// A connection opened before a caller started may have been dropped by the
+    /// database since (a restart while it sat idle, used or not).
+    opened: std::time::Instant,
     broken: bool,
 }
 
@@ -158,7 +160,7 @@ impl ManageConnection for ConnectionManager {
     fn connect(&self) -> Result<PoolConnection, RegistryError> {
         self.open().map(|conn| PoolConnection {
             conn,
-            used: false,
+            opened: std::time::Instant::now(),
             broken: false,
         })
     }
@@ -284,11 +286,10 @@ impl Database {
     }
 
     pub fn connection(&self) -> Result<Conn, RegistryError> {
-        let mut conn = self
+        let conn = self
             .pool
             .get()
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        conn.used = true;
         Ok(Conn(conn))
     }
 
@@ -301,15 +302,15 @@ impl Database {
         &self,
         begin: fn(&mut DbConnection) -> diesel::QueryResult<()>,
     ) -> Result<Conn, RepoError> {
+        let started = std::time::Instant::now();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let mut pooled = self
+            let pooled = self
                 .pool
                 .get()
                 .map_err(|e| RepoError::from(RegistryError::Unavailable(e.to_string())))?;
-            let reused = pooled.used;
-            pooled.used = true;
+            let reused = pooled.opened < started;
             let mut conn = Conn(pooled);
             match begin(&mut conn) {
                 Ok(()) => return Ok(conn),
@@ -328,21 +329,32 @@ impl Database {
     }
 
     /// Checks that the database answers within `timeout` (for readiness probes, which
-    /// must answer faster than the pool's connect timeout).
+    /// must answer faster than the pool's connect timeout). A pooled connection
+    /// opened before the check that fails its ping may predate a database restart:
+    /// it is discarded and the check tried again on another one, so readiness
+    /// follows the database itself, not the pool's leftovers.
     pub fn check(&self, timeout: Duration) -> Result<(), RegistryError> {
-        let mut conn = self
-            .pool
-            .get_timeout(timeout)
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        conn.used = true;
-        let result = conn
-            .conn
-            .ping()
-            .map_err(|e| RegistryError::Unavailable(e.to_string()));
-        if result.is_err() {
-            conn.broken = true;
+        let started = std::time::Instant::now();
+        let deadline = started + timeout;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut conn = self
+                .pool
+                .get_timeout(left)
+                .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+            let reused = conn.opened < started;
+            match conn.conn.ping() {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    conn.broken = true;
+                    if !reused || attempts > self.pool.max_size() as usize {
+                        return Err(RegistryError::Unavailable(e.to_string()));
+                    }
+                }
+            }
         }
-        result
     }
 
     /// Applies every pending migration; returns the versions applied now.

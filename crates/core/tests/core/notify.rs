@@ -552,3 +552,103 @@ pub fn password_devices_wait_for_a_secret_key(backend: TestBackend) {
     );
     assert_eq!(s.onboard.device_rotation(done.device.id).unwrap(), None);
 }
+
+/// A certificate rotation that times out, on the real broker: the certificate
+/// issued during it is revoked and refused by Mosquitto, the old one connects
+/// again, and the next cycle retries (and notifies again) until the device
+/// completes with a new certificate.
+pub fn a_certificate_timeout_leaves_the_old_certificate_working_then_a_retry_completes(
+    backend: TestBackend,
+) {
+    // Mosquitto checks certificates and the CRL against the real clock: Onboard's
+    // starts two minutes behind it, so that moving it past the one-minute
+    // deadline still gives a CRL (and certificates) valid in Mosquitto's eyes.
+    let s = setup(backend, |s| s.rotation.timeout_seconds = 60);
+    s.clock
+        .set(SystemClock.now().trunc_subsecs(0) - chrono::Duration::seconds(120));
+    let (onboard, broker) = (&s.onboard, &s.broker);
+    let a = register(onboard, "SN-TIMEOUT-A");
+    let topic = format!("iotsupport/{}/rotation", a.id);
+    let mut ma = connect(broker, a.id, &a.cert.pem, &a.key).unwrap();
+    assert!(matches!(
+        ma.subscribe(&topic).as_slice(),
+        [SubscribeReasonCode::Success(_)]
+    ));
+    onboard.trigger_rotation(&Actor::cli(), Some(a.id)).unwrap();
+    let first = onboard.run_rotation_cycle().unwrap();
+    assert_eq!((first.started, first.notified), (1, 1), "{first}");
+    assert_eq!(next_on(&mut ma, &topic).unwrap()["attempt"], 1);
+
+    // The device renews but never uses the new certificate.
+    let (abandoned_key, csr) =
+        onboard_pki::device_key_and_csr(KeyAlgorithm::EcdsaP256, &a.id.to_string()).unwrap();
+    let abandoned = onboard
+        .renew_certificate(&session(onboard, &a.cert), &csr)
+        .unwrap()
+        .certificate;
+    drop(ma);
+
+    // The deadline passes: TIMEOUT, the abandoned certificate revoked and in the
+    // broker's CRL; the old certificate works again on the broker.
+    s.clock.advance(chrono::Duration::seconds(61));
+    let timed_out = onboard.run_rotation_cycle().unwrap();
+    assert_eq!(
+        (timed_out.timed_out, timed_out.started),
+        (1, 0),
+        "{timed_out}"
+    );
+    assert_eq!(rotation(onboard, a.id).state, RotationState::Timeout);
+    let refused = connect(broker, a.id, &abandoned.pem, abandoned_key.expose_secret())
+        .err()
+        .expect("the abandoned certificate still connects");
+    assert!(refused.to_lowercase().contains("revoked"), "{refused}");
+    let mut ma = connect(broker, a.id, &a.cert.pem, &a.key).expect("the old certificate");
+    assert!(matches!(
+        ma.subscribe(&topic).as_slice(),
+        [SubscribeReasonCode::Success(_)]
+    ));
+    own_marker(&mut ma, onboard, &topic);
+
+    // The next cycle retries and notifies the second attempt.
+    let retry = onboard.run_rotation_cycle().unwrap();
+    assert_eq!((retry.started, retry.notified), (1, 1), "{retry}");
+    let entry = rotation(onboard, a.id);
+    assert_eq!((entry.state, entry.attempts), (RotationState::Pending, 2));
+    assert_eq!(next_on(&mut ma, &topic).unwrap()["attempt"], 2);
+
+    // This time the device completes: renew, reconnect with the new certificate,
+    // acknowledge; the old certificate is then refused.
+    let (new_key, csr) =
+        onboard_pki::device_key_and_csr(KeyAlgorithm::EcdsaP256, &a.id.to_string()).unwrap();
+    let renewed = onboard
+        .renew_certificate(&session(onboard, &a.cert), &csr)
+        .unwrap()
+        .certificate;
+    drop(ma);
+    let mut ma = connect(broker, a.id, &renewed.pem, new_key.expose_secret()).unwrap();
+    assert!(matches!(
+        ma.subscribe(&topic).as_slice(),
+        [SubscribeReasonCode::Success(_)]
+    ));
+    let acked = onboard
+        .acknowledge_rotation(&session(onboard, &renewed))
+        .unwrap();
+    assert_eq!(acked.state, RotationState::Ok);
+    let refused = connect(broker, a.id, &a.cert.pem, &a.key)
+        .err()
+        .expect("the old certificate still connects after the rotation");
+    assert!(refused.to_lowercase().contains("revoked"), "{refused}");
+    own_marker(&mut ma, onboard, &topic);
+    assert_eq!(
+        rotation_actions(onboard, a.id),
+        vec![
+            "rotation.queue",
+            "rotation.start",
+            "rotation.notify",
+            "rotation.timeout",
+            "rotation.start",
+            "rotation.notify",
+            "rotation.complete"
+        ]
+    );
+}
