@@ -17,11 +17,16 @@ use crate::views::{CertificateView, DeviceDetailsView, DeviceView};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterDeviceBody {
-    /// 1 to 128 characters.
-    #[schema(example = "boiler room sensor")]
+    /// 1 to 128 characters, not only spaces, no control characters.
+    #[schema(
+        example = "boiler room sensor",
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     pub model: Option<String>,
-    /// At most 128 characters.
+    /// At most 128 characters, no control characters.
+    #[schema(max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub location: Option<String>,
     pub firmware_version: Option<String>,
     /// The hardware serial; the device id when absent.
@@ -168,7 +173,14 @@ pub async fn decommission_device(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchDeviceBody {
+    /// 1 to 128 characters, not only spaces, no control characters.
+    #[schema(
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
+    /// At most 128 characters, no control characters.
+    #[schema(max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub location: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub config: Option<serde_json::Value>,

@@ -393,7 +393,10 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
     .map(|r| (r[0].clone(), r[1].clone()))
     .collect();
     assert_eq!(uses, owned);
-    assert_eq!(uses.get(&key.id).map(String::as_str), Some("300"));
+    assert_eq!(
+        uses.get(&key.id).map(String::as_str),
+        Some(device_count.to_string().as_str())
+    );
     drop(server);
 }
 
