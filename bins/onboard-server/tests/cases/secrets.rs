@@ -1,7 +1,8 @@
 //! No secret is kept in clear or written to a log: the real binary at debug level
 //! runs registrations (with and without a CSR), operator registrations and their
-//! bundle downloads, password devices and their tokens, renewals, revocations and
-//! refused guesses; then the server log, the CLI's listings, the broker's files and
+//! bundle downloads, password devices and their tokens, a password device's
+//! rotation (trigger, run-job, the new secret fetched and acknowledged), renewals,
+//! revocations and refused guesses; then the server log, the CLI's listings, the broker's files and
 //! a dump of every table of the database are searched for every secret generated.
 
 use std::path::Path;
@@ -108,12 +109,28 @@ fn no_secret_is_kept_or_logged(backend: TestBackend) {
     let d = dir.path();
     let mut env = env_for(&db);
     env.push(("ONBOARD__LOG__LEVEL", "debug".into()));
-    let t = start(d, &db, &[("ONBOARD__LOG__LEVEL", "debug".into())]);
+    // The key that seals a password device's secrets during its rotation.
+    let seal_key = "5d2e8b1a9c3f7e6d4b2a1908f7e6d5c4b3a29180f7e6d5c4b3a2918070f1e2d3".to_owned();
+    env.push(("ONBOARD__ROTATION__SECRET_KEY", seal_key.clone()));
+    let t = start(
+        d,
+        &db,
+        &[
+            ("ONBOARD__LOG__LEVEL", "debug".into()),
+            ("ONBOARD__ROTATION__SECRET_KEY", seal_key.clone()),
+        ],
+    );
     let auth = admin(&t);
-    let mut secrets = vec![Secret {
-        what: "admin token".into(),
-        value: t.token.clone(),
-    }];
+    let mut secrets = vec![
+        Secret {
+            what: "admin token".into(),
+            value: t.token.clone(),
+        },
+        Secret {
+            what: "rotation.secret_key".into(),
+            value: seal_key,
+        },
+    ];
     let mut keys: Vec<(String, String)> = vec![];
 
     create_model(&t, "thermo");
@@ -245,6 +262,46 @@ fn no_secret_is_kept_or_logged(backend: TestBackend) {
         what: "wrong client secret".into(),
         value: wrong,
     });
+
+    // The password device's rotation, run by the CronJob's command: the new secret
+    // fetched with a token of the old one, acknowledged with a token of the new.
+    let (ok, out, err) = onboardctl(d, &env, &["rotation", "trigger", "--device", &pw_id]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = onboardctl(d, &env, &["rotation", "run-job"]);
+    assert!(ok && out.contains("1 started"), "{out}{err}");
+    let old_token = token_for(d, &t, &client_id, &fresh);
+    let r = curl(
+        d,
+        &t,
+        "GET",
+        "/iot/provisioning",
+        None,
+        &["-H", &format!("Authorization: Bearer {old_token}")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rotated = r.json()["client_secret"].as_str().unwrap().to_owned();
+    assert_ne!(rotated, fresh);
+    let rotated_token = token_for(d, &t, &client_id, &rotated);
+    let r = curl(
+        d,
+        &t,
+        "POST",
+        "/iot/rotation/ack",
+        None,
+        &["-H", &format!("Authorization: Bearer {rotated_token}")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], "OK", "{}", r.body);
+    for (what, value) in [
+        ("token of the secret a rotation replaced", old_token),
+        ("client secret set by a rotation", rotated),
+        ("token of the rotated secret", rotated_token),
+    ] {
+        secrets.push(Secret {
+            what: what.into(),
+            value,
+        });
+    }
 
     // A renewal over mutual TLS, then a revocation.
     let csr = p256_csr(d, "a2");
