@@ -98,6 +98,8 @@ run() {
     ONBOARD__RATE_LIMIT__REQUESTS_PER_MINUTE=0 ONBOARD__RATE_LIMIT__FAILURES_PER_HOUR=0 \
     ONBOARD__LOG__LEVEL=warn ONBOARD__BROKER__KIND="$broker"
   "$bin/onboardctl" migrate >/dev/null
+  # On PostgreSQL the server never makes a CA by itself (replicas would each make one).
+  [ "$backend" = postgres ] && "$bin/onboardctl" ca init >/dev/null
   [ "$devices" -gt 0 ] && fill "$backend" "$url"
   "$bin/onboard-server" >server.log 2>&1 &
   local server_pid=$!; pids+=("$server_pid")
@@ -130,8 +132,8 @@ trap 'for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; for d in 
 n=0
 for backend in $backends; do
   for broker in $brokers; do
-    for devices in 0 "$fleet"; do
-      [ "$devices" = 0 ] || [ "$fleet" -gt 0 ] || continue
+    sizes=0; [ "$fleet" -gt 0 ] && sizes="0 $fleet"
+    for devices in $sizes; do
       n=$((n + 1))
       if [ "$backend" = sqlite ]; then
         mkdir -p "$work/db$n"
