@@ -59,7 +59,7 @@ bench: ## Benchmarks: criterion (pki), HTTP load runs of registration and import
 	openssl speed -seconds 3 ecdsap256 rsa2048 2>/dev/null | tail -n 4
 	scripts/test-services.sh scripts/bench-register.sh
 	scripts/test-services.sh scripts/bench-import.sh
-	scripts/test-services.sh $(CARGO) nextest run -p onboard-core --run-ignored only --no-capture a_million_devices
+	scripts/test-services.sh $(CARGO) nextest run --workspace --run-ignored only --no-capture a_million_devices
 
 fuzz: ## Every cargo-fuzz target for FUZZ_SECONDS each (20 by default; scripts/fuzz-smoke.sh, docs/testing.md); CI runs it after make test
 	scripts/fuzz-smoke.sh
