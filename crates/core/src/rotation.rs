@@ -643,12 +643,7 @@ impl Onboard {
                     superseded.push(c.serial.to_string());
                 }
             }
-            r.state = transition(r.state, RotationState::Ok)
-                .map_err(|e| CoreError::Conflict(e.to_string()))?;
-            r.completed_at = Some(now);
-            r.deadline_at = None;
-            r.last_error = None;
-            r.updated_at = now;
+            complete(&mut r, now)?;
             tx.put_rotation(&r)?;
             let mut audit = Audit::new(
                 self.clock(),
@@ -748,13 +743,8 @@ impl Onboard {
                     ))
                 }
             };
-            r.state = transition(r.state, RotationState::Ok)
-                .map_err(|e| CoreError::Conflict(e.to_string()))?;
             r.old_secret_encrypted = None;
-            r.completed_at = Some(now);
-            r.deadline_at = None;
-            r.last_error = None;
-            r.updated_at = now;
+            complete(&mut r, now)?;
             tx.put_rotation(&r)?;
             let mut audit = Audit::new(
                 self.clock(),
@@ -779,4 +769,15 @@ enum Start {
     Skipped,
     NoSlot,
     NoCandidate,
+}
+
+/// A PENDING rotation's move to OK: completed now, no deadline, no error.
+fn complete(r: &mut Rotation, now: DateTime<Utc>) -> Result<(), CoreError> {
+    r.state =
+        transition(r.state, RotationState::Ok).map_err(|e| CoreError::Conflict(e.to_string()))?;
+    r.completed_at = Some(now);
+    r.deadline_at = None;
+    r.last_error = None;
+    r.updated_at = now;
+    Ok(())
 }
