@@ -1,5 +1,7 @@
-//! Benchmarks of the CA's hot paths: issuing from a CSR, generating a key and
-//! issuing, and building a 100,000-entry CRL. All with an ECDSA P-256 issuing CA.
+//! Benchmarks of the CA's hot paths: parsing and verifying a CSR, issuing from a
+//! CSR, generating a key and issuing, building a 100,000-entry CRL, signing and
+//! verifying an access token, and the hash a bootstrap key is looked up by. All
+//! with an ECDSA P-256 issuing CA.
 //!
 //! `cargo bench -p onboard-pki -- --warm-up-time 1 --measurement-time 5`
 
@@ -95,5 +97,38 @@ fn crl(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, issuing, crl);
+fn csr_and_tokens(c: &mut Criterion) {
+    let p256 = PKey::from_ec_key(
+        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let p256_csr = csr(&p256);
+    c.bench_function("parse_csr/p256", |b| {
+        b.iter(|| onboard_pki::parse_csr(&p256_csr).unwrap())
+    });
+    let key = onboard_pki::TokenKey::from_secret(&[7u8; 32]).unwrap();
+    let claims = serde_json::json!({
+        "sub": "3f0c2a8e-0000-7000-8000-000000000001",
+        "iat": 1_795_000_000,
+        "exp": 1_795_003_600,
+    });
+    c.bench_function("token/sign", |b| {
+        b.iter(|| key.sign("at+jwt", &claims).unwrap())
+    });
+    let token = key.sign("at+jwt", &claims).unwrap();
+    c.bench_function("token/verify", |b| {
+        b.iter(|| key.verify(&token, Some("at+jwt")))
+    });
+    // A bootstrap key is found by its prefix and checked by its hash.
+    let secret = "ob_3f0c2a8e_kJ8vQ2xW9mN4pR7tY1uZ6aB3cD5eF0gH";
+    let stored = onboard_pki::secrets::sha256_hex(secret.as_bytes());
+    c.bench_function("key_lookup_hash", |b| {
+        b.iter(|| {
+            let h = onboard_pki::secrets::sha256_hex(secret.as_bytes());
+            onboard_pki::secrets::constant_time_eq(h.as_bytes(), stored.as_bytes())
+        })
+    });
+}
+
+criterion_group!(benches, issuing, csr_and_tokens, crl);
 criterion_main!(benches);
