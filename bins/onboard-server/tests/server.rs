@@ -12,6 +12,8 @@ mod aws;
 mod broker_outage;
 #[path = "cases/console.rs"]
 mod console;
+#[path = "cases/console_firmware.rs"]
+mod console_firmware;
 #[path = "cases/deploy.rs"]
 mod deploy;
 #[path = "cases/e2e.rs"]
@@ -620,12 +622,12 @@ async fn postgres_console_sessions_cookies_headers_csrf_and_escaping() {
 
 #[actix_web::test]
 async fn sqlite_console_firmware_is_uploaded_from_the_models_page() {
-    console::firmware_is_uploaded_from_the_models_page(TestBackend::Sqlite).await;
+    console_firmware::firmware_is_uploaded_from_the_models_page(TestBackend::Sqlite).await;
 }
 
 #[actix_web::test]
 async fn postgres_console_firmware_is_uploaded_from_the_models_page() {
-    console::firmware_is_uploaded_from_the_models_page(TestBackend::Postgres).await;
+    console_firmware::firmware_is_uploaded_from_the_models_page(TestBackend::Postgres).await;
 }
 
 #[actix_web::test]

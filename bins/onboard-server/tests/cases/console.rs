@@ -18,30 +18,30 @@ use serde_json::json;
 use crate::state_with_clock;
 use crate::support::{self, Server};
 
-fn admin_token(dir: &std::path::Path) -> String {
+pub(crate) fn admin_token(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("admin.token"))
         .unwrap()
         .trim()
         .to_owned()
 }
 
-fn form(body: &str) -> atest::TestRequest {
+pub(crate) fn form(body: &str) -> atest::TestRequest {
     atest::TestRequest::post()
         .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
         .set_payload(body.to_owned())
 }
 
-fn text(body: &[u8]) -> String {
+pub(crate) fn text(body: &[u8]) -> String {
     String::from_utf8_lossy(body).into_owned()
 }
 
 /// The `name=value` of a `Set-Cookie` header.
-fn cookie_pair(set_cookie: &str) -> String {
+pub(crate) fn cookie_pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
 
 /// The CSRF token of the first form on a page.
-fn csrf_of(page: &str) -> String {
+pub(crate) fn csrf_of(page: &str) -> String {
     let marker = r#"name="csrf" value=""#;
     let start = page.find(marker).expect("a CSRF field") + marker.len();
     page[start..start + 64].to_owned()
@@ -513,305 +513,4 @@ pub async fn failed_sign_ins_lock_the_client_out(backend: TestBackend) {
     )
     .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-}
-
-/// A `multipart/form-data` body as a browser sends it: (name, file name, bytes).
-fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
-    let boundary = "----OnboardTestBoundary7MA4YWxkTrZu0gW";
-    let mut body = Vec::new();
-    for (name, file, data) in parts {
-        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-        match file {
-            Some(f) => body.extend_from_slice(
-                format!(
-                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\n\
-                     Content-Type: application/octet-stream\r\n\r\n"
-                )
-                .as_bytes(),
-            ),
-            None => body.extend_from_slice(
-                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
-            ),
-        }
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-/// The models page's upload form: CSRF and origin checked before anything is
-/// stored, the same validation and limit as the admin API, audited with the
-/// operator's token name.
-pub async fn firmware_is_uploaded_from_the_models_page(backend: TestBackend) {
-    use onboard_firmware::testing::ImageBuilder;
-    let t = TestDb::new(backend);
-    let (state, dir) = crate::state_with(&t, |s| {
-        s.rate_limit.requests_per_minute = 0;
-        s.rate_limit.failures_per_hour = 0;
-        s.assets.max_firmware_bytes = 16 * 1024;
-    });
-    let token = admin_token(dir.path());
-    let onboard = state.onboard.clone();
-    onboard
-        .create_model(&Actor::cli(), "tempsensor", &Default::default())
-        .unwrap();
-    let svc = atest::init_service(app(state)).await;
-    let res = atest::call_service(
-        &svc,
-        form(&format!("token={token}"))
-            .uri("/admin/sign-in")
-            .to_request(),
-    )
-    .await;
-    let cookie = cookie_pair(
-        res.headers()
-            .get(header::SET_COOKIE)
-            .unwrap()
-            .to_str()
-            .unwrap(),
-    );
-    let res = atest::call_service(
-        &svc,
-        atest::TestRequest::get()
-            .uri("/admin/models")
-            .insert_header((header::COOKIE, cookie.clone()))
-            .to_request(),
-    )
-    .await;
-    let page = text(&atest::read_body(res).await);
-    assert!(
-        page.contains(
-            r#"action="/admin/models/tempsensor/firmware" enctype="multipart/form-data""#
-        ),
-        "{page}"
-    );
-    assert!(page.contains(r#"<label for="fw-tempsensor">"#), "{page}");
-    let csrf = csrf_of(&page);
-    let fw_dir = onboard.firmware_dir();
-    let listing = |d: &std::path::Path| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(d)
-            .map(|r| {
-                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    };
-    let good = ImageBuilder::app("1.0.0", "tempsensor", "v5.3.1").build();
-    let post = |uri: &str, parts: &[(&str, Option<&str>, &[u8])], cookie: Option<&str>| {
-        let (ctype, body) = multipart(parts);
-        let mut req = atest::TestRequest::post()
-            .uri(uri)
-            .insert_header((header::CONTENT_TYPE, ctype))
-            .set_payload(body);
-        if let Some(c) = cookie {
-            req = req.insert_header((header::COOKIE, c.to_owned()));
-        }
-        req
-    };
-    let uri = "/admin/models/tempsensor/firmware";
-
-    // Refused before anything is stored: a wrong or missing CSRF token, the image
-    // before the token, another origin, no session.
-    let refused = [
-        (
-            "wrong CSRF",
-            post(
-                uri,
-                &[("csrf", None, b"0000"), ("image", Some("a.bin"), &good)],
-                Some(&cookie),
-            ),
-            StatusCode::FORBIDDEN,
-        ),
-        (
-            "image first",
-            post(
-                uri,
-                &[
-                    ("image", Some("a.bin"), &good),
-                    ("csrf", None, csrf.as_bytes()),
-                ],
-                Some(&cookie),
-            ),
-            StatusCode::FORBIDDEN,
-        ),
-        (
-            "cross-site",
-            post(
-                uri,
-                &[
-                    ("csrf", None, csrf.as_bytes()),
-                    ("image", Some("a.bin"), &good),
-                ],
-                Some(&cookie),
-            )
-            .insert_header((header::ORIGIN, "http://evil.example")),
-            StatusCode::FORBIDDEN,
-        ),
-        (
-            "cross-site by fetch metadata",
-            post(
-                uri,
-                &[
-                    ("csrf", None, csrf.as_bytes()),
-                    ("image", Some("a.bin"), &good),
-                ],
-                Some(&cookie),
-            )
-            .insert_header(("sec-fetch-site", "cross-site")),
-            StatusCode::FORBIDDEN,
-        ),
-        (
-            "no session",
-            post(
-                uri,
-                &[
-                    ("csrf", None, csrf.as_bytes()),
-                    ("image", Some("a.bin"), &good),
-                ],
-                None,
-            ),
-            StatusCode::SEE_OTHER,
-        ),
-    ];
-    for (what, req, status) in refused {
-        let res = atest::call_service(&svc, req.to_request()).await;
-        assert_eq!(res.status(), status, "{what}");
-        assert_eq!(onboard.firmware_info("tempsensor").unwrap(), None, "{what}");
-        assert_eq!(
-            listing(&fw_dir),
-            Vec::<String>::new(),
-            "{what}: nothing stored"
-        );
-    }
-
-    // An invalid image: the API's message on the page, nothing changed.
-    let mut wrong_magic = good.clone();
-    wrong_magic[0] = 0xE8;
-    let res = atest::call_service(
-        &svc,
-        post(
-            uri,
-            &[
-                ("csrf", None, csrf.as_bytes()),
-                ("image", Some("a.bin"), &wrong_magic),
-            ],
-            Some(&cookie),
-        )
-        .to_request(),
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let page = text(&atest::read_body(res).await);
-    assert!(page.contains("wrong magic"), "{page}");
-    assert!(page.contains(r#"class="error""#), "{page}");
-    assert_eq!(onboard.firmware_info("tempsensor").unwrap(), None);
-    assert_eq!(listing(&fw_dir), Vec::<String>::new());
-
-    // Too large: refused by its declared length with a console page, and cut at the
-    // limit when streamed without one.
-    let big = ImageBuilder::app("3.0.0", "t", "v5")
-        .code_size(32 * 1024)
-        .build();
-    let res = atest::call_service(
-        &svc,
-        post(
-            uri,
-            &[
-                ("csrf", None, csrf.as_bytes()),
-                ("image", Some("a.bin"), &big),
-            ],
-            Some(&cookie),
-        )
-        .to_request(),
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(res.headers().get(header::CONTENT_SECURITY_POLICY).is_some());
-    let page = text(&atest::read_body(res).await);
-    assert!(
-        page.contains("assets.max_firmware_bytes") && page.contains("<html"),
-        "{page}"
-    );
-    assert_eq!(listing(&fw_dir), Vec::<String>::new());
-    let mut req = post(
-        uri,
-        &[
-            ("csrf", None, csrf.as_bytes()),
-            ("image", Some("a.bin"), &big),
-        ],
-        Some(&cookie),
-    )
-    .to_request();
-    req.headers_mut().remove(header::CONTENT_LENGTH);
-    let res = atest::call_service(&svc, req).await;
-    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let page = text(&atest::read_body(res).await);
-    assert!(page.contains("assets.max_firmware_bytes"), "{page}");
-    assert_eq!(listing(&fw_dir), Vec::<String>::new());
-
-    // An unknown model: 404.
-    let res = atest::call_service(
-        &svc,
-        post(
-            "/admin/models/nope/firmware",
-            &[
-                ("csrf", None, csrf.as_bytes()),
-                ("image", Some("a.bin"), &good),
-            ],
-            Some(&cookie),
-        )
-        .to_request(),
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::NOT_FOUND);
-
-    // The right form: installed, shown on the page, audited as the operator.
-    let res = atest::call_service(
-        &svc,
-        post(
-            uri,
-            &[
-                ("csrf", None, csrf.as_bytes()),
-                ("image", Some("fw.bin"), &good),
-            ],
-            Some(&cookie),
-        )
-        .to_request(),
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    assert_eq!(
-        res.headers().get(header::LOCATION).unwrap(),
-        "/admin/models#model-tempsensor"
-    );
-    let fw = onboard.firmware_info("tempsensor").unwrap().unwrap();
-    assert_eq!(fw.version, "1.0.0");
-    assert_eq!(fw.size, good.len() as u64);
-    assert_eq!(listing(&fw_dir).len(), 1, "{:?}", listing(&fw_dir));
-    let res = atest::call_service(
-        &svc,
-        atest::TestRequest::get()
-            .uri("/admin/models")
-            .insert_header((header::COOKIE, cookie.clone()))
-            .to_request(),
-    )
-    .await;
-    let page = text(&atest::read_body(res).await);
-    assert!(page.contains(&fw.sha256.to_string()), "{page}");
-    let res = atest::call_service(
-        &svc,
-        atest::TestRequest::get()
-            .uri("/private/v1/admin/audit?action=model.firmware.upload")
-            .insert_header(("authorization", format!("Bearer {token}")))
-            .to_request(),
-    )
-    .await;
-    let audit: serde_json::Value = atest::read_body_json(res).await;
-    let items = audit["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1, "{audit}");
-    assert_eq!(items[0]["actor"], "admin:admin", "{audit}");
-    assert_eq!(items[0]["outcome"], "success", "{audit}");
 }

@@ -20,7 +20,7 @@ fn token(dir: &std::path::Path) -> String {
     format!("Bearer {}", t.trim())
 }
 
-fn files(dir: &std::path::Path) -> Vec<String> {
+pub(crate) fn files(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
