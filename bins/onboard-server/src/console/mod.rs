@@ -155,12 +155,17 @@ pub async fn require_post(
         return Err(forbidden("cross-site request refused"));
     }
     let signed = require(req, onboard).await?;
-    if !csrf_matches(&signed.id, csrf) {
-        return Err(forbidden(
-            "the form's CSRF token is missing or wrong; reload the page and try again",
-        ));
+    match csrf_refused(&signed, csrf) {
+        Some(answer) => Err(answer),
+        None => Ok(signed),
     }
-    Ok(signed)
+}
+
+/// The answer to a form whose CSRF token is not the session's; `None` when it is.
+pub fn csrf_refused(signed: &Signed, csrf: &str) -> Option<HttpResponse> {
+    (!csrf_matches(&signed.id, csrf)).then(|| {
+        forbidden("the form's CSRF token is missing or wrong; reload the page and try again")
+    })
 }
 
 async fn css() -> HttpResponse {

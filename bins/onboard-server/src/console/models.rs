@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use onboard_core::Onboard;
 
 use super::html::{code_lines, csrf_field, esc, layout};
-use super::{api_error_page, forbidden, require, require_post, see_other};
+use super::{api_error_page, forbidden, require, see_other};
 use crate::admin::blocking;
 use crate::error::ApiError;
 
@@ -114,7 +114,8 @@ async fn upload(
     code: web::Path<String>,
     mut form: Multipart,
 ) -> HttpResponse {
-    // Origin and session first, so a cross-site or signed-out post reads nothing.
+    // Origin and session first, so a cross-site or signed-out post reads nothing;
+    // then the CSRF token, the form's first field, before any of the image.
     if !super::same_origin(&req) {
         return forbidden("cross-site request refused");
     }
@@ -152,10 +153,9 @@ async fn upload(
         }
         _ => String::new(),
     };
-    let signed = match require_post(&req, &onboard, &csrf).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+    if let Some(answer) = super::csrf_refused(&signed, &csrf) {
+        return answer;
+    }
     let nav = signed.nav("models");
     let code = code.into_inner();
     let image = match form.next().await {
