@@ -230,6 +230,17 @@ pub struct Database {
     local_locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
 }
 
+/// libpq speaks TLS to PostgreSQL through OpenSSL. When libpq is the first to
+/// initialise OpenSSL, OpenSSL registers a clean-up for process exit that frees its
+/// tables while other threads (the pool's, the server's workers) may still be in a
+/// TLS read or write, and the process dies of SIGSEGV as it exits. The openssl
+/// crate initialises it without that clean-up (`OPENSSL_INIT_NO_ATEXIT`); doing it
+/// before any connection makes that the initialisation that counts
+/// (`tests/exit.rs`).
+pub fn init_openssl_before_libpq() {
+    openssl::init();
+}
+
 /// A stable PostgreSQL advisory lock key for a lock name (FNV-1a, 64 bits), so
 /// every replica and version maps a name to the same key.
 fn advisory_key(name: &str) -> i64 {
@@ -255,6 +266,7 @@ impl Database {
     /// pool opens no connection up front, so a server can start while its database
     /// is still coming up and report that through readiness.
     pub fn open(url: &str, options: &PoolOptions) -> Result<Self, RegistryError> {
+        init_openssl_before_libpq();
         let backend = Backend::from_url(url)?;
         if let Backend::Sqlite(path) = &backend {
             ensure_parent_dir(path)?;

@@ -13,7 +13,8 @@ pub mod schema;
 
 pub use console::ConsoleSessionRow;
 pub use db::{
-    Backend, Conn, ConnectionManager, Database, DbConnection, PoolConnection, PoolOptions,
+    init_openssl_before_libpq, Backend, Conn, ConnectionManager, Database, DbConnection,
+    PoolConnection, PoolOptions,
 };
 pub use error::RegistryError;
 

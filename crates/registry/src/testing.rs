@@ -80,6 +80,7 @@ impl TestDb {
     }
 
     pub fn postgres() -> Self {
+        crate::init_openssl_before_libpq();
         let admin_url = pg_admin_url();
         let name = format!("onboard_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::establish(&admin_url).unwrap_or_else(|e| {
