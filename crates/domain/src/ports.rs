@@ -534,6 +534,20 @@ pub trait Store: Send + Sync + 'static {
         F: FnOnce(&mut Self::Tx) -> Result<T, E>,
         E: From<RepoError>;
 
+    /// Like [`Store::transaction`], for short writes that many callers make at once
+    /// (registrations): a backend may run concurrent callers' `f`s one after the
+    /// other in one transaction with one commit (group commit), each in a savepoint
+    /// of its own, so one caller's `Err` rolls back only its own writes. Each call
+    /// still returns only once its writes are committed, and an `Ok` whose commit
+    /// failed is returned as the commit's error. `f` runs on the caller's thread.
+    fn grouped_transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self::Tx) -> Result<T, E>,
+        E: From<RepoError>,
+    {
+        self.transaction(f)
+    }
+
     /// Runs `f` in a transaction meant for reading: it does not take the write lock
     /// up front, so on a single-writer backend readers never queue behind writers.
     /// Writes inside `f` still work but may fail to get the lock; use

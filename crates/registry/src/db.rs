@@ -14,6 +14,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use onboard_domain::{RepoError, Store};
 
 use crate::error::{from_diesel, RegistryError};
+use crate::group::Group;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -141,7 +142,7 @@ impl std::ops::DerefMut for Conn {
 
 impl Conn {
     /// The pool discards this connection when it is returned.
-    fn mark_broken(&mut self) {
+    pub(crate) fn mark_broken(&mut self) {
         self.0.broken = true;
     }
 }
@@ -179,7 +180,7 @@ impl ManageConnection for ConnectionManager {
 impl ConnectionManager {
     fn open(&self) -> Result<DbConnection, RegistryError> {
         match &self.backend {
-            Backend::Postgres(url) => PgConnection::establish(url)
+            Backend::Postgres(url) => pg_connect(url)
                 .map(DbConnection::Pg)
                 .map_err(|e| RegistryError::Connect(redact(&e.to_string(), url))),
             Backend::Sqlite(path) => {
@@ -228,6 +229,8 @@ pub struct Database {
     backend: Backend,
     /// The named locks of [`Store::exclusive`] on SQLite (one process per file).
     local_locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// Group commit of [`Store::grouped_transaction`] on SQLite.
+    group: Arc<Group>,
 }
 
 /// libpq speaks TLS to PostgreSQL through OpenSSL. When libpq is the first to
@@ -239,6 +242,21 @@ pub struct Database {
 /// (`tests/exit.rs`).
 pub fn init_openssl_before_libpq() {
     openssl::init();
+}
+
+/// Connects to PostgreSQL as every Onboard connection does: OpenSSL initialised
+/// first (above), and `gssencmode=disable` unless the URL chooses: libpq's default
+/// (`prefer`) looks for Kerberos credentials on every connect, and a process that
+/// exits while another thread is in that lookup aborts in libkrb5's clean-up
+/// (`tests/exit.rs`). TLS (`sslmode`) is what encrypts Onboard's connections; a URL
+/// that names `gssencmode` keeps it.
+pub fn pg_connect(url: &str) -> diesel::ConnectionResult<PgConnection> {
+    init_openssl_before_libpq();
+    if url.contains("gssencmode=") {
+        return PgConnection::establish(url);
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    PgConnection::establish(&format!("{url}{sep}gssencmode=disable"))
 }
 
 /// A stable PostgreSQL advisory lock key for a lock name (FNV-1a, 64 bits), so
@@ -289,6 +307,7 @@ impl Database {
             backend_name,
             backend,
             local_locks: Arc::default(),
+            group: Arc::default(),
         })
     }
 
@@ -476,27 +495,31 @@ where
     E: From<RepoError>,
 {
     match f(conn) {
-        Ok(value) => {
-            if let Err(e) =
-                <DbConnection as Connection>::TransactionManager::commit_transaction(conn)
-            {
-                if <DbConnection as Connection>::TransactionManager::rollback_transaction(conn)
-                    .is_err()
-                {
-                    conn.mark_broken();
-                }
-                return Err(E::from(from_diesel(e, "transaction")));
-            }
-            Ok(value)
-        }
+        Ok(value) => commit(conn).map(|()| value).map_err(E::from),
         Err(err) => {
-            if <DbConnection as Connection>::TransactionManager::rollback_transaction(conn).is_err()
-            {
-                conn.mark_broken();
-            }
+            rollback(conn);
             Err(err)
         }
     }
+}
+
+/// Commits the transaction (or releases the savepoint) open on `conn`; a commit
+/// that fails is rolled back.
+pub(crate) fn commit(conn: &mut Conn) -> Result<(), RepoError> {
+    <DbConnection as Connection>::TransactionManager::commit_transaction(conn).map_err(|e| {
+        rollback(conn);
+        from_diesel(e, "transaction")
+    })
+}
+
+/// Rolls back the transaction (or to the savepoint) open on `conn`; a connection
+/// that cannot is discarded by the pool.
+pub(crate) fn rollback(conn: &mut Conn) -> bool {
+    let done = <DbConnection as Connection>::TransactionManager::rollback_transaction(conn).is_ok();
+    if !done {
+        conn.mark_broken();
+    }
+    done
 }
 
 impl Store for Database {
@@ -509,6 +532,21 @@ impl Store for Database {
     {
         let mut conn = self.begin(begin_write).map_err(E::from)?;
         finish(&mut conn, f)
+    }
+
+    /// Group commit on SQLite (`group.rs`). PostgreSQL runs each caller in a
+    /// transaction of its own on its own connection: its writers run in parallel,
+    /// and one flush of its write-ahead log already covers the commits of every
+    /// connection that are waiting for it.
+    fn grouped_transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E>,
+        E: From<RepoError>,
+    {
+        match &self.backend {
+            Backend::Sqlite(_) => self.group.run(|| self.begin(begin_write), f),
+            Backend::Postgres(_) => self.transaction(f),
+        }
     }
 
     fn read<T, E, F>(&self, f: F) -> Result<T, E>
@@ -530,7 +568,7 @@ impl Store for Database {
                 // A connection of its own, closed afterwards: closing releases the
                 // session lock whatever happened in between, and a process that
                 // dies releases it with its connection.
-                let mut conn = PgConnection::establish(url)
+                let mut conn = pg_connect(url)
                     .map_err(|e| E::from(RepoError::Unavailable(redact(&e.to_string(), url))))?;
                 diesel::sql_query("SELECT pg_advisory_lock($1)")
                     .bind::<diesel::sql_types::BigInt, _>(advisory_key(name))

@@ -7,14 +7,15 @@
 mod console;
 mod db;
 mod error;
+mod group;
 mod repos;
 mod rows;
 pub mod schema;
 
 pub use console::ConsoleSessionRow;
 pub use db::{
-    init_openssl_before_libpq, Backend, Conn, ConnectionManager, Database, DbConnection,
-    PoolConnection, PoolOptions,
+    init_openssl_before_libpq, pg_connect, Backend, Conn, ConnectionManager, Database,
+    DbConnection, PoolConnection, PoolOptions,
 };
 pub use error::RegistryError;
 

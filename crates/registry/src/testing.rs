@@ -8,8 +8,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: failing loudly is the point
 
 use diesel::connection::SimpleConnection;
-use diesel::pg::PgConnection;
-use diesel::Connection;
 
 use crate::{Database, PoolOptions};
 
@@ -80,10 +78,9 @@ impl TestDb {
     }
 
     pub fn postgres() -> Self {
-        crate::init_openssl_before_libpq();
         let admin_url = pg_admin_url();
         let name = format!("onboard_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::establish(&admin_url).unwrap_or_else(|e| {
+        let mut admin = crate::pg_connect(&admin_url).unwrap_or_else(|e| {
             panic!(
                 "PostgreSQL for tests is not reachable at {admin_url}: {e}. \
                  Run scripts/test-services.sh (make test does) or set ONBOARD_TEST_PG_URL."
@@ -112,7 +109,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Guard::Postgres { admin_url, name } = &self.guard {
-            if let Ok(mut admin) = PgConnection::establish(admin_url) {
+            if let Ok(mut admin) = crate::pg_connect(admin_url) {
                 let _ =
                     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             }

@@ -6,7 +6,10 @@
 //! frees its tables while other threads (the pool's, a server's workers) may still
 //! be inside a TLS read or write: the process then dies of SIGSEGV after its work
 //! is done, as a CI run once did after a test had passed. `Database::open`
-//! initialises OpenSSL first, without that clean-up.
+//! initialises OpenSSL first, without that clean-up. And libpq's default
+//! `gssencmode=prefer` looks up Kerberos credentials on each connect; a thread in
+//! that lookup during exit aborts in libkrb5's clean-up, so Onboard's connections
+//! (`pg_connect`) disable it unless the URL asks for it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
@@ -20,8 +23,7 @@ const CHILD_URL: &str = "ONBOARD_EXIT_TEST_URL";
 
 /// Whether the test server offers TLS (`ssl = on`): then the child requires it.
 fn server_has_tls(admin_url: &str) -> bool {
-    onboard_registry::init_openssl_before_libpq();
-    let mut conn = diesel::pg::PgConnection::establish(admin_url).expect("postgres for tests");
+    let mut conn = onboard_registry::pg_connect(admin_url).expect("postgres for tests");
     #[derive(QueryableByName)]
     struct Setting {
         #[diesel(sql_type = diesel::sql_types::Text)]
@@ -47,7 +49,7 @@ fn a_process_exits_cleanly_while_threads_use_the_database_over_tls() {
     }
     let url = with_sslmode(&admin, if tls { "require" } else { "prefer" });
     let exe = std::env::current_exe().unwrap();
-    let runs = 12;
+    let runs = 20;
     for run in 0..runs {
         let out = Command::new(&exe)
             .args([
@@ -92,7 +94,7 @@ fn child_exits_while_its_threads_query() {
         std::thread::spawn(move || loop {
             // Pooled connections, and new ones with their TLS handshakes.
             let _ = db.check(Duration::from_secs(10));
-            if let Ok(mut c) = diesel::pg::PgConnection::establish(&url) {
+            if let Ok(mut c) = onboard_registry::pg_connect(&url) {
                 let _ = diesel::sql_query("SELECT 1").execute(&mut c);
             }
         });
