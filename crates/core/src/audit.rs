@@ -111,8 +111,9 @@ impl Onboard {
     /// Writes one audit event in its own transaction (for failures, whose other
     /// changes were rolled back).
     pub(crate) fn record(&self, audit: Audit) -> Result<(), CoreError> {
+        // One row: it may share a commit with other writers (group commit).
         self.store()
-            .transaction(|tx| tx.append_audit(audit.event()))
+            .grouped_transaction(|tx| tx.append_audit(audit.event()))
             .map_err(CoreError::from)
     }
 

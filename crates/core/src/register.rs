@@ -8,6 +8,8 @@
 //!    the certificate, the audit event, the pending broker and cloud effects, and
 //!    takes one use of the key in a single conditional update (so concurrent
 //!    registrations can never take more than `max_uses`);
+//!    Concurrent registrations share commits on SQLite (group commit, each in a
+//!    savepoint of its own; see `Store::grouped_transaction`);
 //! 4. the effects are applied after the commit (see `effects`).
 //!
 //! A failure before the commit leaves nothing behind and is written to the audit
@@ -155,11 +157,14 @@ impl Onboard {
         // commit between our lookup and our insert; then this one is a retry.
         for round in 0..2 {
             // The first round uses the lookup made with the key's; the second
-            // (after a concurrent insert) reads again.
+            // (after a concurrent insert) reads again, in a write transaction: on
+            // SQLite the other insert may be in a group that has not committed
+            // yet, and the write lock is free only once it has.
             let existing = if round == 0 {
                 looked_up.take()
             } else {
-                self.store().read(|tx| tx.device_by_serial(&spec.serial))?
+                self.store()
+                    .transaction(|tx| tx.device_by_serial(&spec.serial))?
             };
             if let Some(device) = existing {
                 trail.device = Some(device.id);
@@ -181,24 +186,28 @@ impl Onboard {
             let step = Instant::now();
             let mut effects = Vec::new();
             let details = json!({"reregistration": false, "csr": spec.csr.is_some()});
-            let stored = self.store().transaction(|tx| -> Result<_, CoreError> {
-                let rows = self.store_new(tx, &spec, &prepared, details, &mut effects)?;
-                if let Some(pending) = &cloud {
-                    self.commit_cloud(tx, pending)?;
-                }
-                // The key's use last: its row stays locked only until the commit
-                // that follows, and a refusal rolls back everything above.
-                if !tx.consume_bootstrap_key_use(key.id, now)? {
-                    let reason = tx
-                        .bootstrap_key(key.id)?
-                        .check_usable(now)
-                        .err()
-                        .map(|r| r.code())
-                        .unwrap_or("key_used_up");
-                    return Err(CoreError::Unauthorized(reason));
-                }
-                Ok(rows)
-            });
+            // Concurrent registrations may share this transaction's commit
+            // (`Store::grouped_transaction`); it returns once the rows are durable.
+            let stored = self
+                .store()
+                .grouped_transaction(|tx| -> Result<_, CoreError> {
+                    let rows = self.store_new(tx, &spec, &prepared, details, &mut effects)?;
+                    if let Some(pending) = &cloud {
+                        self.commit_cloud(tx, pending)?;
+                    }
+                    // The key's use last: its row stays locked only until the commit
+                    // that follows, and a refusal rolls back everything above.
+                    if !tx.consume_bootstrap_key_use(key.id, now)? {
+                        let reason = tx
+                            .bootstrap_key(key.id)?
+                            .check_usable(now)
+                            .err()
+                            .map(|r| r.code())
+                            .unwrap_or("key_used_up");
+                        return Err(CoreError::Unauthorized(reason));
+                    }
+                    Ok(rows)
+                });
             if stored.is_err() {
                 if let Some(pending) = &cloud {
                     self.abandon_cloud_pending(pending);

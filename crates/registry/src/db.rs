@@ -311,6 +311,12 @@ impl Database {
         })
     }
 
+    /// What group commit has done in this pool (all zero on PostgreSQL, which
+    /// does not use it).
+    pub fn group_stats(&self) -> crate::GroupStats {
+        self.group.stats()
+    }
+
     /// `"postgres"` or `"sqlite"`.
     pub fn backend(&self) -> &'static str {
         self.backend_name

@@ -47,8 +47,22 @@ struct State {
     waiting: usize,
     /// Why the open group cannot commit.
     failed: Option<RepoError>,
+    /// Callers of the open group whose writes stand so far.
+    wrote: u64,
     /// How finished groups ended, kept until each of their waiting callers read it.
     ended: HashMap<u64, (Result<(), RepoError>, usize)>,
+    stats: GroupStats,
+}
+
+/// What group commit has done so far (for the metrics and the tests).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Groups committed.
+    pub commits: u64,
+    /// Callers whose writes those commits made durable.
+    pub writes: u64,
+    /// Callers waiting for their turn in the open group right now.
+    pub queued: usize,
 }
 
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +98,14 @@ impl Group {
         self.changed
             .wait(guard)
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn stats(&self) -> GroupStats {
+        let st = self.lock();
+        GroupStats {
+            queued: st.queued,
+            ..st.stats
+        }
     }
 
     /// Runs `f` in the open group, or opens one with `begin`; see the module
@@ -210,6 +232,9 @@ impl Group {
         if let Some(e) = broke {
             st.failed.get_or_insert(e);
         }
+        if matches!(turn, Turn::Wrote(_)) {
+            st.wrote += 1;
+        }
         if st.queued > 0 {
             st.conn = Some(conn);
             self.changed.notify_all();
@@ -238,6 +263,11 @@ impl Group {
         // Back to the pool before the next group begins.
         drop(conn);
         let mut st = self.lock();
+        let wrote = std::mem::take(&mut st.wrote);
+        if ended.is_ok() {
+            st.stats.commits += 1;
+            st.stats.writes += wrote;
+        }
         let waiting = std::mem::take(&mut st.waiting);
         if waiting > 0 {
             st.ended.insert(number, (ended.clone(), waiting));

@@ -18,6 +18,7 @@ pub use db::{
     DbConnection, PoolConnection, PoolOptions,
 };
 pub use error::RegistryError;
+pub use group::GroupStats;
 
 #[cfg(feature = "test-support")]
 pub mod testing;

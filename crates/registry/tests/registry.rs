@@ -29,6 +29,8 @@ mod credentials;
 mod effects;
 #[path = "cases/firmware.rs"]
 mod firmware;
+#[path = "cases/group.rs"]
+mod group;
 #[path = "cases/more.rs"]
 mod more;
 use credentials::{
@@ -41,6 +43,7 @@ use effects::{
     revocation_count_only_grows,
 };
 use firmware::model_firmware_is_set_replaced_and_cascades;
+use group::grouped_writers_share_a_commit_and_fail_alone;
 use more::{
     bundles_are_taken_once_and_purged_when_expired, crl_numbers_only_grow,
     failed_transactions_leave_nothing,
@@ -70,7 +73,13 @@ on_both_backends!(
     a_use_taken_in_a_rolled_back_transaction_is_not_spent,
     mqtt_credentials_are_one_per_device_and_replaced,
     renewals_are_found_once_their_newest_certificate_is_old_enough,
+    grouped_writers_share_a_commit_and_fail_alone,
 );
+
+#[test]
+fn sqlite_a_panicking_writer_fails_its_group_and_the_next_one_commits() {
+    group::a_panicking_writer_fails_its_group_and_the_next_one_commits();
+}
 
 /// SQLite: a writer that waits out the busy timeout for another's lock is told the
 /// database is unavailable (503, retry), not an internal error, and nothing is
