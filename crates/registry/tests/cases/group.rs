@@ -7,7 +7,7 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::Duration;
 use onboard_domain::*;
 use onboard_registry::testing::{TestBackend, TestDb};
-use onboard_registry::Database;
+use onboard_registry::{Database, DbConnection};
 
 use super::{new_device, new_key, t0, tx};
 
@@ -24,6 +24,38 @@ fn hold_until_queued(db: &Database, others: usize) {
     }
 }
 
+/// Runs `n` writers at once, each `body(i, tx)` in `grouped_transaction`; writer 0
+/// keeps its turn until the others have queued behind it (on SQLite), so all share
+/// one group. Each writer's outcome, a panic as `Err`.
+fn writers(
+    db: &Database,
+    n: usize,
+    body: impl Fn(usize, &mut DbConnection) -> Result<(), RepoError> + Sync,
+) -> Vec<std::thread::Result<Result<(), RepoError>>> {
+    let barrier = Arc::new(Barrier::new(n));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (db, barrier, body) = (db.clone(), barrier.clone(), &body);
+                s.spawn(move || {
+                    if i > 0 {
+                        barrier.wait();
+                    }
+                    db.grouped_transaction(|c| {
+                        let done = body(i, c);
+                        if i == 0 {
+                            barrier.wait();
+                            hold_until_queued(&db, n - 1);
+                        }
+                        done
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    })
+}
+
 /// Eight writers at once, each taking a key use and inserting a device: one fails
 /// on purpose and two insert the same serial. Every writer gets its own outcome
 /// and only the writes of those answered `Ok` are there; on SQLite all eight
@@ -34,37 +66,22 @@ pub fn grouped_writers_share_a_commit_and_fail_alone(backend: TestBackend) {
     tx(&t.db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&k)));
     let now = t0() + Duration::minutes(1);
     let before = t.db.group_stats();
-    let barrier = Arc::new(Barrier::new(8));
-    let outcomes: Vec<Result<(), RepoError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|i| {
-                let (db, barrier) = (t.db.clone(), barrier.clone());
-                s.spawn(move || {
-                    if i > 0 {
-                        barrier.wait();
-                    }
-                    db.grouped_transaction(|c| {
-                        assert!(c.consume_bootstrap_key_use(k.id, now)?);
-                        let serial = if i == 6 {
-                            "g5".to_owned()
-                        } else {
-                            format!("g{i}")
-                        };
-                        c.insert_device(&new_device(&serial, now))?;
-                        if i == 0 {
-                            barrier.wait();
-                            hold_until_queued(&db, 7);
-                        }
-                        if i == 3 {
-                            return Err(RepoError::Database("writer 3 gives up".into()));
-                        }
-                        Ok(())
-                    })
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let outcomes: Vec<Result<(), RepoError>> = writers(&t.db, 8, |i, c| {
+        assert!(c.consume_bootstrap_key_use(k.id, now)?);
+        let serial = if i == 6 {
+            "g5".to_owned()
+        } else {
+            format!("g{i}")
+        };
+        c.insert_device(&new_device(&serial, now))?;
+        if i == 3 {
+            return Err(RepoError::Database("writer 3 gives up".into()));
+        }
+        Ok(())
+    })
+    .into_iter()
+    .map(|o| o.unwrap())
+    .collect();
     let ok = outcomes.iter().filter(|o| o.is_ok()).count();
     assert_eq!(ok, 6, "{outcomes:?}");
     assert!(matches!(&outcomes[3], Err(RepoError::Database(m)) if m.contains("writer 3")));
@@ -97,30 +114,12 @@ pub fn a_panicking_writer_fails_its_group_and_the_next_one_commits() {
     let k = new_key("b", "obgroup2", 100, t0());
     tx(&t.db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&k)));
     let now = t0() + Duration::minutes(1);
-    let barrier = Arc::new(Barrier::new(3));
-    let outcomes: Vec<std::thread::Result<Result<(), RepoError>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..3)
-            .map(|i| {
-                let (db, barrier) = (t.db.clone(), barrier.clone());
-                s.spawn(move || {
-                    if i > 0 {
-                        barrier.wait();
-                    }
-                    db.grouped_transaction(|c| {
-                        assert!(c.consume_bootstrap_key_use(k.id, now)?);
-                        if i == 0 {
-                            barrier.wait();
-                            hold_until_queued(&db, 2);
-                        }
-                        if i == 1 {
-                            panic!("writer 1 panics");
-                        }
-                        Ok(())
-                    })
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join()).collect()
+    let outcomes = writers(&t.db, 3, |i, c| {
+        assert!(c.consume_bootstrap_key_use(k.id, now)?);
+        if i == 1 {
+            panic!("writer 1 panics");
+        }
+        Ok(())
     });
     assert!(outcomes[1].is_err(), "the panic reaches its own thread");
     for i in [0, 2] {
