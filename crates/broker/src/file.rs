@@ -21,10 +21,11 @@
 //! started after the call, and while one rewrite runs, every call that arrives
 //! meanwhile is served by the single next one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod fleet;
+
+use std::collections::BTreeSet;
 use std::fmt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -33,8 +34,9 @@ use onboard_domain::{BrokerAccess, BrokerGrant, DeviceId, PortError};
 
 use crate::atomic::{lock_beside, write_atomic};
 use crate::error::BrokerError;
+use crate::passwd;
 use crate::reload::{Reload, Reloader, DEFAULT_CONFIRM_TIMEOUT};
-use crate::{acl, passwd};
+use fleet::{check, file_id, usable, Fleet};
 
 /// Lists every grant the registry holds (the source of truth for the files).
 pub type GrantLoader = Arc<dyn Fn() -> Result<Vec<BrokerGrant>, PortError> + Send + Sync>;
@@ -102,104 +104,6 @@ struct Coordination {
     waiting: usize,
     /// Devices named by calls since the last rewrite started.
     changed: BTreeSet<DeviceId>,
-}
-
-/// What identifies the file this instance wrote: another writer's file differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_nsec: i64,
-    mtime: i64,
-}
-
-fn file_id(path: &Path) -> Option<FileId> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(FileId {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.size(),
-        mtime: m.mtime(),
-        mtime_nsec: m.mtime_nsec(),
-    })
-}
-
-/// One client id's grants and their rendered ACL block.
-#[derive(Debug)]
-struct ClientBlock {
-    grants: BTreeMap<DeviceId, BrokerGrant>,
-    text: String,
-}
-
-/// The grants last written, for incremental rewrites.
-#[derive(Debug, Default)]
-struct Fleet {
-    /// Client id of every granted device.
-    devices: HashMap<DeviceId, String>,
-    blocks: BTreeMap<String, ClientBlock>,
-    /// The password file's text last written.
-    passwords: Option<String>,
-    /// The ACL file as this instance left it; `None`: read the whole fleet next.
-    written: Option<FileId>,
-}
-
-impl Fleet {
-    fn replace_all(&mut self, grants: Vec<BrokerGrant>) {
-        self.devices.clear();
-        self.blocks.clear();
-        for g in grants {
-            self.insert(g);
-        }
-    }
-
-    fn remove(&mut self, id: DeviceId) {
-        let Some(client_id) = self.devices.remove(&id) else {
-            return;
-        };
-        if let Some(block) = self.blocks.get_mut(&client_id) {
-            block.grants.remove(&id);
-            if block.grants.is_empty() {
-                self.blocks.remove(&client_id);
-            } else {
-                block.text = acl::block(&block.grants.values().collect::<Vec<_>>());
-            }
-        }
-    }
-
-    /// A grant that passed [`usable`].
-    fn insert(&mut self, grant: BrokerGrant) {
-        self.remove(grant.device_id);
-        self.devices
-            .insert(grant.device_id, grant.client_id.clone());
-        let block = self
-            .blocks
-            .entry(grant.client_id.clone())
-            .or_insert_with(|| ClientBlock {
-                grants: BTreeMap::new(),
-                text: String::new(),
-            });
-        block.grants.insert(grant.device_id, grant);
-        block.text = acl::block(&block.grants.values().collect::<Vec<_>>());
-    }
-
-    fn acl(&self, preamble: &str) -> String {
-        let mut out = acl::header(preamble);
-        out.reserve(self.blocks.values().map(|b| b.text.len()).sum());
-        for block in self.blocks.values() {
-            out.push_str(&block.text);
-        }
-        out
-    }
-
-    fn grants_with_passwords(&self) -> Vec<BrokerGrant> {
-        self.blocks
-            .values()
-            .flat_map(|b| b.grants.values())
-            .filter(|g| g.password_hash.is_some())
-            .cloned()
-            .collect()
-    }
 }
 
 /// [`BrokerAccess`] through Mosquitto's files. Every call returns once Mosquitto
@@ -410,36 +314,6 @@ fn guarded(f: impl FnOnce() -> Result<(), BrokerError>) -> Result<(), BrokerErro
     })
 }
 
-/// Drops what cannot be written (with a warning naming the device): one bad row in
-/// the registry must not block every other device's change. Calls that take a
-/// grant check it first and refuse it instead.
-fn usable(grants: Vec<BrokerGrant>) -> Vec<BrokerGrant> {
-    grants
-        .into_iter()
-        .filter_map(|mut g| {
-            if let Err(e) = acl::check_grant(&g) {
-                tracing::warn!(device = %g.device_id, error = %e, "grant skipped");
-                return None;
-            }
-            if let Some(hash) = &g.password_hash {
-                if let Err(e) = passwd::check_password(&g.client_id, hash, &g) {
-                    tracing::warn!(device = %g.device_id, error = %e, "password skipped");
-                    g.password_hash = None;
-                }
-            }
-            Some(g)
-        })
-        .collect()
-}
-
-fn check(grant: &BrokerGrant) -> Result<(), BrokerError> {
-    acl::check_grant(grant)?;
-    match &grant.password_hash {
-        Some(hash) => passwd::check_password(&grant.client_id, hash, grant),
-        None => Ok(()),
-    }
-}
-
 /// Writes `crl_pem` to `crl_file` atomically (under `<crl file>.lock`) and
 /// reloads, waiting for Mosquitto to read it.
 pub(crate) fn install_crl(
@@ -508,6 +382,7 @@ impl BrokerAccess for MosquittoFile {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::acl;
     use crate::acl::tests::grant;
     use std::sync::mpsc::{channel, Receiver, Sender};
 
