@@ -34,7 +34,6 @@ use onboard_domain::{BrokerAccess, BrokerGrant, DeviceId, PortError};
 
 use crate::atomic::{lock_beside, write_atomic};
 use crate::error::BrokerError;
-use crate::passwd;
 use crate::reload::{Reload, Reloader, DEFAULT_CONFIRM_TIMEOUT};
 use fleet::{check, file_id, usable, Fleet};
 
@@ -279,10 +278,7 @@ impl MosquittoFile {
     fn write_fleet(&self, fleet: &mut Fleet) -> Result<(), BrokerError> {
         let acl = fleet.acl(&self.config.acl_preamble);
         if let Some(path) = &self.config.password_file {
-            let text = passwd::render(
-                &self.config.password_preamble,
-                &fleet.grants_with_passwords(),
-            )?;
+            let text = fleet.passwords(&self.config.password_preamble)?;
             // Unchanged since this instance wrote it (and nobody else did, or
             // the fleet would have been read again): not written again.
             let same = fleet.passwords.as_deref() == Some(text.as_str()) && path.exists();
@@ -302,6 +298,23 @@ impl MosquittoFile {
         }
         reloaded
     }
+}
+
+/// The texts a rewrite that reads the whole fleet renders from `grants`, without
+/// writing them: the ACL file, and the password file if `config` has one. For the
+/// benchmarks (`crates/broker/benches/acl.rs`).
+#[cfg(feature = "test-support")]
+pub fn render_files(
+    config: &FileConfig,
+    grants: Vec<BrokerGrant>,
+) -> Result<(String, Option<String>), BrokerError> {
+    let mut fleet = Fleet::default();
+    fleet.replace_all(usable(grants));
+    let passwords = match &config.password_file {
+        Some(_) => Some(fleet.passwords(&config.password_preamble)?),
+        None => None,
+    };
+    Ok((fleet.acl(&config.acl_preamble), passwords))
 }
 
 /// Runs a rewrite; a panic (in the loader, say) becomes an error so that the
@@ -382,8 +395,8 @@ impl BrokerAccess for MosquittoFile {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::acl;
     use crate::acl::tests::grant;
+    use crate::{acl, passwd};
     use std::sync::mpsc::{channel, Receiver, Sender};
 
     /// A generous bound for waiting on another thread (not a speed check).
@@ -526,6 +539,73 @@ mod tests {
         let pw = std::fs::read_to_string(dir.path().join("passwd")).unwrap();
         assert_eq!(pw, passwd::render("", &registry.lock().unwrap()).unwrap());
         assert!(pw.starts_with(&format!("{}:$7$", changed.client_id)));
+    }
+
+    /// The exact bytes of the ACL file (its format is Mosquitto's input): a
+    /// full rewrite, then an incremental one that re-renders a shared block.
+    #[test]
+    fn the_acl_file_is_byte_for_byte_the_documented_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut shared = grant(5);
+        shared.client_id = grant(4).client_id;
+        shared.publish = vec!["z/last".into(), "a/first".into(), "Z/upper".into()];
+        shared.subscribe = vec!["a/first".into(), "m/mid".into()];
+        let registry = Arc::new(Mutex::new(vec![grant(2), shared, grant(1), grant(4)]));
+        let (file, _, _) = setup_incremental(dir.path(), registry.clone());
+        file.sync(&registry.lock().unwrap()).unwrap();
+        let acl = || std::fs::read_to_string(dir.path().join("acl")).unwrap();
+        assert_eq!(
+            acl(),
+            "# Mosquitto ACL file written by Onboard. Do not edit: every change of a\n\
+# device's broker access rewrites it from the registry.\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000001\n\
+user 3f0c2a8e-0000-7000-8000-000000000001\n\
+topic read config/3f0c2a8e-0000-7000-8000-000000000001\n\
+topic readwrite devices/3f0c2a8e-0000-7000-8000-000000000001/#\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000002\n\
+user 3f0c2a8e-0000-7000-8000-000000000002\n\
+topic read config/3f0c2a8e-0000-7000-8000-000000000002\n\
+topic readwrite devices/3f0c2a8e-0000-7000-8000-000000000002/#\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000004\n\
+user 3f0c2a8e-0000-7000-8000-000000000004\n\
+topic write Z/upper\n\
+topic readwrite a/first\n\
+topic read config/3f0c2a8e-0000-7000-8000-000000000004\n\
+topic readwrite devices/3f0c2a8e-0000-7000-8000-000000000004/#\n\
+topic read m/mid\n\
+topic write z/last\n"
+        );
+        registry
+            .lock()
+            .unwrap()
+            .retain(|g| g.device_id != grant(4).device_id);
+        file.grant(&grant(1)).unwrap();
+        file.revoke(grant(4).device_id).unwrap();
+        assert_eq!(
+            acl(),
+            "# Mosquitto ACL file written by Onboard. Do not edit: every change of a\n\
+# device's broker access rewrites it from the registry.\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000001\n\
+user 3f0c2a8e-0000-7000-8000-000000000001\n\
+topic read config/3f0c2a8e-0000-7000-8000-000000000001\n\
+topic readwrite devices/3f0c2a8e-0000-7000-8000-000000000001/#\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000002\n\
+user 3f0c2a8e-0000-7000-8000-000000000002\n\
+topic read config/3f0c2a8e-0000-7000-8000-000000000002\n\
+topic readwrite devices/3f0c2a8e-0000-7000-8000-000000000002/#\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000005\n\
+user 3f0c2a8e-0000-7000-8000-000000000004\n\
+topic write Z/upper\n\
+topic readwrite a/first\n\
+topic read m/mid\n\
+topic write z/last\n"
+        );
     }
 
     fn with_password(g: &mut BrokerGrant) {

@@ -19,6 +19,7 @@
 //! The binary is `$ONBOARD_TEST_MOSQUITTO` or `/usr/sbin/mosquitto`; Mosquitto
 //! runs with `user root` so it can read the files this process writes.
 
+pub use crate::file::render_files;
 pub use crate::test_client::{Mqtt, Msg, WAIT};
 pub use rumqttc::SubscribeReasonCode;
 use std::fs;

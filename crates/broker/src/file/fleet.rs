@@ -98,13 +98,16 @@ impl Fleet {
         out
     }
 
-    pub(super) fn grants_with_passwords(&self) -> Vec<BrokerGrant> {
-        self.blocks
+    /// The password file: `preamble`, then the grants that have a password hash.
+    pub(super) fn passwords(&self, preamble: &str) -> Result<String, BrokerError> {
+        let with_passwords: Vec<BrokerGrant> = self
+            .blocks
             .values()
             .flat_map(|b| b.grants.values())
             .filter(|g| g.password_hash.is_some())
             .cloned()
-            .collect()
+            .collect();
+        passwd::render(preamble, &with_passwords)
     }
 }
 
