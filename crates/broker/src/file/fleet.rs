@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use onboard_domain::{BrokerGrant, DeviceId};
 
@@ -31,19 +32,27 @@ pub(super) fn file_id(path: &Path) -> Option<FileId> {
     })
 }
 
-/// One client id's grants and their rendered ACL block.
+/// One client id's grants (sorted by device id; nearly always one) and their
+/// rendered ACL block.
 #[derive(Debug)]
 struct ClientBlock {
-    grants: BTreeMap<DeviceId, BrokerGrant>,
+    grants: Vec<BrokerGrant>,
     text: String,
+}
+
+impl ClientBlock {
+    fn new(grants: Vec<BrokerGrant>) -> Self {
+        let text = acl::block(&grants);
+        Self { grants, text }
+    }
 }
 
 /// The grants last written, for incremental rewrites.
 #[derive(Debug, Default)]
 pub(super) struct Fleet {
-    /// Client id of every granted device.
-    devices: HashMap<DeviceId, String>,
-    blocks: BTreeMap<String, ClientBlock>,
+    /// Client id of every granted device (the same allocation as its block's key).
+    devices: HashMap<DeviceId, Arc<str>>,
+    blocks: BTreeMap<Arc<str>, ClientBlock>,
     /// The password file's text last written.
     pub(super) passwords: Option<String>,
     /// The ACL file as this instance left it; `None`: read the whole fleet next.
@@ -51,12 +60,33 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
-    pub(super) fn replace_all(&mut self, grants: Vec<BrokerGrant>) {
-        self.devices.clear();
-        self.blocks.clear();
-        for g in grants {
-            self.insert(g);
+    /// Holds exactly `grants` (which passed [`usable`]); of two grants of one
+    /// device the last wins, as with [`Fleet::insert`] one after the other.
+    pub(super) fn replace_all(&mut self, mut grants: Vec<BrokerGrant>) {
+        // Reversed, a stable sort puts each device's last grant first.
+        grants.reverse();
+        grants.sort_by_key(|g| g.device_id);
+        grants.dedup_by_key(|g| g.device_id);
+        grants.sort_unstable_by(|a, b| {
+            (a.client_id.as_str(), a.device_id).cmp(&(b.client_id.as_str(), b.device_id))
+        });
+        let mut devices = HashMap::with_capacity(grants.len());
+        let mut blocks = Vec::with_capacity(grants.len());
+        let mut grants = grants.into_iter().peekable();
+        while let Some(first) = grants.next() {
+            let client_id: Arc<str> = Arc::from(first.client_id.as_str());
+            let mut group = vec![first];
+            while let Some(next) = grants.next_if(|g| *g.client_id == *client_id) {
+                group.push(next);
+            }
+            for g in &group {
+                devices.insert(g.device_id, client_id.clone());
+            }
+            blocks.push((client_id, ClientBlock::new(group)));
         }
+        self.devices = devices;
+        // Already sorted by client id: built in one pass.
+        self.blocks = blocks.into_iter().collect();
     }
 
     pub(super) fn remove(&mut self, id: DeviceId) {
@@ -64,11 +94,11 @@ impl Fleet {
             return;
         };
         if let Some(block) = self.blocks.get_mut(&client_id) {
-            block.grants.remove(&id);
+            block.grants.retain(|g| g.device_id != id);
             if block.grants.is_empty() {
                 self.blocks.remove(&client_id);
             } else {
-                block.text = acl::block(&block.grants.values().collect::<Vec<_>>());
+                block.text = acl::block(&block.grants);
             }
         }
     }
@@ -76,17 +106,24 @@ impl Fleet {
     /// A grant that passed [`usable`].
     pub(super) fn insert(&mut self, grant: BrokerGrant) {
         self.remove(grant.device_id);
-        self.devices
-            .insert(grant.device_id, grant.client_id.clone());
-        let block = self
-            .blocks
-            .entry(grant.client_id.clone())
-            .or_insert_with(|| ClientBlock {
-                grants: BTreeMap::new(),
-                text: String::new(),
-            });
-        block.grants.insert(grant.device_id, grant);
-        block.text = acl::block(&block.grants.values().collect::<Vec<_>>());
+        match self.blocks.get_key_value(grant.client_id.as_str()) {
+            Some((client_id, _)) => {
+                let client_id = client_id.clone();
+                self.devices.insert(grant.device_id, client_id.clone());
+                if let Some(block) = self.blocks.get_mut(&client_id) {
+                    let at = block
+                        .grants
+                        .partition_point(|g| g.device_id < grant.device_id);
+                    block.grants.insert(at, grant);
+                    block.text = acl::block(&block.grants);
+                }
+            }
+            None => {
+                let client_id: Arc<str> = Arc::from(grant.client_id.as_str());
+                self.devices.insert(grant.device_id, client_id.clone());
+                self.blocks.insert(client_id, ClientBlock::new(vec![grant]));
+            }
+        }
     }
 
     pub(super) fn acl(&self, preamble: &str) -> String {
@@ -103,7 +140,7 @@ impl Fleet {
         let with_passwords: Vec<BrokerGrant> = self
             .blocks
             .values()
-            .flat_map(|b| b.grants.values())
+            .flat_map(|b| &b.grants)
             .filter(|g| g.password_hash.is_some())
             .cloned()
             .collect();
@@ -138,5 +175,47 @@ pub(super) fn check(grant: &BrokerGrant) -> Result<(), BrokerError> {
     match &grant.password_hash {
         Some(hash) => passwd::check_password(&grant.client_id, hash, grant),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::acl::tests::grant;
+
+    #[test]
+    fn replacing_all_holds_what_inserting_one_by_one_does() {
+        // Every third device shares another's client id.
+        let mut grants: Vec<BrokerGrant> = (0..40u32)
+            .map(|n| {
+                let mut g = grant(n);
+                if n % 3 == 0 {
+                    g.client_id = grant(n / 7).client_id;
+                }
+                g
+            })
+            .collect();
+        // Two devices listed twice, one of them under another client id: the
+        // last grant wins.
+        let mut again = grant(5);
+        again.publish = vec!["again".into()];
+        grants.push(again);
+        grants.push(grant(6));
+        let mut bulk = Fleet::default();
+        bulk.replace_all(grants.clone());
+        let mut one_by_one = Fleet::default();
+        for g in grants {
+            one_by_one.insert(g);
+        }
+        assert_eq!(bulk.acl("user x"), one_by_one.acl("user x"));
+        let text = bulk.acl("");
+        assert!(text.contains("topic write again\n"), "{text}");
+        assert!(text.contains(&format!("user {}\n", grant(6).client_id)));
+        assert_eq!(bulk.devices.len(), 40);
+        for n in 0..40 {
+            bulk.remove(grant(n).device_id);
+        }
+        assert!(bulk.blocks.is_empty() && bulk.devices.is_empty());
     }
 }
