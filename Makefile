@@ -54,8 +54,9 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: ## Benchmarks: criterion (pki), HTTP load runs of registration and import, a rotation cycle over 1,000,000 devices; figures in docs/benchmarks.md
+bench: ## Benchmarks: criterion (pki, broker ACL), HTTP load runs of registration and import, a rotation cycle over 1,000,000 devices; figures in docs/benchmarks.md
 	scripts/test-services.sh $(CARGO) bench -p onboard-pki --bench pki
+	$(CARGO) bench -p onboard-broker --bench acl
 	openssl speed -seconds 3 ecdsap256 rsa2048 2>/dev/null | tail -n 4
 	scripts/test-services.sh scripts/bench-register.sh
 	scripts/test-services.sh scripts/bench-import.sh

@@ -8,13 +8,18 @@
 # Prints one RESULT line per run; the figures go to docs/benchmarks.md. Only
 # loopback addresses; the servers and wrk share the machine's cores.
 #
-# Then server-side key generation (no CSR; P-256 and RSA-2048, SQLite, broker
-# `none`) beside the raw key generation rate of `openssl genpkey` on the same cores.
+# Then server-side key generation (no CSR; SQLite, broker `none`): P-256 for
+# BENCH_DURATION, and RSA-2048 beside the raw RSA-2048 key generation rate on the
+# same cores (`crates/pki/examples/rsa-keygen-rate.rs`: BENCH_RSA_KEYS keys on 2
+# threads, before and after the server's run, which lasts as long as the first
+# raw run took), with the ratio of the rates and the ratio of the CPU time per
+# key (the server's, from /proc, per registration), which a machine shared with
+# others' work disturbs less.
 #
 # BENCH_DURATION (default 10s), BENCH_CONNECTIONS (8), BENCH_FLEET (100000; 0 skips
 # the runs on a filled registry), BENCH_BACKENDS ("sqlite postgres"),
-# BENCH_BROKERS ("none mosquitto-file"), BENCH_KEYGEN (1; 0 skips the key
-# generation runs).
+# BENCH_BROKERS ("none mosquitto-file"), BENCH_CSR (1; 0 skips the CSR runs and
+# cfssl), BENCH_KEYGEN (1; 0 skips the key generation runs), BENCH_RSA_KEYS (200).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 duration="${BENCH_DURATION:-10s}"
@@ -28,6 +33,7 @@ for tool in wrk cfssl; do
   $sudo_cmd apt-get install -y -qq wrk golang-cfssl >/dev/null
 done
 cargo build --release --bin onboard-server --bin onboardctl >&2
+[ "${BENCH_KEYGEN:-1}" = 1 ] && cargo build --release -p onboard-pki --example rsa-keygen-rate >&2
 bin="$root/target/release"
 work="$(mktemp -d)"
 pids=()
@@ -45,6 +51,9 @@ wait_tcp() {
   echo "nothing listens on port $1" >&2; return 1
 }
 rss_kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+# CPU time (user + system) of a process so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+clk_tck="$(getconf CLK_TCK)"
 
 # 200 distinct CSRs, JSON-escaped one per line.
 for i in $(seq 1 200); do
@@ -54,6 +63,7 @@ done >"$work/csrs.txt"
 export BENCH_CSRS="$work/csrs.txt"
 
 # The bare signing service: a P-256 CA, cfssl's default signing profile.
+if [ "${BENCH_CSR:-1}" = 1 ]; then
 mkdir -p "$work/cfssl"
 (cd "$work/cfssl" &&
   echo '{"CN":"Bench CA","key":{"algo":"ecdsa","size":256}}' | cfssl genkey -initca - 2>/dev/null |
@@ -63,6 +73,7 @@ cfssl serve -address 127.0.0.1 -port "$cfssl_port" -ca "$work/cfssl/ca.pem" \
   -ca-key "$work/cfssl/ca-key.pem" -loglevel 5 >"$work/cfssl/serve.log" 2>&1 &
 cfssl_pid=$!; pids+=("$cfssl_pid")
 wait_tcp "$cfssl_port"
+fi
 
 cfssl_run() {
   wrk -t2 -c"$connections" -d"$duration" --latency -s "$root/bench/cfssl.lua" \
@@ -109,15 +120,25 @@ run() {
   export BENCH_KEY
   # One registration first (the CA, the first CRL and the broker files are made
   # on first use), then the idle RSS.
-  wrk -t1 -c1 -d1s -s "$root/bench/register.lua" "http://127.0.0.1:$port" >/dev/null
+  BENCH_SERIAL_PREFIX=WARM wrk -t1 -c1 -d1s -s "$root/bench/register.lua" \
+    "http://127.0.0.1:$port" >/dev/null
+  # A server-generated key the warm-up left in the making finishes first.
+  [ "${BENCH_NO_CSR:-0}" = 1 ] && sleep 2
   local idle; idle="$(rss_kib "$server_pid" VmRSS)"
   echo "== $name" >&2
-  local ours; ours="$(wrk -t2 -c"$connections" -d"$duration" --latency -s "$root/bench/register.lua" \
+  local cpu_before; cpu_before="$(cpu_ticks "$server_pid")"
+  local ours; ours="$(wrk -t2 -c"${BENCH_RUN_CONNECTIONS:-$connections}" -d"${BENCH_RUN_DURATION:-$duration}" \
+    --timeout "${BENCH_WRK_TIMEOUT:-2s}" --latency -s "$root/bench/register.lua" \
     "http://127.0.0.1:$port" | tee "$dir/wrk.txt" | grep RESULT | sed 's/^RESULT //')"
+  local cpu_after; cpu_after="$(cpu_ticks "$server_pid")"
   local peak; peak="$(rss_kib "$server_pid" VmHWM)"
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
   if [ "${BENCH_NO_CSR:-0}" = 1 ]; then
-    echo "RESULT backend=$backend broker=$broker server_key=$ONBOARD__CA__KEY_ALGORITHM $ours rss_idle_mib=$((idle / 1024)) rss_peak_mib=$((peak / 1024))"
+    last_rps="$(echo "$ours" | sed 's/.*rps=\([0-9.]*\).*/\1/')"
+    local ok; ok="$(echo "$ours" | sed 's/.*ok=\([0-9]*\).*/\1/')"
+    # The server's CPU time per registration during the run.
+    last_cpu_ms="$(python3 -c "print(round(($cpu_after - $cpu_before) * 1000 / $clk_tck / max($ok, 1), 1))")"
+    echo "RESULT backend=$backend broker=$broker server_key=$ONBOARD__CA__KEY_ALGORITHM $ours cpu_ms_per_registration=$last_cpu_ms rss_idle_mib=$((idle / 1024)) rss_peak_mib=$((peak / 1024))"
     cd "$root"; return
   fi
   local theirs; theirs="$(cfssl_run)"
@@ -130,6 +151,7 @@ pg_admin="${ONBOARD_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 dbs=()
 trap 'for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; for d in "${dbs[@]:-}"; do [ -n "$d" ] && psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1; done; rm -rf "$work"' EXIT
 n=0
+[ "${BENCH_CSR:-1}" = 1 ] || backends=""
 for backend in $backends; do
   for broker in $brokers; do
     sizes=0; [ "$fleet" -gt 0 ] && sizes="0 $fleet"
@@ -148,19 +170,32 @@ for backend in $backends; do
 done
 
 if [ "${BENCH_KEYGEN:-1}" = 1 ]; then
-  for algorithm in ecdsa-p256 rsa-2048; do
-    n=$((n + 1)); mkdir -p "$work/db$n"
-    BENCH_NO_CSR=1 ONBOARD__CA__KEY_ALGORITHM="$algorithm" \
-      run sqlite none 0 "sqlite://$work/db$n/onboard.db"
-  done
-  # Raw RSA-2048 key generation on both cores for the same time (process start-up
-  # is a few milliseconds beside a key).
-  secs="${duration%s}"
-  count="$(for _ in 1 2; do
-    ( end=$(( $(date +%s) + secs )); k=0
-      while [ "$(date +%s)" -lt "$end" ]; do
-        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out /dev/null 2>/dev/null; k=$((k + 1))
-      done; echo "$k" ) &
-  done | awk '{s += $1} END {print s}')"
-  echo "RESULT raw openssl genpkey rsa-2048 on 2 processes: keys_per_s=$(python3 -c "print(round($count / $secs, 1))")"
+  n=$((n + 1)); mkdir -p "$work/db$n"
+  BENCH_NO_CSR=1 ONBOARD__CA__KEY_ALGORITHM=ecdsa-p256 \
+    run sqlite none 0 "sqlite://$work/db$n/onboard.db"
+  # Raw RSA-2048 key generation on 2 threads; then the server, loaded by 2
+  # connections (so 2 keys in the making, as many as the raw run's threads: on a
+  # machine shared with others, more threads would get a larger share of it),
+  # for the time the raw rate took for as many keys (a key can take seconds: wrk
+  # waits 60 s); then the raw rate again. The ratio is to the mean of the two raw
+  # rates (the machine's load drifts).
+  rsa_keys="${BENCH_RSA_KEYS:-200}"
+  raw_rate() {
+    echo "== raw rsa-2048, $rsa_keys keys" >&2
+    local TIMEFORMAT='%U %S' raw cpu
+    # The example's CPU time (bash's `time`: user and system seconds).
+    cpu="$( { time "$bin/examples/rsa-keygen-rate" "$rsa_keys" 2 >"$work/raw.txt"; } 2>&1 )"
+    raw="$(grep RESULT "$work/raw.txt" | sed 's/^RESULT //')"
+    raw_keys_per_s="${raw##*keys_per_s=}"
+    raw_cpu_ms="$(python3 -c "u, s = '$cpu'.split(); print(round((float(u) + float(s)) * 1000 / $rsa_keys, 1))")"
+    echo "RESULT $raw cpu_ms_per_key=$raw_cpu_ms"
+  }
+  raw_rate; raw_before="$raw_keys_per_s"; raw_cpu_before="$raw_cpu_ms"
+  rsa_secs="$(python3 -c "import math; print(math.ceil($rsa_keys / $raw_before))")"
+  n=$((n + 1)); mkdir -p "$work/db$n"
+  BENCH_NO_CSR=1 ONBOARD__CA__KEY_ALGORITHM=rsa-2048 BENCH_RUN_DURATION="${rsa_secs}s" \
+    BENCH_RUN_CONNECTIONS=2 BENCH_WRK_TIMEOUT=60s run sqlite none 0 "sqlite://$work/db$n/onboard.db"
+  raw_rate; raw_after="$raw_keys_per_s"; raw_cpu_after="$raw_cpu_ms"
+  echo "RESULT rsa-2048 server-side registrations/s $last_rps (2 connections, ${rsa_secs}s) / raw keys/s $raw_before and $raw_after (2 threads, $rsa_keys keys each): ratio=$(python3 -c "print(f'{2 * $last_rps / ($raw_before + $raw_after):.3f}')")"
+  echo "RESULT rsa-2048 CPU ms per key raw $raw_cpu_before and $raw_cpu_after / per server-side registration $last_cpu_ms: ratio=$(python3 -c "print(f'{($raw_cpu_before + $raw_cpu_after) / 2 / $last_cpu_ms:.3f}')")"
 fi

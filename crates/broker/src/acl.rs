@@ -12,12 +12,21 @@
 //! (neither in the ACL file nor in the dynamic-security plugin); set `max_qos` and
 //! `retain_available` on the listener for the whole fleet.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use onboard_domain::BrokerGrant;
 
 use crate::error::BrokerError;
+
+/// Any control character (Unicode `Cc`: U+0000 to U+001F, U+007F to U+009F).
+fn has_control(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        s.chars().any(char::is_control)
+    }
+}
 
 /// A client id usable as a Mosquitto username: 1 to 65,535 bytes, no control
 /// characters, no whitespace at either end (Mosquitto trims file lines).
@@ -27,7 +36,7 @@ pub(crate) fn check_client_id(id: &str) -> Result<(), BrokerError> {
             "a client id must have 1 to 65,535 bytes".into(),
         ));
     }
-    if id.chars().any(char::is_control) || id.trim() != id {
+    if has_control(id) || id.trim() != id {
         return Err(BrokerError::InvalidGrant(format!(
             "client id {id:?} has control characters or surrounding whitespace"
         )));
@@ -42,17 +51,32 @@ pub(crate) fn check_topic_filter(topic: &str) -> Result<(), BrokerError> {
     if topic.is_empty() || topic.len() > 65_535 {
         return Err(bad("must have 1 to 65,535 bytes"));
     }
-    if topic.chars().any(char::is_control) || topic.trim() != topic {
+    // One pass over the bytes (every grant of a fleet-wide rewrite is checked):
+    // ASCII control characters, and wildcards, each of which is a whole level
+    // when the bytes beside it are `/` or the ends.
+    let bytes = topic.as_bytes();
+    let level_starts_at = |i: usize| i == 0 || bytes[i - 1] == b'/';
+    let mut ascii = true;
+    let mut control = false;
+    let mut wildcard = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            0..=0x1f | 0x7f => control = true,
+            0x80.. => ascii = false,
+            b'+' if !(level_starts_at(i) && (i + 1 == bytes.len() || bytes[i + 1] == b'/')) => {
+                wildcard = wildcard.or(Some("uses + inside a level"));
+            }
+            b'#' if !(level_starts_at(i) && i + 1 == bytes.len()) => {
+                wildcard = wildcard.or(Some("uses # other than as the whole last level"));
+            }
+            _ => {}
+        }
+    }
+    if control || (!ascii && has_control(topic)) || topic.trim() != topic {
         return Err(bad("has control characters or surrounding whitespace"));
     }
-    let levels: Vec<&str> = topic.split('/').collect();
-    for (i, level) in levels.iter().enumerate() {
-        if level.contains('+') && *level != "+" {
-            return Err(bad("uses + inside a level"));
-        }
-        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
-            return Err(bad("uses # other than as the whole last level"));
-        }
+    if let Some(why) = wildcard {
+        return Err(bad(why));
     }
     Ok(())
 }
@@ -93,10 +117,13 @@ pub(crate) fn merge(grants: &[BrokerGrant]) -> BTreeMap<&str, (Access, &BrokerGr
 #[cfg(test)]
 pub(crate) fn render(preamble: &str, grants: &[BrokerGrant]) -> Result<String, BrokerError> {
     grants.iter().try_for_each(check_grant)?;
+    let mut by_client: BTreeMap<&str, Vec<&BrokerGrant>> = BTreeMap::new();
+    for g in grants {
+        by_client.entry(g.client_id.as_str()).or_default().push(g);
+    }
     let mut out = header(preamble);
-    out.reserve(grants.len() * 96);
-    for (client_id, (access, grant)) in merge(grants) {
-        push_block(&mut out, client_id, grant, &access);
+    for grants in by_client.values() {
+        out.push_str(&block(grants));
     }
     Ok(out)
 }
@@ -116,35 +143,61 @@ pub(crate) fn header(preamble: &str) -> String {
     out
 }
 
-/// One client id's block, as [`render`] writes it, for grants already checked
-/// (all with that client id; the first names the device in the comment).
-pub(crate) fn block(grants: &[&BrokerGrant]) -> String {
-    let mut access = Access::new();
+/// One client id's block for grants already checked, all with that client id:
+/// `# device <id of the first>`, `user <client id>`, then one `topic` line per
+/// topic filter of any of them, sorted, with the union of their access. Built
+/// in a string of exactly its length (a fleet-wide rewrite renders one per
+/// device).
+pub(crate) fn block<G: Borrow<BrokerGrant>>(grants: &[G]) -> String {
+    let Some(first) = grants.first().map(Borrow::borrow) else {
+        return String::new();
+    };
+    // (topic, read, write), sorted by topic with the access of duplicates merged.
+    let mut topics: Vec<(&str, bool, bool)> = Vec::with_capacity(
+        grants
+            .iter()
+            .map(|g| g.borrow().publish.len() + g.borrow().subscribe.len())
+            .sum(),
+    );
     for g in grants {
-        for t in &g.publish {
-            access.entry(t.clone()).or_default().1 = true;
+        let g = g.borrow();
+        topics.extend(g.publish.iter().map(|t| (t.as_str(), false, true)));
+        topics.extend(g.subscribe.iter().map(|t| (t.as_str(), true, false)));
+    }
+    topics.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    topics.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 |= later.1;
+            kept.2 |= later.2;
         }
-        for t in &g.subscribe {
-            access.entry(t.clone()).or_default().0 = true;
+        same
+    });
+    let mode = |read: bool, write: bool| match (read, write) {
+        (true, true) => "readwrite",
+        (true, false) => "read",
+        _ => "write",
+    };
+    let mut id = [0u8; 36];
+    let id = first.device_id.0.hyphenated().encode_lower(&mut id);
+    let len = "\n# device \nuser \n".len()
+        + id.len()
+        + first.client_id.len()
+        + topics
+            .iter()
+            .map(|&(t, r, w)| "topic  \n".len() + mode(r, w).len() + t.len())
+            .sum::<usize>();
+    let mut out = String::with_capacity(len);
+    for part in ["\n# device ", id, "\nuser ", &first.client_id, "\n"] {
+        out.push_str(part);
+    }
+    for (topic, read, write) in topics {
+        for part in ["topic ", mode(read, write), " ", topic, "\n"] {
+            out.push_str(part);
         }
     }
-    let mut out = String::with_capacity(96);
-    if let Some(first) = grants.first() {
-        push_block(&mut out, &first.client_id, first, &access);
-    }
+    debug_assert_eq!(out.len(), len);
     out
-}
-
-fn push_block(out: &mut String, client_id: &str, grant: &BrokerGrant, access: &Access) {
-    let _ = write!(out, "\n# device {}\nuser {client_id}\n", grant.device_id);
-    for (topic, (read, write)) in access {
-        let mode = match (read, write) {
-            (true, true) => "readwrite",
-            (true, false) => "read",
-            _ => "write",
-        };
-        let _ = writeln!(out, "topic {mode} {topic}");
-    }
 }
 
 #[cfg(test)]
@@ -205,7 +258,14 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_input_is_rejected() {
-        for id in ["", "a\nuser root", " padded", "nul\0"] {
+        for id in [
+            "",
+            "a\nuser root",
+            " padded",
+            "nul\0",
+            "del\u{7f}",
+            "nel\u{85}x",
+        ] {
             let mut g = grant(1);
             g.client_id = id.into();
             assert!(
@@ -213,12 +273,27 @@ pub(crate) mod tests {
                 "{id:?}"
             );
         }
-        for topic in ["", "a/b#", "a/#/b", "a+/b", "x\ntopic readwrite #"] {
+        for topic in [
+            "",
+            "a/b#",
+            "a/#/b",
+            "a+/b",
+            "x\ntopic readwrite #",
+            "a/++",
+            "+a",
+            "a/+b/c",
+            "##",
+            "#/",
+            "a/#/",
+            "é/\u{9f}",
+        ] {
             let mut g = grant(1);
             g.publish = vec![topic.into()];
             assert!(render("", &[g]).is_err(), "{topic:?}");
         }
-        for ok in ["#", "+", "a/+/b", "a/b/#", "$SYS/x"] {
+        for ok in [
+            "#", "+", "a/+/b", "a/b/#", "$SYS/x", "+/+", "/+/", "a//b", "/#", "+/#", "é/+",
+        ] {
             check_topic_filter(ok).unwrap();
         }
     }

@@ -21,10 +21,11 @@
 //! started after the call, and while one rewrite runs, every call that arrives
 //! meanwhile is served by the single next one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod fleet;
+
+use std::collections::BTreeSet;
 use std::fmt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -34,7 +35,7 @@ use onboard_domain::{BrokerAccess, BrokerGrant, DeviceId, PortError};
 use crate::atomic::{lock_beside, write_atomic};
 use crate::error::BrokerError;
 use crate::reload::{Reload, Reloader, DEFAULT_CONFIRM_TIMEOUT};
-use crate::{acl, passwd};
+use fleet::{check, file_id, usable, Fleet};
 
 /// Lists every grant the registry holds (the source of truth for the files).
 pub type GrantLoader = Arc<dyn Fn() -> Result<Vec<BrokerGrant>, PortError> + Send + Sync>;
@@ -102,104 +103,6 @@ struct Coordination {
     waiting: usize,
     /// Devices named by calls since the last rewrite started.
     changed: BTreeSet<DeviceId>,
-}
-
-/// What identifies the file this instance wrote: another writer's file differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_nsec: i64,
-    mtime: i64,
-}
-
-fn file_id(path: &Path) -> Option<FileId> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(FileId {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.size(),
-        mtime: m.mtime(),
-        mtime_nsec: m.mtime_nsec(),
-    })
-}
-
-/// One client id's grants and their rendered ACL block.
-#[derive(Debug)]
-struct ClientBlock {
-    grants: BTreeMap<DeviceId, BrokerGrant>,
-    text: String,
-}
-
-/// The grants last written, for incremental rewrites.
-#[derive(Debug, Default)]
-struct Fleet {
-    /// Client id of every granted device.
-    devices: HashMap<DeviceId, String>,
-    blocks: BTreeMap<String, ClientBlock>,
-    /// The password file's text last written.
-    passwords: Option<String>,
-    /// The ACL file as this instance left it; `None`: read the whole fleet next.
-    written: Option<FileId>,
-}
-
-impl Fleet {
-    fn replace_all(&mut self, grants: Vec<BrokerGrant>) {
-        self.devices.clear();
-        self.blocks.clear();
-        for g in grants {
-            self.insert(g);
-        }
-    }
-
-    fn remove(&mut self, id: DeviceId) {
-        let Some(client_id) = self.devices.remove(&id) else {
-            return;
-        };
-        if let Some(block) = self.blocks.get_mut(&client_id) {
-            block.grants.remove(&id);
-            if block.grants.is_empty() {
-                self.blocks.remove(&client_id);
-            } else {
-                block.text = acl::block(&block.grants.values().collect::<Vec<_>>());
-            }
-        }
-    }
-
-    /// A grant that passed [`usable`].
-    fn insert(&mut self, grant: BrokerGrant) {
-        self.remove(grant.device_id);
-        self.devices
-            .insert(grant.device_id, grant.client_id.clone());
-        let block = self
-            .blocks
-            .entry(grant.client_id.clone())
-            .or_insert_with(|| ClientBlock {
-                grants: BTreeMap::new(),
-                text: String::new(),
-            });
-        block.grants.insert(grant.device_id, grant);
-        block.text = acl::block(&block.grants.values().collect::<Vec<_>>());
-    }
-
-    fn acl(&self, preamble: &str) -> String {
-        let mut out = acl::header(preamble);
-        out.reserve(self.blocks.values().map(|b| b.text.len()).sum());
-        for block in self.blocks.values() {
-            out.push_str(&block.text);
-        }
-        out
-    }
-
-    fn grants_with_passwords(&self) -> Vec<BrokerGrant> {
-        self.blocks
-            .values()
-            .flat_map(|b| b.grants.values())
-            .filter(|g| g.password_hash.is_some())
-            .cloned()
-            .collect()
-    }
 }
 
 /// [`BrokerAccess`] through Mosquitto's files. Every call returns once Mosquitto
@@ -375,10 +278,7 @@ impl MosquittoFile {
     fn write_fleet(&self, fleet: &mut Fleet) -> Result<(), BrokerError> {
         let acl = fleet.acl(&self.config.acl_preamble);
         if let Some(path) = &self.config.password_file {
-            let text = passwd::render(
-                &self.config.password_preamble,
-                &fleet.grants_with_passwords(),
-            )?;
+            let text = fleet.passwords(&self.config.password_preamble)?;
             // Unchanged since this instance wrote it (and nobody else did, or
             // the fleet would have been read again): not written again.
             let same = fleet.passwords.as_deref() == Some(text.as_str()) && path.exists();
@@ -400,6 +300,23 @@ impl MosquittoFile {
     }
 }
 
+/// The texts a rewrite that reads the whole fleet renders from `grants`, without
+/// writing them: the ACL file, and the password file if `config` has one. For the
+/// benchmarks (`crates/broker/benches/acl.rs`).
+#[cfg(feature = "test-support")]
+pub fn render_files(
+    config: &FileConfig,
+    grants: Vec<BrokerGrant>,
+) -> Result<(String, Option<String>), BrokerError> {
+    let mut fleet = Fleet::default();
+    fleet.replace_all(usable(grants));
+    let passwords = match &config.password_file {
+        Some(_) => Some(fleet.passwords(&config.password_preamble)?),
+        None => None,
+    };
+    Ok((fleet.acl(&config.acl_preamble), passwords))
+}
+
 /// Runs a rewrite; a panic (in the loader, say) becomes an error so that the
 /// waiting callers are released instead of waiting forever.
 fn guarded(f: impl FnOnce() -> Result<(), BrokerError>) -> Result<(), BrokerError> {
@@ -408,36 +325,6 @@ fn guarded(f: impl FnOnce() -> Result<(), BrokerError>) -> Result<(), BrokerErro
             "the rewrite of the Mosquitto files panicked".into(),
         ))
     })
-}
-
-/// Drops what cannot be written (with a warning naming the device): one bad row in
-/// the registry must not block every other device's change. Calls that take a
-/// grant check it first and refuse it instead.
-fn usable(grants: Vec<BrokerGrant>) -> Vec<BrokerGrant> {
-    grants
-        .into_iter()
-        .filter_map(|mut g| {
-            if let Err(e) = acl::check_grant(&g) {
-                tracing::warn!(device = %g.device_id, error = %e, "grant skipped");
-                return None;
-            }
-            if let Some(hash) = &g.password_hash {
-                if let Err(e) = passwd::check_password(&g.client_id, hash, &g) {
-                    tracing::warn!(device = %g.device_id, error = %e, "password skipped");
-                    g.password_hash = None;
-                }
-            }
-            Some(g)
-        })
-        .collect()
-}
-
-fn check(grant: &BrokerGrant) -> Result<(), BrokerError> {
-    acl::check_grant(grant)?;
-    match &grant.password_hash {
-        Some(hash) => passwd::check_password(&grant.client_id, hash, grant),
-        None => Ok(()),
-    }
 }
 
 /// Writes `crl_pem` to `crl_file` atomically (under `<crl file>.lock`) and
@@ -509,6 +396,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::acl::tests::grant;
+    use crate::{acl, passwd};
     use std::sync::mpsc::{channel, Receiver, Sender};
 
     /// A generous bound for waiting on another thread (not a speed check).
@@ -651,6 +539,73 @@ mod tests {
         let pw = std::fs::read_to_string(dir.path().join("passwd")).unwrap();
         assert_eq!(pw, passwd::render("", &registry.lock().unwrap()).unwrap());
         assert!(pw.starts_with(&format!("{}:$7$", changed.client_id)));
+    }
+
+    /// The exact bytes of the ACL file (its format is Mosquitto's input): a
+    /// full rewrite, then an incremental one that re-renders a shared block.
+    #[test]
+    fn the_acl_file_is_byte_for_byte_the_documented_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut shared = grant(5);
+        shared.client_id = grant(4).client_id;
+        shared.publish = vec!["z/last".into(), "a/first".into(), "Z/upper".into()];
+        shared.subscribe = vec!["a/first".into(), "m/mid".into()];
+        let registry = Arc::new(Mutex::new(vec![grant(2), shared, grant(1), grant(4)]));
+        let (file, _, _) = setup_incremental(dir.path(), registry.clone());
+        file.sync(&registry.lock().unwrap()).unwrap();
+        let acl = || std::fs::read_to_string(dir.path().join("acl")).unwrap();
+        assert_eq!(
+            acl(),
+            "# Mosquitto ACL file written by Onboard. Do not edit: every change of a\n\
+# device's broker access rewrites it from the registry.\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000001\n\
+user 3f0c2a8e-0000-7000-8000-000000000001\n\
+topic read config/3f0c2a8e-0000-7000-8000-000000000001\n\
+topic readwrite devices/3f0c2a8e-0000-7000-8000-000000000001/#\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000002\n\
+user 3f0c2a8e-0000-7000-8000-000000000002\n\
+topic read config/3f0c2a8e-0000-7000-8000-000000000002\n\
+topic readwrite devices/3f0c2a8e-0000-7000-8000-000000000002/#\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000004\n\
+user 3f0c2a8e-0000-7000-8000-000000000004\n\
+topic write Z/upper\n\
+topic readwrite a/first\n\
+topic read config/3f0c2a8e-0000-7000-8000-000000000004\n\
+topic readwrite devices/3f0c2a8e-0000-7000-8000-000000000004/#\n\
+topic read m/mid\n\
+topic write z/last\n"
+        );
+        registry
+            .lock()
+            .unwrap()
+            .retain(|g| g.device_id != grant(4).device_id);
+        file.grant(&grant(1)).unwrap();
+        file.revoke(grant(4).device_id).unwrap();
+        assert_eq!(
+            acl(),
+            "# Mosquitto ACL file written by Onboard. Do not edit: every change of a\n\
+# device's broker access rewrites it from the registry.\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000001\n\
+user 3f0c2a8e-0000-7000-8000-000000000001\n\
+topic read config/3f0c2a8e-0000-7000-8000-000000000001\n\
+topic readwrite devices/3f0c2a8e-0000-7000-8000-000000000001/#\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000002\n\
+user 3f0c2a8e-0000-7000-8000-000000000002\n\
+topic read config/3f0c2a8e-0000-7000-8000-000000000002\n\
+topic readwrite devices/3f0c2a8e-0000-7000-8000-000000000002/#\n\
+\n\
+# device 3f0c2a8e-0000-7000-8000-000000000005\n\
+user 3f0c2a8e-0000-7000-8000-000000000004\n\
+topic write Z/upper\n\
+topic readwrite a/first\n\
+topic read m/mid\n\
+topic write z/last\n"
+        );
     }
 
     fn with_password(g: &mut BrokerGrant) {

@@ -18,7 +18,11 @@
 //!
 //! The binary is `$ONBOARD_TEST_MOSQUITTO` or `/usr/sbin/mosquitto`; Mosquitto
 //! runs with `user root` so it can read the files this process writes.
+//!
+//! Also [`render_files`]: the texts a full rewrite of the file backend renders,
+//! without writing them, for the benchmarks.
 
+pub use crate::file::render_files;
 pub use crate::test_client::{Mqtt, Msg, WAIT};
 pub use rumqttc::SubscribeReasonCode;
 use std::fs;
