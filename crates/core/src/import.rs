@@ -12,6 +12,7 @@ use onboard_domain::{
     new_id, CertificateIssuer, CredentialKind, DeviceId, DeviceRepository, IssuedCert,
     SecretString, Store,
 };
+use onboard_pki::BundleWriter;
 use serde_json::json;
 
 use crate::app::Onboard;
@@ -89,9 +90,10 @@ impl Onboard {
         let mut done = results.len();
         progress(done);
         let issuer = self.issuer()?;
+        let writer = crate::operator::bundle_writer(&issuer.ca_chain_pem())?;
         for chunk in pending.chunks(IMPORT_CHUNK) {
             let n = chunk.len();
-            results.extend(self.import_chunk(issuer.as_ref(), chunk)?);
+            results.extend(self.import_chunk(issuer.as_ref(), &writer, chunk)?);
             done += n;
             progress(done);
         }
@@ -102,6 +104,7 @@ impl Onboard {
     fn import_chunk(
         &self,
         issuer: &dyn CertificateIssuer,
+        writer: &BundleWriter,
         chunk: &[Pending],
     ) -> Result<Vec<ImportResult>, CoreError> {
         let mut results = Vec::new();
@@ -133,7 +136,6 @@ impl Onboard {
             .into_iter()
             .partition(|p| p.spec.credential == CredentialKind::Certificate);
         let issued = issue_all(issuer, &with_cert, self.clock().now());
-        let chain = issuer.ca_chain_pem();
         let mut prepared = Vec::new();
         for (p, cert) in with_cert.into_iter().zip(issued) {
             match cert {
@@ -153,7 +155,7 @@ impl Onboard {
         }
         // The bundles before the rows: a device is stored only with its bundle.
         let mut ready = Vec::new();
-        for (p, prep, bundle) in self.bundle_all(prepared, &chain) {
+        for (p, prep, bundle) in self.bundle_all(prepared, writer) {
             match bundle {
                 Ok(b) => ready.push((p, prep, b)),
                 Err(e) => results.push(failed(p.line, Some(p.spec.serial.to_string()), e)),
@@ -213,7 +215,7 @@ impl Onboard {
     fn bundle_all<'a>(
         &self,
         prepared: Vec<(&'a Pending, Prepared)>,
-        chain: &str,
+        writer: &BundleWriter,
     ) -> Vec<(
         &'a Pending,
         Prepared,
@@ -237,7 +239,7 @@ impl Onboard {
                         part.into_iter()
                             .map(|(p, prep)| {
                                 let bundle = self
-                                    .bundle(&prep, chain)
+                                    .bundle(&prep, writer)
                                     .map_err(|e| format!("bundle: {e}"));
                                 (p, prep, bundle)
                             })

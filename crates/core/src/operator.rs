@@ -9,7 +9,7 @@ use onboard_domain::{
     DeviceId, DeviceModelRepository, DeviceRepository, ModelCode, NewCredentialBundle, RepoError,
     SecretString, Serial, Store,
 };
-use onboard_pki::{build_bundle, build_password_bundle, BundleContents, PrivateKeyPem};
+use onboard_pki::{BundleWriter, DeviceFiles, PrivateKeyPem};
 use serde_json::{json, Value};
 
 use crate::app::Onboard;
@@ -223,7 +223,8 @@ impl Onboard {
                 }
                 CredentialKind::Password => self.prepare_password(&spec, id)?,
             };
-            let (zip, password) = self.bundle(&prepared, &issuer.ca_chain_pem())?;
+            let writer = bundle_writer(&issuer.ca_chain_pem())?;
+            let (zip, password) = self.bundle(&prepared, &writer)?;
             let offer = if link {
                 Some(self.bundle_offer(id, &zip)?)
             } else {
@@ -265,17 +266,19 @@ impl Onboard {
     pub(crate) fn bundle(
         &self,
         p: &Prepared,
-        ca_chain_pem: &str,
+        writer: &BundleWriter,
     ) -> Result<(Vec<u8>, SecretString), CoreError> {
         let base_url = &self.settings().server.public_base_url;
         let bundle = match (&p.cert_row, &p.private_key_pem, &p.secret) {
             (Some(cert), Some(key), _) => {
                 let key = PrivateKeyPem::new(key.expose().to_owned());
-                let connection = connection_json(&p.device, &p.mqtt, &p.config, base_url, None);
-                build_bundle(&BundleContents {
+                // The settings may hold secrets (a Wi-Fi password): wiped after use.
+                let connection = zeroize::Zeroizing::new(connection_json(
+                    &p.device, &p.mqtt, &p.config, base_url, None,
+                ));
+                writer.build(&DeviceFiles {
                     certificate_pem: &cert.pem,
                     private_key: &key,
-                    ca_chain_pem,
                     connection_json: connection.as_bytes(),
                     created_at: self.clock().now(),
                 })
@@ -288,7 +291,7 @@ impl Onboard {
                     base_url,
                     Some(secret),
                 ));
-                build_password_bundle(ca_chain_pem, connection.as_bytes(), self.clock().now())
+                writer.build_password(connection.as_bytes(), self.clock().now())
             }
             _ => {
                 return Err(CoreError::Internal(
@@ -353,6 +356,12 @@ impl Onboard {
             .store()
             .transaction(|tx| tx.purge_expired_bundles(now))?)
     }
+}
+
+/// The bundle writer for a CA chain (the chain is compressed once for every bundle
+/// it writes).
+pub(crate) fn bundle_writer(ca_chain_pem: &str) -> Result<BundleWriter, CoreError> {
+    BundleWriter::new(ca_chain_pem).map_err(|e| CoreError::Internal(e.to_string()))
 }
 
 /// `connection.json`: how the device reaches the broker and which file is which.
