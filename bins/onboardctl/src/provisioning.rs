@@ -229,42 +229,43 @@ pub fn import(onboard: &Onboard, csv_path: &Path, out: &Path) -> Result<Rendered
         Some(rows.len() as u64),
         indicatif::ProgressDrawTarget::stderr(),
     );
-    let results = onboard.import_devices(&Actor::cli(), &rows, &mut |done| {
-        bar.set_position(done as u64)
+    let mut text = String::from("device_id,serial,certificate_serial,bundle_file,password\n");
+    let (mut created, mut existing) = (0usize, 0usize);
+    // Each chunk's bundles are written while the next chunk is being built.
+    onboard.import_devices_streaming(&Actor::cli(), &rows, &mut |rows_done, results| {
+        for r in results {
+            match r.outcome {
+                ImportOutcome::Created(done) => {
+                    let file = format!("{}.zip", done.device.serial);
+                    match batch.write(&out.join(&file), &done.bundle_zip) {
+                        Ok(()) => {
+                            created += 1;
+                            text.push_str(&format!(
+                                "{},{},{},{},{}\n",
+                                done.device.id,
+                                done.device.serial,
+                                done.certificate
+                                    .as_ref()
+                                    .map(|c| c.serial.to_string())
+                                    .unwrap_or_default(),
+                                file,
+                                done.bundle_password.expose()
+                            ));
+                        }
+                        Err(e) => {
+                            let _ = onboard.decommission_device(&Actor::cli(), done.device.id);
+                            errors.push((r.line, r.serial, e.to_string()));
+                        }
+                    }
+                }
+                ImportOutcome::Exists => existing += 1,
+                ImportOutcome::Failed(message) => errors.push((r.line, r.serial, message)),
+            }
+        }
+        bar.set_position(rows_done as u64);
     })?;
     bar.finish_and_clear();
 
-    let mut text = String::from("device_id,serial,certificate_serial,bundle_file,password\n");
-    let (mut created, mut existing) = (0usize, 0usize);
-    for r in results {
-        match r.outcome {
-            ImportOutcome::Created(done) => {
-                let file = format!("{}.zip", done.device.serial);
-                match batch.write(&out.join(&file), &done.bundle_zip) {
-                    Ok(()) => {
-                        created += 1;
-                        text.push_str(&format!(
-                            "{},{},{},{},{}\n",
-                            done.device.id,
-                            done.device.serial,
-                            done.certificate
-                                .as_ref()
-                                .map(|c| c.serial.to_string())
-                                .unwrap_or_default(),
-                            file,
-                            done.bundle_password.expose()
-                        ));
-                    }
-                    Err(e) => {
-                        let _ = onboard.decommission_device(&Actor::cli(), done.device.id);
-                        errors.push((r.line, r.serial, e.to_string()));
-                    }
-                }
-            }
-            ImportOutcome::Exists => existing += 1,
-            ImportOutcome::Failed(message) => errors.push((r.line, r.serial, message)),
-        }
-    }
     manifest
         .write_all(text.as_bytes())
         .and_then(|()| {

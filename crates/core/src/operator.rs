@@ -3,11 +3,13 @@
 //! password is shown once. The bundle is handed over directly (CLI) or through a
 //! single-use download link that expires (API).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{
     new_id, AuditOutcome, Certificate, CredentialBundleRepository, CredentialKind, Device,
-    DeviceId, DeviceModelRepository, DeviceRepository, ModelCode, NewCredentialBundle, RepoError,
-    SecretString, Serial, Store,
+    DeviceId, DeviceModel, DeviceModelRepository, DeviceRepository, ModelCode, NewCredentialBundle,
+    RepoError, SecretString, Serial, Store,
 };
 use onboard_pki::{BundleWriter, DeviceFiles, PrivateKeyPem};
 use serde_json::{json, Value};
@@ -85,12 +87,27 @@ pub(crate) fn check_object(field: &'static str, value: &Value) -> Result<(), Cor
     Ok(())
 }
 
+/// Device models as read during one import: `None` for a code with no model.
+#[derive(Debug, Default)]
+pub(crate) struct ModelCache(HashMap<ModelCode, Option<DeviceModel>>);
+
 impl Onboard {
     /// Validates an operator's request into a device to provision.
     pub(crate) fn operator_spec(
         &self,
         actor: &Actor,
         req: &NewDeviceRequest,
+    ) -> Result<DeviceSpec, CoreError> {
+        self.operator_spec_with(actor, req, &mut ModelCache::default())
+    }
+
+    /// As [`Onboard::operator_spec`], reading each model once per `models` (an
+    /// import names the same few models in thousands of rows).
+    pub(crate) fn operator_spec_with(
+        &self,
+        actor: &Actor,
+        req: &NewDeviceRequest,
+        models: &mut ModelCache,
     ) -> Result<DeviceSpec, CoreError> {
         check_text("name", &req.name, 128, true)?;
         let location = req.location.clone().unwrap_or_default();
@@ -117,18 +134,29 @@ impl Onboard {
             .filter(|m| !m.is_empty())
             .map(ModelCode::parse)
             .transpose()?;
-        let model = match &code {
-            Some(code) => match self.store().read(|tx| tx.model(code)) {
-                Ok(m) => Some(m),
-                // An operator names a model on purpose: a typo must not create a
-                // device without one.
-                Err(RepoError::NotFound { .. }) => {
-                    return Err(invalid("model", format!("no device model {code} exists")))
+        let model =
+            match &code {
+                Some(code) => {
+                    let found = match models.0.get(code) {
+                        Some(known) => known.clone(),
+                        None => {
+                            let read = match self.store().read(|tx| tx.model(code)) {
+                                Ok(m) => Some(m),
+                                Err(RepoError::NotFound { .. }) => None,
+                                Err(e) => return Err(e.into()),
+                            };
+                            models.0.insert(code.clone(), read.clone());
+                            read
+                        }
+                    };
+                    // An operator names a model on purpose: a typo must not create a
+                    // device without one.
+                    Some(found.ok_or_else(|| {
+                        invalid("model", format!("no device model {code} exists"))
+                    })?)
                 }
-                Err(e) => return Err(e.into()),
-            },
-            None => None,
-        };
+                None => None,
+            };
         let credential = match req.credential.as_deref().map(str::trim) {
             Some(c) if !c.is_empty() => c.parse::<CredentialKind>()?,
             _ => model.as_ref().map(|m| m.credential).unwrap_or_default(),
