@@ -8,11 +8,11 @@
 //! serial already exists are skipped, so an import can be run again on the same
 //! file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use onboard_domain::{
     new_id, CertificateIssuer, CredentialKind, DeviceId, DeviceRepository, IssuedCert,
-    SecretString, Store,
+    SecretString, Serial, Store,
 };
 use onboard_pki::BundleWriter;
 use serde_json::json;
@@ -179,28 +179,24 @@ impl Onboard {
     ) -> Result<Built<'a>, CoreError> {
         let mut results = Vec::new();
         // Skip what an earlier run created.
-        let existing: Vec<bool> = self.store().read(|tx| -> Result<_, CoreError> {
-            chunk
-                .iter()
-                .map(|p| Ok(tx.device_by_serial(&p.spec.serial)?.is_some()))
-                .collect()
-        })?;
-        let fresh: Vec<&Pending> = chunk
-            .iter()
-            .zip(&existing)
-            .filter_map(|(p, exists)| {
-                if *exists {
-                    results.push(ImportResult {
-                        line: p.line,
-                        serial: Some(p.spec.serial.to_string()),
-                        outcome: ImportOutcome::Exists,
-                    });
-                    None
-                } else {
-                    Some(p)
-                }
-            })
+        let serials: Vec<Serial> = chunk.iter().map(|p| p.spec.serial.clone()).collect();
+        let existing: HashSet<Serial> = self
+            .store()
+            .read(|tx| tx.existing_serials(&serials))?
+            .into_iter()
             .collect();
+        let mut fresh: Vec<&Pending> = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            if existing.contains(&p.spec.serial) {
+                results.push(ImportResult {
+                    line: p.line,
+                    serial: Some(p.spec.serial.to_string()),
+                    outcome: ImportOutcome::Exists,
+                });
+            } else {
+                fresh.push(p);
+            }
+        }
 
         let (with_cert, with_password): (Vec<&Pending>, Vec<&Pending>) = fresh
             .into_iter()
@@ -248,14 +244,11 @@ impl Onboard {
             return results;
         }
         let mut effects = Vec::new();
-        let stored = self.store().transaction(|tx| -> Result<_, CoreError> {
-            ready
-                .iter()
-                .map(|(p, prep, _)| {
-                    self.store_new(tx, &p.spec, prep, json!({"import": true}), &mut effects)
-                })
-                .collect::<Result<Vec<_>, _>>()
+        let items: Vec<_> = ready.iter().map(|(p, prep, _)| (&p.spec, prep)).collect();
+        let stored = self.store().transaction(|tx| {
+            self.store_new_many(tx, &items, &json!({"import": true}), &mut effects)
         });
+        drop(items);
         match stored {
             Ok(rows) => {
                 // One broker change for the chunk.

@@ -103,10 +103,23 @@ fn sha1_of(mut state: State, done: u64, message: &[u8]) -> State {
 
 fn to_bytes(state: &State) -> [u8; 20] {
     let mut out = [0u8; 20];
+    put_bytes(state, &mut out);
+    out
+}
+
+/// The state as the digest's 20 bytes, big-endian, into `out`.
+fn put_bytes(state: &State, out: &mut [u8]) {
     for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
         chunk.copy_from_slice(&word.to_be_bytes());
     }
-    out
+}
+
+fn from_bytes(bytes: &[u8]) -> State {
+    let mut state = [0u32; 5];
+    for (word, chunk) in state.iter_mut().zip(bytes.chunks_exact(4)) {
+        *word = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+    }
+    state
 }
 
 /// PBKDF2-HMAC-SHA1 (RFC 8018) into `out`.
@@ -124,20 +137,21 @@ pub fn pbkdf2_hmac_sha1(password: &[u8], salt: &[u8], rounds: u32, out: &mut [u8
         // RFC 8018 numbers the blocks from 1 (a 32-bit counter; 20 * 2^32 bytes of
         // output are far beyond any caller).
         first.extend_from_slice(&(i as u32 + 1).to_be_bytes());
-        let mut u = Zeroizing::new(key.mac(&first));
-        let mut acc = Zeroizing::new(*u);
+        // U_1, then each round's U in the first 20 bytes of `block`, and the XOR of
+        // them all in `acc`, as words.
+        block[..20].copy_from_slice(&key.mac(&first));
+        let mut acc = Zeroizing::new(from_bytes(&block[..20]));
         let mut state = Zeroizing::new(SHA1_INIT);
         for _ in 1..rounds {
-            block[..20].copy_from_slice(&u[..]);
             *state = *key.inner;
             compress(&mut state, std::slice::from_ref(&*block));
-            *u = to_bytes(&state);
-            block[..20].copy_from_slice(&u[..]);
+            put_bytes(&state, &mut block[..20]);
             *state = *key.outer;
             compress(&mut state, std::slice::from_ref(&*block));
-            *u = to_bytes(&state);
-            acc.iter_mut().zip(u.iter()).for_each(|(a, b)| *a ^= b);
+            put_bytes(&state, &mut block[..20]);
+            acc.iter_mut().zip(state.iter()).for_each(|(a, s)| *a ^= s);
         }
+        let acc = Zeroizing::new(to_bytes(&acc));
         chunk.copy_from_slice(&acc[..chunk.len()]);
     }
 }
