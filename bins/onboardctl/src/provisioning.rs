@@ -28,10 +28,54 @@ fn ensure_dir(dir: &Path) -> Result<(), CliError> {
 
 /// Writes bytes to a new 0600 file; refuses to overwrite.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    write_new(path, bytes, true)
+}
+
+/// Writes bytes to a new 0600 file, refusing to overwrite; flushed to disk before
+/// returning when `sync`.
+fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<(), CliError> {
     let mut file = create_private(path)?;
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
         .map_err(|e| setup(format!("cannot write {}: {}", path.display(), e.kind())))
+}
+
+/// Many new files in one directory, made durable together. On Linux they are
+/// written to the page cache and [`DurableBatch::commit`] flushes the directory's
+/// file system once (`syncfs`, which reports write-back errors since the
+/// directory was opened): one device flush rather than one a file, which for
+/// 10,000 bundles was most of an import's time. Elsewhere each file is flushed as
+/// it is written.
+struct DurableBatch {
+    dir: std::fs::File,
+}
+
+impl DurableBatch {
+    fn open(dir: &Path) -> Result<Self, CliError> {
+        let dir = std::fs::File::open(dir)
+            .map_err(|e| setup(format!("cannot open {}: {}", dir.display(), e.kind())))?;
+        Ok(Self { dir })
+    }
+
+    fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+        write_new(path, bytes, !cfg!(target_os = "linux"))
+    }
+
+    /// Everything written through the batch (and the directory's entries) is on
+    /// disk when this returns `Ok`.
+    fn commit(self, what: &Path) -> Result<(), CliError> {
+        #[cfg(target_os = "linux")]
+        let synced = nix::unistd::syncfs(&self.dir).map_err(std::io::Error::from);
+        #[cfg(not(target_os = "linux"))]
+        let synced = self.dir.sync_all();
+        synced.map_err(|e| {
+            setup(format!(
+                "cannot flush {} to disk: {}",
+                what.display(),
+                e.kind()
+            ))
+        })
+    }
 }
 
 pub struct RegisterArgs<'a> {
@@ -180,49 +224,57 @@ pub fn import(onboard: &Onboard, csv_path: &Path, out: &Path) -> Result<Rendered
         n += 1;
     };
 
+    let batch = DurableBatch::open(out)?;
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(rows.len() as u64),
         indicatif::ProgressDrawTarget::stderr(),
     );
-    let results = onboard.import_devices(&Actor::cli(), &rows, &mut |done| {
-        bar.set_position(done as u64)
+    let mut text = String::from("device_id,serial,certificate_serial,bundle_file,password\n");
+    let (mut created, mut existing) = (0usize, 0usize);
+    // Each chunk's bundles are written while the next chunk is being built.
+    onboard.import_devices_streaming(&Actor::cli(), &rows, &mut |rows_done, results| {
+        for r in results {
+            match r.outcome {
+                ImportOutcome::Created(done) => {
+                    let file = format!("{}.zip", done.device.serial);
+                    match batch.write(&out.join(&file), &done.bundle_zip) {
+                        Ok(()) => {
+                            created += 1;
+                            text.push_str(&format!(
+                                "{},{},{},{},{}\n",
+                                done.device.id,
+                                done.device.serial,
+                                done.certificate
+                                    .as_ref()
+                                    .map(|c| c.serial.to_string())
+                                    .unwrap_or_default(),
+                                file,
+                                done.bundle_password.expose()
+                            ));
+                        }
+                        Err(e) => {
+                            let _ = onboard.decommission_device(&Actor::cli(), done.device.id);
+                            errors.push((r.line, r.serial, e.to_string()));
+                        }
+                    }
+                }
+                ImportOutcome::Exists => existing += 1,
+                ImportOutcome::Failed(message) => errors.push((r.line, r.serial, message)),
+            }
+        }
+        bar.set_position(rows_done as u64);
     })?;
     bar.finish_and_clear();
 
-    let mut text = String::from("device_id,serial,certificate_serial,bundle_file,password\n");
-    let (mut created, mut existing) = (0usize, 0usize);
-    for r in results {
-        match r.outcome {
-            ImportOutcome::Created(done) => {
-                let file = format!("{}.zip", done.device.serial);
-                match write_private(&out.join(&file), &done.bundle_zip) {
-                    Ok(()) => {
-                        created += 1;
-                        text.push_str(&format!(
-                            "{},{},{},{},{}\n",
-                            done.device.id,
-                            done.device.serial,
-                            done.certificate
-                                .as_ref()
-                                .map(|c| c.serial.to_string())
-                                .unwrap_or_default(),
-                            file,
-                            done.bundle_password.expose()
-                        ));
-                    }
-                    Err(e) => {
-                        let _ = onboard.decommission_device(&Actor::cli(), done.device.id);
-                        errors.push((r.line, r.serial, e.to_string()));
-                    }
-                }
-            }
-            ImportOutcome::Exists => existing += 1,
-            ImportOutcome::Failed(message) => errors.push((r.line, r.serial, message)),
-        }
-    }
     manifest
         .write_all(text.as_bytes())
-        .and_then(|()| manifest.sync_all())
+        .and_then(|()| {
+            if cfg!(target_os = "linux") {
+                Ok(())
+            } else {
+                manifest.sync_all()
+            }
+        })
         .map_err(|e| {
             setup(format!(
                 "cannot write {}: {}",
@@ -230,6 +282,8 @@ pub fn import(onboard: &Onboard, csv_path: &Path, out: &Path) -> Result<Rendered
                 e.kind()
             ))
         })?;
+    // The bundles and the manifest reach the disk together, before the answer.
+    batch.commit(out)?;
     errors.sort_by_key(|(line, _, _)| *line);
     let rows_out = errors
         .iter()

@@ -105,6 +105,10 @@ impl Audit {
     pub fn event(&self) -> &AuditEvent {
         &self.event
     }
+
+    pub fn into_event(self) -> AuditEvent {
+        self.event
+    }
 }
 
 impl Onboard {

@@ -89,22 +89,21 @@ impl Onboard {
         let now = self.clock().now();
         let cloud = self.ports().cloud.enabled();
         let broker = self.ports().broker.enabled();
+        let start = out.len();
         for effect in effects {
             match effect {
                 Effect::CloudDevice(_) if !cloud => continue,
                 Effect::BrokerDevice(_) if !broker => continue,
                 _ => {}
             }
-            let id = new_id(self.clock());
-            tx.enqueue_effect(
-                id,
-                *effect,
-                now,
-                now + Duration::seconds(EFFECT_GRACE_SECONDS),
-            )?;
-            out.push((id, *effect));
+            out.push((new_id(self.clock()), *effect));
         }
-        Ok(())
+        let due = now + Duration::seconds(EFFECT_GRACE_SECONDS);
+        match &out[start..] {
+            [] => Ok(()),
+            [(id, effect)] => tx.enqueue_effect(*id, *effect, now, due),
+            many => tx.enqueue_effects(many, now, due),
+        }
     }
 
     /// Applies effects committed by this call. What fails stays pending for the

@@ -1,23 +1,26 @@
 //! Bulk operator registration (`onboardctl devices import`). Rows are checked one by
-//! one (a bad row is reported and skipped), then provisioned in chunks: certificates
-//! issued and bundles built on every core, one transaction per chunk for the rows
-//! (devices, certificates, audit events, pending effects), one broker change per
-//! chunk. A chunk that cannot be stored as a whole falls back to one device at a
-//! time, so one bad row never costs its neighbours. Devices whose serial already
-//! exists are skipped, so an import can be run again on the same file.
+//! one (a bad row is reported and skipped; each model is read once), then
+//! provisioned in chunks: certificates issued and bundles built on every core, one
+//! transaction per chunk for the rows (devices, certificates, audit events,
+//! pending effects), one broker change per chunk. Building a chunk overlaps
+//! storing the one before. A chunk that cannot be stored as a whole falls back to
+//! one device at a time, so one bad row never costs its neighbours. Devices whose
+//! serial already exists are skipped, so an import can be run again on the same
+//! file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use onboard_domain::{
     new_id, CertificateIssuer, CredentialKind, DeviceId, DeviceRepository, IssuedCert,
-    SecretString, Store,
+    SecretString, Serial, Store,
 };
+use onboard_pki::BundleWriter;
 use serde_json::json;
 
 use crate::app::Onboard;
 use crate::audit::Actor;
 use crate::error::CoreError;
-use crate::operator::{NewDeviceRequest, OperatorRegistered};
+use crate::operator::{ModelCache, NewDeviceRequest, OperatorRegistered};
 use crate::provision::{DeviceSpec, Prepared};
 
 /// Devices per transaction and broker change.
@@ -51,6 +54,17 @@ struct Pending {
     id: DeviceId,
 }
 
+/// A bundle's ZIP and its password.
+type Bundle = (Vec<u8>, SecretString);
+
+/// A chunk with its certificates issued and its bundles built, ready to store.
+struct Built<'a> {
+    rows: usize,
+    /// Rows already settled: existing serials and failures.
+    results: Vec<ImportResult>,
+    ready: Vec<(&'a Pending, Prepared, Bundle)>,
+}
+
 impl Onboard {
     /// Imports `rows`; `progress` is called with the number of rows done so far.
     pub fn import_devices(
@@ -59,11 +73,35 @@ impl Onboard {
         rows: &[ImportRow],
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<ImportResult>, CoreError> {
-        let mut results = Vec::with_capacity(rows.len());
+        let mut all = Vec::with_capacity(rows.len());
+        self.import_devices_streaming(actor, rows, &mut |done, results| {
+            all.extend(results);
+            progress(done);
+        })?;
+        all.sort_by_key(|r| r.line);
+        Ok(all)
+    }
+
+    /// As [`Onboard::import_devices`], handing over the results as they are
+    /// settled, with the number of rows done so far: first the rows refused
+    /// before provisioning, then each chunk (in line order) once it is stored, so
+    /// that a caller writes one chunk's bundles while the next chunk is built.
+    ///
+    /// Two stages overlap: a thread checks, issues and bundles chunk `n + 1` (on
+    /// every core) while this one stores chunk `n` and hands it over. At most one
+    /// built chunk waits between them.
+    pub fn import_devices_streaming(
+        &self,
+        actor: &Actor,
+        rows: &[ImportRow],
+        on_results: &mut dyn FnMut(usize, Vec<ImportResult>),
+    ) -> Result<(), CoreError> {
+        let mut results = Vec::new();
         let mut pending = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut models = ModelCache::default();
         for row in rows {
-            match self.operator_spec(actor, &row.request) {
+            match self.operator_spec_with(actor, &row.request, &mut models) {
                 Ok(spec) => {
                     let serial = spec.serial.to_string();
                     if let Some(first) = seen.insert(serial.clone(), row.line) {
@@ -87,53 +125,83 @@ impl Onboard {
             }
         }
         let mut done = results.len();
-        progress(done);
-        let issuer = self.issuer()?;
-        for chunk in pending.chunks(IMPORT_CHUNK) {
-            let n = chunk.len();
-            results.extend(self.import_chunk(issuer.as_ref(), chunk)?);
-            done += n;
-            progress(done);
+        on_results(done, results);
+        if pending.is_empty() {
+            return Ok(());
         }
-        results.sort_by_key(|r| r.line);
-        Ok(results)
+        let issuer = self.issuer()?;
+        let writer = crate::operator::bundle_writer(&issuer.ca_chain_pem())?;
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Built<'_>, CoreError>>(1);
+            let (issuer, writer, pending) = (issuer.as_ref(), &writer, &pending);
+            let builder = s.spawn(move || {
+                for chunk in pending.chunks(IMPORT_CHUNK) {
+                    let built = self.build_chunk(issuer, writer, chunk);
+                    let failed = built.is_err();
+                    // A closed channel: the storing side stopped on an error.
+                    if tx.send(built).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            let mut outcome = Ok(());
+            for built in rx.iter() {
+                match built {
+                    Ok(built) => {
+                        done += built.rows;
+                        let mut results = self.store_chunk(built);
+                        results.sort_by_key(|r| r.line);
+                        on_results(done, results);
+                    }
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            drop(rx);
+            if builder.join().is_err() {
+                // Nothing of the chunk it was building was stored: a re-run
+                // creates those rows.
+                outcome = outcome.and(Err(CoreError::Internal("an import worker failed".into())));
+            }
+            outcome
+        })
     }
 
-    fn import_chunk(
+    /// Checks which serials exist, issues the certificates and builds the bundles
+    /// of one chunk. Nothing is stored.
+    fn build_chunk<'a>(
         &self,
         issuer: &dyn CertificateIssuer,
-        chunk: &[Pending],
-    ) -> Result<Vec<ImportResult>, CoreError> {
+        writer: &BundleWriter,
+        chunk: &'a [Pending],
+    ) -> Result<Built<'a>, CoreError> {
         let mut results = Vec::new();
         // Skip what an earlier run created.
-        let existing: Vec<bool> = self.store().read(|tx| -> Result<_, CoreError> {
-            chunk
-                .iter()
-                .map(|p| Ok(tx.device_by_serial(&p.spec.serial)?.is_some()))
-                .collect()
-        })?;
-        let fresh: Vec<&Pending> = chunk
-            .iter()
-            .zip(&existing)
-            .filter_map(|(p, exists)| {
-                if *exists {
-                    results.push(ImportResult {
-                        line: p.line,
-                        serial: Some(p.spec.serial.to_string()),
-                        outcome: ImportOutcome::Exists,
-                    });
-                    None
-                } else {
-                    Some(p)
-                }
-            })
+        let serials: Vec<Serial> = chunk.iter().map(|p| p.spec.serial.clone()).collect();
+        let existing: HashSet<Serial> = self
+            .store()
+            .read(|tx| tx.existing_serials(&serials))?
+            .into_iter()
             .collect();
+        let mut fresh: Vec<&Pending> = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            if existing.contains(&p.spec.serial) {
+                results.push(ImportResult {
+                    line: p.line,
+                    serial: Some(p.spec.serial.to_string()),
+                    outcome: ImportOutcome::Exists,
+                });
+            } else {
+                fresh.push(p);
+            }
+        }
 
         let (with_cert, with_password): (Vec<&Pending>, Vec<&Pending>) = fresh
             .into_iter()
             .partition(|p| p.spec.credential == CredentialKind::Certificate);
         let issued = issue_all(issuer, &with_cert, self.clock().now());
-        let chain = issuer.ca_chain_pem();
         let mut prepared = Vec::new();
         for (p, cert) in with_cert.into_iter().zip(issued) {
             match cert {
@@ -153,24 +221,34 @@ impl Onboard {
         }
         // The bundles before the rows: a device is stored only with its bundle.
         let mut ready = Vec::new();
-        for (p, prep, bundle) in self.bundle_all(prepared, &chain) {
+        for (p, prep, bundle) in self.bundle_all(prepared, writer) {
             match bundle {
                 Ok(b) => ready.push((p, prep, b)),
                 Err(e) => results.push(failed(p.line, Some(p.spec.serial.to_string()), e)),
             }
         }
+        Ok(Built {
+            rows: chunk.len(),
+            results,
+            ready,
+        })
+    }
+
+    /// Stores a built chunk in one transaction, or, when that fails as a whole,
+    /// one device at a time, so one bad row never costs its neighbours.
+    fn store_chunk(&self, built: Built<'_>) -> Vec<ImportResult> {
+        let Built {
+            mut results, ready, ..
+        } = built;
         if ready.is_empty() {
-            return Ok(results);
+            return results;
         }
         let mut effects = Vec::new();
-        let stored = self.store().transaction(|tx| -> Result<_, CoreError> {
-            ready
-                .iter()
-                .map(|(p, prep, _)| {
-                    self.store_new(tx, &p.spec, prep, json!({"import": true}), &mut effects)
-                })
-                .collect::<Result<Vec<_>, _>>()
+        let items: Vec<_> = ready.iter().map(|(p, prep, _)| (&p.spec, prep)).collect();
+        let stored = self.store().transaction(|tx| {
+            self.store_new_many(tx, &items, &json!({"import": true}), &mut effects)
         });
+        drop(items);
         match stored {
             Ok(rows) => {
                 // One broker change for the chunk.
@@ -204,21 +282,16 @@ impl Onboard {
                 }
             }
         }
-        Ok(results)
+        results
     }
 
     /// Builds the bundles on every core: each one derives a WinZip AES key per entry
     /// (PBKDF2, 1,000 rounds), which is most of an import's CPU time.
-    #[allow(clippy::type_complexity)]
     fn bundle_all<'a>(
         &self,
         prepared: Vec<(&'a Pending, Prepared)>,
-        chain: &str,
-    ) -> Vec<(
-        &'a Pending,
-        Prepared,
-        Result<(Vec<u8>, SecretString), String>,
-    )> {
+        writer: &BundleWriter,
+    ) -> Vec<(&'a Pending, Prepared, Result<Bundle, String>)> {
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -237,7 +310,7 @@ impl Onboard {
                         part.into_iter()
                             .map(|(p, prep)| {
                                 let bundle = self
-                                    .bundle(&prep, chain)
+                                    .bundle(&prep, writer)
                                     .map_err(|e| format!("bundle: {e}"));
                                 (p, prep, bundle)
                             })

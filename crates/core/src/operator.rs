@@ -3,13 +3,15 @@
 //! password is shown once. The bundle is handed over directly (CLI) or through a
 //! single-use download link that expires (API).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{
     new_id, AuditOutcome, Certificate, CredentialBundleRepository, CredentialKind, Device,
-    DeviceId, DeviceModelRepository, DeviceRepository, ModelCode, NewCredentialBundle, RepoError,
-    SecretString, Serial, Store,
+    DeviceId, DeviceModel, DeviceModelRepository, DeviceRepository, ModelCode, NewCredentialBundle,
+    RepoError, SecretString, Serial, Store,
 };
-use onboard_pki::{build_bundle, build_password_bundle, BundleContents, PrivateKeyPem};
+use onboard_pki::{BundleWriter, DeviceFiles, PrivateKeyPem};
 use serde_json::{json, Value};
 
 use crate::app::Onboard;
@@ -85,12 +87,27 @@ pub(crate) fn check_object(field: &'static str, value: &Value) -> Result<(), Cor
     Ok(())
 }
 
+/// Device models as read during one import: `None` for a code with no model.
+#[derive(Debug, Default)]
+pub(crate) struct ModelCache(HashMap<ModelCode, Option<DeviceModel>>);
+
 impl Onboard {
     /// Validates an operator's request into a device to provision.
     pub(crate) fn operator_spec(
         &self,
         actor: &Actor,
         req: &NewDeviceRequest,
+    ) -> Result<DeviceSpec, CoreError> {
+        self.operator_spec_with(actor, req, &mut ModelCache::default())
+    }
+
+    /// As [`Onboard::operator_spec`], reading each model once per `models` (an
+    /// import names the same few models in thousands of rows).
+    pub(crate) fn operator_spec_with(
+        &self,
+        actor: &Actor,
+        req: &NewDeviceRequest,
+        models: &mut ModelCache,
     ) -> Result<DeviceSpec, CoreError> {
         check_text("name", &req.name, 128, true)?;
         let location = req.location.clone().unwrap_or_default();
@@ -117,18 +134,29 @@ impl Onboard {
             .filter(|m| !m.is_empty())
             .map(ModelCode::parse)
             .transpose()?;
-        let model = match &code {
-            Some(code) => match self.store().read(|tx| tx.model(code)) {
-                Ok(m) => Some(m),
-                // An operator names a model on purpose: a typo must not create a
-                // device without one.
-                Err(RepoError::NotFound { .. }) => {
-                    return Err(invalid("model", format!("no device model {code} exists")))
+        let model =
+            match &code {
+                Some(code) => {
+                    let found = match models.0.get(code) {
+                        Some(known) => known.clone(),
+                        None => {
+                            let read = match self.store().read(|tx| tx.model(code)) {
+                                Ok(m) => Some(m),
+                                Err(RepoError::NotFound { .. }) => None,
+                                Err(e) => return Err(e.into()),
+                            };
+                            models.0.insert(code.clone(), read.clone());
+                            read
+                        }
+                    };
+                    // An operator names a model on purpose: a typo must not create a
+                    // device without one.
+                    Some(found.ok_or_else(|| {
+                        invalid("model", format!("no device model {code} exists"))
+                    })?)
                 }
-                Err(e) => return Err(e.into()),
-            },
-            None => None,
-        };
+                None => None,
+            };
         let credential = match req.credential.as_deref().map(str::trim) {
             Some(c) if !c.is_empty() => c.parse::<CredentialKind>()?,
             _ => model.as_ref().map(|m| m.credential).unwrap_or_default(),
@@ -223,7 +251,8 @@ impl Onboard {
                 }
                 CredentialKind::Password => self.prepare_password(&spec, id)?,
             };
-            let (zip, password) = self.bundle(&prepared, &issuer.ca_chain_pem())?;
+            let writer = bundle_writer(&issuer.ca_chain_pem())?;
+            let (zip, password) = self.bundle(&prepared, &writer)?;
             let offer = if link {
                 Some(self.bundle_offer(id, &zip)?)
             } else {
@@ -265,17 +294,19 @@ impl Onboard {
     pub(crate) fn bundle(
         &self,
         p: &Prepared,
-        ca_chain_pem: &str,
+        writer: &BundleWriter,
     ) -> Result<(Vec<u8>, SecretString), CoreError> {
         let base_url = &self.settings().server.public_base_url;
         let bundle = match (&p.cert_row, &p.private_key_pem, &p.secret) {
             (Some(cert), Some(key), _) => {
                 let key = PrivateKeyPem::new(key.expose().to_owned());
-                let connection = connection_json(&p.device, &p.mqtt, &p.config, base_url, None);
-                build_bundle(&BundleContents {
+                // The settings may hold secrets (a Wi-Fi password): wiped after use.
+                let connection = zeroize::Zeroizing::new(connection_json(
+                    &p.device, &p.mqtt, &p.config, base_url, None,
+                ));
+                writer.build(&DeviceFiles {
                     certificate_pem: &cert.pem,
                     private_key: &key,
-                    ca_chain_pem,
                     connection_json: connection.as_bytes(),
                     created_at: self.clock().now(),
                 })
@@ -288,7 +319,7 @@ impl Onboard {
                     base_url,
                     Some(secret),
                 ));
-                build_password_bundle(ca_chain_pem, connection.as_bytes(), self.clock().now())
+                writer.build_password(connection.as_bytes(), self.clock().now())
             }
             _ => {
                 return Err(CoreError::Internal(
@@ -353,6 +384,12 @@ impl Onboard {
             .store()
             .transaction(|tx| tx.purge_expired_bundles(now))?)
     }
+}
+
+/// The bundle writer for a CA chain (the chain is compressed once for every bundle
+/// it writes).
+pub(crate) fn bundle_writer(ca_chain_pem: &str) -> Result<BundleWriter, CoreError> {
+    BundleWriter::new(ca_chain_pem).map_err(|e| CoreError::Internal(e.to_string()))
 }
 
 /// `connection.json`: how the device reaches the broker and which file is which.

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use onboard_domain::{
     new_id, AuditOutcome, BootstrapKey, BrokerGrant, Certificate, CertificateId, CertificateIssuer,
     CredentialKind, Device, DeviceId, DeviceModel, DeviceModelRepository, DeviceStatus, Effect,
-    InvalidValue, IssuedCert, ModelCode, MqttCredential, NewCertificate, NewDevice, PortError,
-    RepoError, Repositories, SecretString, Serial, Store,
+    InvalidValue, IssuedCert, ModelCode, MqttCredential, NewAuditEvent, NewCertificate, NewDevice,
+    PortError, RepoError, Repositories, SecretString, Serial, Store,
 };
 use serde_json::{json, Value};
 
@@ -330,21 +330,7 @@ impl Onboard {
         if let Some((_, row)) = &p.secret {
             tx.set_mqtt_credential(row)?;
         }
-        let mut audit = Audit::new(self.clock(), &c.actor, c.action, AuditOutcome::Success)
-            .device(device.id)
-            .serial(device.serial.as_str());
-        let mut details = details;
-        if let Value::Object(map) = &mut details {
-            match &certificate {
-                Some(cert) => map.insert("certificate_serial".into(), json!(cert.serial)),
-                None => map.insert("credential".into(), json!(device.credential)),
-            };
-        }
-        audit = audit.details(details);
-        if let Some(k) = &c.key {
-            audit = audit.key_prefix(&k.prefix);
-        }
-        tx.append_audit(audit.event())?;
+        tx.append_audit(&self.created_event(c, &device, certificate.as_ref(), details))?;
         self.enqueue(
             tx,
             &[
@@ -354,6 +340,78 @@ impl Onboard {
             effects,
         )?;
         Ok((device, certificate))
+    }
+
+    /// As [`Onboard::store_new`] for many devices (a bulk import's chunk), each
+    /// kind of row in a few multi-row statements. A taken serial is a `Conflict`
+    /// for all of them.
+    pub(crate) fn store_new_many<T: Repositories>(
+        &self,
+        tx: &mut T,
+        items: &[(&DeviceSpec, &Prepared)],
+        details: &Value,
+        effects: &mut Vec<Enqueued>,
+    ) -> Result<Vec<(Device, Option<Certificate>)>, CoreError> {
+        let rows: Vec<NewDevice> = items.iter().map(|(_, p)| p.new_device.clone()).collect();
+        let devices = tx.insert_devices(&rows).map_err(|e| match e {
+            RepoError::Conflict { .. } => {
+                CoreError::Conflict("a serial of the chunk is already registered".into())
+            }
+            other => other.into(),
+        })?;
+        let cert_rows: Vec<NewCertificate> = items
+            .iter()
+            .filter_map(|(_, p)| p.cert_row.clone())
+            .collect();
+        let mut certs = tx.insert_certificates(&cert_rows)?.into_iter();
+        let mut stored = Vec::with_capacity(items.len());
+        let mut events = Vec::with_capacity(items.len());
+        let mut pending = Vec::with_capacity(2 * items.len());
+        for ((c, p), device) in items.iter().zip(devices) {
+            let certificate = match p.cert_row {
+                Some(_) => Some(certs.next().ok_or_else(|| {
+                    CoreError::Internal("a stored certificate went missing".into())
+                })?),
+                None => None,
+            };
+            if let Some((_, row)) = &p.secret {
+                tx.set_mqtt_credential(row)?;
+            }
+            events.push(self.created_event(c, &device, certificate.as_ref(), details.clone()));
+            pending.extend([
+                Effect::BrokerDevice(device.id),
+                Effect::CloudDevice(device.id),
+            ]);
+            stored.push((device, certificate));
+        }
+        tx.append_audits(&events)?;
+        self.enqueue(tx, &pending, effects)?;
+        Ok(stored)
+    }
+
+    /// The success audit event of a new device: `details` with its certificate's
+    /// serial or its credential kind.
+    fn created_event(
+        &self,
+        c: &DeviceSpec,
+        device: &Device,
+        certificate: Option<&Certificate>,
+        mut details: Value,
+    ) -> NewAuditEvent {
+        if let Value::Object(map) = &mut details {
+            match certificate {
+                Some(cert) => map.insert("certificate_serial".into(), json!(cert.serial)),
+                None => map.insert("credential".into(), json!(device.credential)),
+            };
+        }
+        let mut audit = Audit::new(self.clock(), &c.actor, c.action, AuditOutcome::Success)
+            .device(device.id)
+            .serial(device.serial.as_str())
+            .details(details);
+        if let Some(k) = &c.key {
+            audit = audit.key_prefix(&k.prefix);
+        }
+        audit.into_event()
     }
 
     /// Applies a committed change's effects. A failure is logged and left to the

@@ -14,6 +14,8 @@ use onboard_registry::testing::{TestBackend, TestDb};
 mod aws;
 #[path = "core/firmware.rs"]
 mod firmware;
+#[path = "core/import.rs"]
+mod import;
 #[path = "core/lifecycle.rs"]
 mod lifecycle;
 #[path = "core/mqtt.rs"]
@@ -48,6 +50,10 @@ on_both_backends!(aws_tests for aws:
     a_crash_between_aws_steps_is_removed_by_the_reconciler,
     the_sweep_removes_aws_resources_that_have_no_device,
     operator_registration_and_a_new_certificate_reach_aws_after_the_commit,
+);
+
+on_both_backends!(import_tests for import:
+    chunks_stream_in_order_and_a_serial_taken_meanwhile_costs_no_neighbour,
 );
 
 on_both_backends!(lifecycle_tests for lifecycle:

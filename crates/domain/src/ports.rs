@@ -143,6 +143,12 @@ pub struct AuditFilter {
 pub trait DeviceRepository {
     /// `Conflict` when the serial (or id) is taken.
     fn insert_device(&mut self, device: &NewDevice) -> Result<Device, RepoError>;
+    /// Many devices in a few statements, in order (a bulk import's chunk).
+    /// `Conflict` when any serial (or id) is taken: the statement fails as a
+    /// whole, and so does the caller's transaction.
+    fn insert_devices(&mut self, devices: &[NewDevice]) -> Result<Vec<Device>, RepoError>;
+    /// Which of `serials` some device has, in one query per few hundred.
+    fn existing_serials(&mut self, serials: &[Serial]) -> Result<Vec<Serial>, RepoError>;
     fn device(&mut self, id: DeviceId) -> Result<Device, RepoError>;
     fn device_by_serial(&mut self, serial: &Serial) -> Result<Option<Device>, RepoError>;
     /// Ordered by id (creation order).
@@ -182,6 +188,12 @@ pub trait DeviceRepository {
 pub trait CertificateRepository {
     /// `Conflict` when the serial number was used before.
     fn insert_certificate(&mut self, cert: &NewCertificate) -> Result<Certificate, RepoError>;
+    /// Many certificates in a few statements, in order; `Conflict` as above, for
+    /// all of them.
+    fn insert_certificates(
+        &mut self,
+        certs: &[NewCertificate],
+    ) -> Result<Vec<Certificate>, RepoError>;
     fn certificate_by_serial(
         &mut self,
         serial: &CertSerial,
@@ -269,6 +281,8 @@ pub trait FirmwareRepository {
 
 pub trait AuditRepository {
     fn append_audit(&mut self, event: &NewAuditEvent) -> Result<(), RepoError>;
+    /// Many events in a few statements.
+    fn append_audits(&mut self, events: &[NewAuditEvent]) -> Result<(), RepoError>;
     /// Newest first.
     fn list_audit(
         &mut self,
@@ -370,6 +384,13 @@ pub trait EffectRepository {
         &mut self,
         id: uuid::Uuid,
         effect: Effect,
+        now: DateTime<Utc>,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+    /// As [`EffectRepository::enqueue_effect`] for many effects at once.
+    fn enqueue_effects(
+        &mut self,
+        effects: &[(uuid::Uuid, Effect)],
         now: DateTime<Utc>,
         next_attempt_at: DateTime<Utc>,
     ) -> Result<(), RepoError>;

@@ -2,25 +2,25 @@
 //! (AE-2) under a random password.
 //!
 //! Entries: `device.crt` (the device certificate) and `ca.crt` (the CA chain,
-//! issuing CA first), public by nature and not encrypted; `device.key` (its PKCS#8
-//! key, stored rather than deflated so that no compressor buffer holds it) and
-//! `connection.json` (given by the caller; it may hold the device's configuration
-//! secrets), encrypted. Each encrypted entry costs one PBKDF2-HMAC-SHA1 key
-//! derivation (1,000 rounds, the format's), most of a bulk import's CPU time, so
-//! only what is secret is encrypted. The password is 24 characters from a 56-character alphabet without
-//! look-alikes (no `0 O o 1 l I`), drawn without bias: about 139 bits.
+//! issuing CA first), public by nature, deflated and not encrypted; `device.key`
+//! (its PKCS#8 key) and `connection.json` (given by the caller; it may hold the
+//! device's configuration secrets), stored rather than deflated, so that no
+//! compressor buffer holds them, and encrypted. Each encrypted entry costs one
+//! PBKDF2-HMAC-SHA1 key derivation (1,000 rounds, the format's), most of a bulk
+//! import's CPU time, so only what is secret is encrypted, and the derivation runs
+//! on the bare SHA-1 compression (`winzip`). The archive is written by `zipfile`.
+//! The password is 24 characters from a 56-character alphabet without look-alikes
+//! (no `0 O o 1 l I`), drawn without bias: about 139 bits.
 
 use std::fmt;
-use std::io::{Cursor, Write};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use zeroize::Zeroizing;
-use zip::write::SimpleFileOptions;
-use zip::{AesMode, CompressionMethod, ZipWriter};
 
 use crate::error::PkiError;
 use crate::keys::PrivateKeyPem;
 use crate::secrets::random_string;
+use crate::zipfile::{self, EntryData};
 
 /// The password alphabet: letters and digits minus `0 O o 1 l I`.
 pub const PASSWORD_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789";
@@ -88,113 +88,115 @@ impl fmt::Debug for CredentialBundle {
     }
 }
 
-/// Builds the encrypted ZIP with a fresh random password.
-pub fn build_bundle(contents: &BundleContents<'_>) -> Result<CredentialBundle, PkiError> {
-    let password = BundlePassword(Zeroizing::new(random_string(
-        PASSWORD_LEN,
-        PASSWORD_ALPHABET,
-    )?));
-    let zip = write_zip(contents, password.expose_secret())?;
-    Ok(CredentialBundle { zip, password })
+/// A certificate device's files, for [`BundleWriter::build`].
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceFiles<'a> {
+    pub certificate_pem: &'a str,
+    pub private_key: &'a PrivateKeyPem,
+    /// The device's connection settings (JSON made by the caller).
+    pub connection_json: &'a [u8],
+    /// The entries' modification time.
+    pub created_at: DateTime<Utc>,
 }
 
-/// The bundle of a password device: `ca.crt` and `connection.json`, which holds
-/// the device's secret (so it is stored, not deflated, as `device.key` is).
+/// Builds the bundles of devices under one CA chain. The chain, the same in every
+/// bundle, is deflated once here rather than once a bundle.
+#[derive(Debug, Clone)]
+pub struct BundleWriter {
+    chain: EntryData,
+}
+
+const PUBLIC: u32 = 0o644;
+const PRIVATE: u32 = 0o600;
+
+impl BundleWriter {
+    /// `ca_chain_pem`: the CA chain as PEM (`CertificateAuthority::chain_pem`).
+    pub fn new(ca_chain_pem: &str) -> Result<Self, PkiError> {
+        Ok(Self {
+            chain: EntryData::deflated(ca_chain_pem.as_bytes())?,
+        })
+    }
+
+    /// A certificate device's bundle, with a fresh random password.
+    pub fn build(&self, files: &DeviceFiles<'_>) -> Result<CredentialBundle, PkiError> {
+        let password = new_password()?;
+        let secret = password.expose_secret().as_bytes();
+        let cert = EntryData::deflated(files.certificate_pem.as_bytes())?;
+        let key = EntryData::encrypted(files.private_key.expose_secret().as_bytes(), secret)?;
+        let connection = EntryData::encrypted(files.connection_json, secret)?;
+        let zip = zipfile::write(
+            &[
+                (entries::DEVICE_CERT, PUBLIC, &cert),
+                (entries::DEVICE_KEY, PRIVATE, &key),
+                (entries::CA_CHAIN, PUBLIC, &self.chain),
+                (entries::CONNECTION, PRIVATE, &connection),
+            ],
+            dos_time(files.created_at),
+        )?;
+        Ok(CredentialBundle { zip, password })
+    }
+
+    /// A password device's bundle: `ca.crt` and `connection.json`, which holds the
+    /// device's secret.
+    pub fn build_password(
+        &self,
+        connection_json: &[u8],
+        created_at: DateTime<Utc>,
+    ) -> Result<CredentialBundle, PkiError> {
+        let password = new_password()?;
+        let connection =
+            EntryData::encrypted(connection_json, password.expose_secret().as_bytes())?;
+        let zip = zipfile::write(
+            &[
+                (entries::CA_CHAIN, PUBLIC, &self.chain),
+                (entries::CONNECTION, PRIVATE, &connection),
+            ],
+            dos_time(created_at),
+        )?;
+        Ok(CredentialBundle { zip, password })
+    }
+}
+
+fn new_password() -> Result<BundlePassword, PkiError> {
+    Ok(BundlePassword(Zeroizing::new(random_string(
+        PASSWORD_LEN,
+        PASSWORD_ALPHABET,
+    )?)))
+}
+
+/// Builds the encrypted ZIP with a fresh random password (one bundle; an import
+/// keeps one [`BundleWriter`] for all of them).
+pub fn build_bundle(contents: &BundleContents<'_>) -> Result<CredentialBundle, PkiError> {
+    BundleWriter::new(contents.ca_chain_pem)?.build(&DeviceFiles {
+        certificate_pem: contents.certificate_pem,
+        private_key: contents.private_key,
+        connection_json: contents.connection_json,
+        created_at: contents.created_at,
+    })
+}
+
+/// The bundle of a password device (see [`BundleWriter::build_password`]).
 pub fn build_password_bundle(
     ca_chain_pem: &str,
     connection_json: &[u8],
     created_at: DateTime<Utc>,
 ) -> Result<CredentialBundle, PkiError> {
-    let password = BundlePassword(Zeroizing::new(random_string(
-        PASSWORD_LEN,
-        PASSWORD_ALPHABET,
-    )?));
-    let (public, secret) = entry_options(created_at);
-    let zip = write_entries(
-        &[
-            (entries::CA_CHAIN, ca_chain_pem.as_bytes(), public, false),
-            (entries::CONNECTION, connection_json, secret, true),
-        ],
-        password.expose_secret(),
-    )?;
-    Ok(CredentialBundle { zip, password })
+    BundleWriter::new(ca_chain_pem)?.build_password(connection_json, created_at)
 }
 
-fn entry_options(created_at: DateTime<Utc>) -> (SimpleFileOptions, SimpleFileOptions) {
-    let base = SimpleFileOptions::default()
-        .compression_method(CompressionMethod::Deflated)
-        .last_modified_time(zip_time(created_at));
-    let public = base.unix_permissions(0o644);
-    // Secrets are stored, not deflated: the deflate encoder keeps what it reads in
-    // its window and drops it unwiped, whereas a stored entry goes straight to
-    // the AES writer, which wipes its buffer after every write.
-    let secret = base
-        .compression_method(CompressionMethod::Stored)
-        .unix_permissions(0o600);
-    (public, secret)
-}
-
-/// Writes the entries; those marked `true` are encrypted with AES-256.
-fn write_entries(
-    files: &[(&str, &[u8], SimpleFileOptions, bool)],
-    password: &str,
-) -> Result<Vec<u8>, PkiError> {
-    let fail = |e: zip::result::ZipError| PkiError::Bundle(e.to_string());
-    let io_fail = |e: std::io::Error| PkiError::Bundle(e.to_string());
-    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, data, options, encrypted) in files {
-        let options = if *encrypted {
-            options.with_aes_encryption(AesMode::Aes256, password)
-        } else {
-            *options
-        };
-        zip.start_file(*name, options).map_err(fail)?;
-        zip.write_all(data).map_err(io_fail)?;
+/// ZIP's DOS time and date (1980 to 2107, two-second steps); outside that range
+/// the ZIP default, 1980-01-01 00:00.
+fn dos_time(t: DateTime<Utc>) -> (u16, u16) {
+    let year = t.year();
+    if !(1980..=2107).contains(&year) {
+        return (0, (1 << 5) | 1);
     }
-    Ok(zip.finish().map_err(fail)?.into_inner())
-}
-
-fn write_zip(contents: &BundleContents<'_>, password: &str) -> Result<Vec<u8>, PkiError> {
-    let (public, secret) = entry_options(contents.created_at);
-    let files: [(&str, &[u8], SimpleFileOptions, bool); 4] = [
-        (
-            entries::DEVICE_CERT,
-            contents.certificate_pem.as_bytes(),
-            public,
-            false,
-        ),
-        (
-            entries::DEVICE_KEY,
-            contents.private_key.expose_secret().as_bytes(),
-            secret,
-            true,
-        ),
-        (
-            entries::CA_CHAIN,
-            contents.ca_chain_pem.as_bytes(),
-            public,
-            false,
-        ),
-        (entries::CONNECTION, contents.connection_json, public, true),
-    ];
-    write_entries(&files, password)
-}
-
-/// ZIP's DOS time (1980 to 2107, two-second steps); outside that range the ZIP
-/// default (1980-01-01).
-fn zip_time(t: DateTime<Utc>) -> zip::DateTime {
-    let convert = || -> Option<zip::DateTime> {
-        zip::DateTime::from_date_and_time(
-            u16::try_from(t.year()).ok()?,
-            u8::try_from(t.month()).ok()?,
-            u8::try_from(t.day()).ok()?,
-            u8::try_from(t.hour()).ok()?,
-            u8::try_from(t.minute()).ok()?,
-            u8::try_from(t.second()).ok()?,
-        )
-        .ok()
-    };
-    convert().unwrap_or_default()
+    // Each field fits its bits: hours < 24 (5 bits), minutes < 60 (6), seconds / 2
+    // < 30 (5; a leap second's 60 reads as 59), year - 1980 < 128 (7), month
+    // <= 12 (4), day <= 31 (5).
+    let time = (t.hour() << 11) | (t.minute() << 5) | (t.second().min(59) / 2);
+    let date = (((year - 1980) as u32) << 9) | (t.month() << 5) | t.day();
+    (time as u16, date as u16)
 }
 
 #[cfg(test)]
@@ -214,15 +216,21 @@ mod tests {
         assert_eq!(sorted.len(), 56);
     }
 
+    fn open(zip: &[u8]) -> zip::ZipArchive<std::io::Cursor<Vec<u8>>> {
+        zip::ZipArchive::new(std::io::Cursor::new(zip.to_vec())).unwrap()
+    }
+
     #[test]
     fn bundle_has_a_fresh_password_and_aes_entries() {
+        use std::io::Read;
+        use zip::CompressionMethod;
         let key = crate::keys::generate(onboard_domain::KeyAlgorithm::EcdsaP256).unwrap();
         let key = PrivateKeyPem::from_key(&key).unwrap();
         let contents = BundleContents {
             certificate_pem: "cert",
             private_key: &key,
             ca_chain_pem: "chain",
-            connection_json: b"{}",
+            connection_json: b"{\"wifi_password\":\"hunter2\"}",
             created_at: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap(),
         };
         let a = build_bundle(&contents).unwrap();
@@ -230,33 +238,81 @@ mod tests {
         assert_eq!(a.password.expose_secret().len(), PASSWORD_LEN);
         assert_ne!(a.password.expose_secret(), b.password.expose_secret());
         assert!(a.zip.starts_with(b"PK\x03\x04"));
-        // The key's PEM header must not appear in clear.
+        // Neither the key's PEM header nor the settings appear in clear.
         assert!(!a.zip.windows(11).any(|w| w == b"PRIVATE KEY"));
+        assert!(!a.zip.windows(7).any(|w| w == b"hunter2"));
         let debug = format!("{a:?}");
         assert!(!debug.contains(a.password.expose_secret()));
-        let mut archive = zip::ZipArchive::new(Cursor::new(a.zip.clone())).unwrap();
+        let mut archive = open(&a.zip);
         assert_eq!(archive.len(), 4);
-        assert!(archive.by_name(entries::DEVICE_KEY).is_err());
         let password = a.password.expose_secret().as_bytes();
-        let key_entry = archive
-            .by_name_decrypt(entries::DEVICE_KEY, password)
-            .unwrap();
-        assert_eq!(key_entry.compression(), CompressionMethod::Stored);
-        drop(key_entry);
-        assert!(archive.by_name(entries::CONNECTION).is_err());
+        for (name, content) in [
+            (entries::DEVICE_KEY, key.expose_secret().as_bytes()),
+            (entries::CONNECTION, contents.connection_json),
+        ] {
+            assert!(archive.by_name(name).is_err(), "{name} needs the password");
+            let mut entry = archive.by_name_decrypt(name, password).unwrap();
+            assert_eq!(entry.compression(), CompressionMethod::Stored, "{name}");
+            assert_eq!(entry.unix_mode(), Some(0o100_600), "{name}");
+            let mut read = Vec::new();
+            entry.read_to_end(&mut read).unwrap();
+            assert_eq!(read, content, "{name}");
+        }
+        assert!(archive
+            .by_name_decrypt(entries::DEVICE_KEY, b"not the password")
+            .is_err());
         // The certificate and the chain are public and in clear.
-        let cert_entry = archive.by_name(entries::DEVICE_CERT).unwrap();
-        assert!(!cert_entry.encrypted());
-        assert_eq!(cert_entry.compression(), CompressionMethod::Deflated);
-        drop(cert_entry);
-        assert!(!archive.by_name(entries::CA_CHAIN).unwrap().encrypted());
+        for (name, content) in [(entries::DEVICE_CERT, "cert"), (entries::CA_CHAIN, "chain")] {
+            let mut entry = archive.by_name(name).unwrap();
+            assert!(!entry.encrypted());
+            assert_eq!(entry.compression(), CompressionMethod::Deflated);
+            assert_eq!(entry.unix_mode(), Some(0o100_644), "{name}");
+            let mut read = String::new();
+            entry.read_to_string(&mut read).unwrap();
+            assert_eq!(read, content);
+        }
+        let t = archive
+            .by_name(entries::CA_CHAIN)
+            .unwrap()
+            .last_modified()
+            .unwrap();
+        assert_eq!((t.year(), t.month(), t.day(), t.hour()), (2026, 11, 23, 10));
     }
 
     #[test]
-    fn zip_time_falls_back_outside_dos_range() {
+    fn a_writer_reuses_the_chain_but_not_the_salts() {
+        let writer = BundleWriter::new("chain").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
+        let a = writer.build_password(b"{\"secret\":1}", at).unwrap();
+        let b = writer.build_password(b"{\"secret\":1}", at).unwrap();
+        // An AES entry's data starts with its salt.
+        let salt = |z: &[u8]| -> Vec<u8> {
+            let mut archive = open(z);
+            let idx = archive.index_for_name(entries::CONNECTION).unwrap();
+            let start = archive.by_index_raw(idx).unwrap().data_start().unwrap() as usize;
+            z[start..start + 16].to_vec()
+        };
+        assert_ne!(salt(&a.zip), salt(&b.zip));
+        let mut archive = open(&a.zip);
+        assert_eq!(archive.len(), 2);
+        let mut read = Vec::new();
+        std::io::Read::read_to_end(
+            &mut archive
+                .by_name_decrypt(entries::CONNECTION, a.password.expose_secret().as_bytes())
+                .unwrap(),
+            &mut read,
+        )
+        .unwrap();
+        assert_eq!(read, b"{\"secret\":1}");
+    }
+
+    #[test]
+    fn dos_time_falls_back_outside_its_range() {
         let old = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
-        assert_eq!(zip_time(old), zip::DateTime::default());
-        let t = zip_time(Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap());
-        assert_eq!((t.year(), t.month(), t.day()), (2026, 11, 23));
+        assert_eq!(dos_time(old), (0, 33));
+        let late = Utc.with_ymd_and_hms(2108, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(dos_time(late), (0, 33));
+        let t = dos_time(Utc.with_ymd_and_hms(2026, 11, 23, 10, 7, 31).unwrap());
+        assert_eq!(t, ((10 << 11) | (7 << 5) | 15, (46 << 9) | (11 << 5) | 23));
     }
 }

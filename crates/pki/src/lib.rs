@@ -13,7 +13,7 @@
 //! - CRLs ([`CertificateAuthority::build_crl`]);
 //! - OCSP responses signed by a delegated responder certificate
 //!   ([`CertificateAuthority::ocsp_response`]);
-//! - AES-256 encrypted ZIP credential bundles ([`build_bundle`]);
+//! - AES-256 encrypted ZIP credential bundles ([`build_bundle`], [`BundleWriter`]);
 //! - certificate inspection for display ([`chain_info`]);
 //! - device access tokens ([`TokenKey`]): ES256 JWS with a key derived from the CA
 //!   key;
@@ -40,11 +40,13 @@ mod possession;
 mod seal;
 pub mod secrets;
 mod server_cert;
+mod winzip;
 mod x509util;
+mod zipfile;
 
 pub use bundle::{
     build_bundle, build_password_bundle, entries as bundle_entries, BundleContents, BundlePassword,
-    CredentialBundle, PASSWORD_ALPHABET, PASSWORD_LEN,
+    BundleWriter, CredentialBundle, DeviceFiles, PASSWORD_ALPHABET, PASSWORD_LEN,
 };
 pub use ca::{files as ca_files, CaSpec, CertificateAuthority, IntermediateSpec};
 pub use crl::{crl_pem_from_der, Crl, CrlParams, RevokedCertificate};

@@ -18,7 +18,7 @@ pub(crate) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> RepoError {
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> RepoError {
     RepoError::Corrupt(format!("{what}: {e}"))
 }
 

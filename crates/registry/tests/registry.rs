@@ -23,6 +23,8 @@ macro_rules! on_both_backends {
     };
 }
 
+#[path = "cases/batches.rs"]
+mod batches;
 #[path = "cases/credentials.rs"]
 mod credentials;
 #[path = "cases/effects.rs"]
@@ -33,6 +35,7 @@ mod firmware;
 mod group;
 #[path = "cases/more.rs"]
 mod more;
+use batches::batches_insert_in_order_and_fail_as_a_whole;
 use credentials::{
     mqtt_credentials_are_one_per_device_and_replaced,
     renewals_are_found_once_their_newest_certificate_is_old_enough,
@@ -53,6 +56,7 @@ on_both_backends!(
     migrations_run_up_down_up,
     schema_rs_matches_the_migrated_tables,
     devices_insert_get_and_unique_serial,
+    batches_insert_in_order_and_fail_as_a_whole,
     devices_list_filters_and_pages,
     devices_update_and_delete,
     certificates_revoke_once_and_feed_the_crl,

@@ -19,6 +19,12 @@ impl AuditRepository for DbConnection {
         Ok(())
     }
 
+    fn append_audits(&mut self, events: &[NewAuditEvent]) -> Result<(), RepoError> {
+        let rows: Vec<AuditRow> = events.iter().map(AuditRow::from_domain).collect();
+        super::insert_batches!(self, a::table, rows).repo("audit event")?;
+        Ok(())
+    }
+
     fn list_audit(
         &mut self,
         filter: &AuditFilter,

@@ -23,30 +23,43 @@ impl DbConnection {
     }
 }
 
+fn certificate_row(c: &NewCertificate) -> CertificateRow {
+    CertificateRow {
+        id: c.id.to_string(),
+        device_id: c.device_id.to_string(),
+        serial: c.serial.as_str().to_owned(),
+        fingerprint: c.fingerprint.as_str().to_owned(),
+        subject: c.subject.clone(),
+        issuer: c.issuer.clone(),
+        key_algorithm: c.key_algorithm.as_str().to_owned(),
+        not_before: ts(c.not_before),
+        not_after: ts(c.not_after),
+        status: CertificateStatus::Active.as_str().to_owned(),
+        revoked_at: None,
+        revocation_reason: None,
+        pem: c.pem.clone(),
+        created_at: ts(c.created_at),
+    }
+}
+
 impl CertificateRepository for DbConnection {
     fn insert_certificate(&mut self, c: &NewCertificate) -> Result<Certificate, RepoError> {
-        let row = CertificateRow {
-            id: c.id.to_string(),
-            device_id: c.device_id.to_string(),
-            serial: c.serial.as_str().to_owned(),
-            fingerprint: c.fingerprint.as_str().to_owned(),
-            subject: c.subject.clone(),
-            issuer: c.issuer.clone(),
-            key_algorithm: c.key_algorithm.as_str().to_owned(),
-            not_before: ts(c.not_before),
-            not_after: ts(c.not_after),
-            status: CertificateStatus::Active.as_str().to_owned(),
-            revoked_at: None,
-            revocation_reason: None,
-            pem: c.pem.clone(),
-            created_at: ts(c.created_at),
-        };
+        let row = certificate_row(c);
         diesel::insert_into(certificates::table)
             .values(&row)
             .execute(self)
             .repo(ENTITY)?;
         // The row as stored: no second round trip to read it back.
         row.into_domain()
+    }
+
+    fn insert_certificates(
+        &mut self,
+        list: &[NewCertificate],
+    ) -> Result<Vec<Certificate>, RepoError> {
+        let rows: Vec<CertificateRow> = list.iter().map(certificate_row).collect();
+        super::insert_batches!(self, certificates::table, rows).repo(ENTITY)?;
+        rows.into_iter().map(CertificateRow::into_domain).collect()
     }
 
     fn certificate_by_serial(

@@ -43,6 +43,28 @@ fn changes_of(u: &DeviceUpdate, now: DateTime<Utc>) -> DeviceChanges {
     }
 }
 
+fn device_row(d: &NewDevice) -> DeviceRow {
+    DeviceRow {
+        id: d.id.to_string(),
+        serial: d.serial.as_str().to_owned(),
+        name: d.name.clone(),
+        model_code: d.model.as_ref().map(|m| m.as_str().to_owned()),
+        location: d.location.clone(),
+        firmware_version: d.firmware_version.clone(),
+        status: onboard_domain::DeviceStatus::Registered.as_str().to_owned(),
+        bootstrap_key_id: d.bootstrap_key_id.map(|k| k.to_string()),
+        batch: d.batch.clone(),
+        config: json_text(&d.config),
+        metadata: json_text(&d.metadata),
+        created_at: ts(d.created_at),
+        updated_at: ts(d.created_at),
+        activated_at: None,
+        last_seen_at: None,
+        decommissioned_at: None,
+        credential: d.credential.as_str().to_owned(),
+    }
+}
+
 impl DeviceRepository for DbConnection {
     fn count_devices_by_status(&mut self) -> Result<Vec<(String, i64)>, RepoError> {
         devices::table
@@ -61,25 +83,7 @@ impl DeviceRepository for DbConnection {
     }
 
     fn insert_device(&mut self, d: &NewDevice) -> Result<Device, RepoError> {
-        let row = DeviceRow {
-            id: d.id.to_string(),
-            serial: d.serial.as_str().to_owned(),
-            name: d.name.clone(),
-            model_code: d.model.as_ref().map(|m| m.as_str().to_owned()),
-            location: d.location.clone(),
-            firmware_version: d.firmware_version.clone(),
-            status: onboard_domain::DeviceStatus::Registered.as_str().to_owned(),
-            bootstrap_key_id: d.bootstrap_key_id.map(|k| k.to_string()),
-            batch: d.batch.clone(),
-            config: json_text(&d.config),
-            metadata: json_text(&d.metadata),
-            created_at: ts(d.created_at),
-            updated_at: ts(d.created_at),
-            activated_at: None,
-            last_seen_at: None,
-            decommissioned_at: None,
-            credential: d.credential.as_str().to_owned(),
-        };
+        let row = device_row(d);
         diesel::insert_into(devices::table)
             .values(&row)
             .execute(self)
@@ -87,6 +91,28 @@ impl DeviceRepository for DbConnection {
         // The row as stored (every column is set here, timestamps already at the
         // database's microseconds): no second round trip to read it back.
         row.into_domain()
+    }
+
+    fn insert_devices(&mut self, list: &[NewDevice]) -> Result<Vec<Device>, RepoError> {
+        let rows: Vec<DeviceRow> = list.iter().map(device_row).collect();
+        super::insert_batches!(self, devices::table, rows).repo(ENTITY)?;
+        rows.into_iter().map(DeviceRow::into_domain).collect()
+    }
+
+    fn existing_serials(&mut self, serials: &[Serial]) -> Result<Vec<Serial>, RepoError> {
+        let mut found = Vec::new();
+        for part in serials.chunks(super::ROWS_PER_STATEMENT) {
+            let texts: Vec<&str> = part.iter().map(Serial::as_str).collect();
+            let rows: Vec<String> = devices::table
+                .filter(devices::serial.eq_any(texts))
+                .select(devices::serial)
+                .load(self)
+                .repo(ENTITY)?;
+            for text in rows {
+                found.push(Serial::parse(&text).map_err(|e| crate::rows::corrupt("serial", e))?);
+            }
+        }
+        Ok(found)
     }
 
     fn device(&mut self, id: DeviceId) -> Result<Device, RepoError> {

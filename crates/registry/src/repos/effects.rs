@@ -76,6 +76,29 @@ impl EffectRepository for DbConnection {
         Ok(())
     }
 
+    fn enqueue_effects(
+        &mut self,
+        effects: &[(uuid::Uuid, Effect)],
+        now: DateTime<Utc>,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let rows: Vec<_> = effects
+            .iter()
+            .map(|(id, effect)| {
+                (
+                    e::id.eq(id.to_string()),
+                    e::kind.eq(effect.kind()),
+                    e::device_id.eq(effect.device().map(|d| d.to_string())),
+                    e::created_at.eq(ts(now)),
+                    e::attempts.eq(0),
+                    e::next_attempt_at.eq(ts(next_attempt_at)),
+                )
+            })
+            .collect();
+        super::insert_batches!(self, e::table, rows).repo(ENTITY)?;
+        Ok(())
+    }
+
     fn due_effects(
         &mut self,
         now: DateTime<Utc>,

@@ -12,6 +12,35 @@ mod models;
 mod mqtt;
 mod rotations;
 
+/// Rows per multi-row `INSERT`: well under both backends' limits on bound
+/// parameters (SQLite's 32,766, PostgreSQL's 65,535) for the widest table.
+pub(crate) const ROWS_PER_STATEMENT: usize = 250;
+
+/// Inserts `rows` (a slice of insertable rows) into `table` with one multi-row
+/// `INSERT` per [`ROWS_PER_STATEMENT`]. Diesel's multi-connection cannot dispatch a
+/// batch insert, so the statement runs on the backend's own connection.
+macro_rules! insert_batches {
+    ($conn:expr, $table:expr, $rows:expr) => {{
+        let mut outcome: diesel::QueryResult<()> = Ok(());
+        for part in $rows.chunks($crate::repos::ROWS_PER_STATEMENT) {
+            let done = match &mut *$conn {
+                $crate::db::DbConnection::Pg(c) => {
+                    diesel::insert_into($table).values(part).execute(c)
+                }
+                $crate::db::DbConnection::Sqlite(c) => {
+                    diesel::insert_into($table).values(part).execute(c)
+                }
+            };
+            if let Err(e) = done {
+                outcome = Err(e);
+                break;
+            }
+        }
+        outcome
+    }};
+}
+pub(crate) use insert_batches;
+
 #[diesel::declare_sql_function]
 extern "SQL" {
     /// SQL `lower()`, the same on PostgreSQL and SQLite (ASCII on SQLite).
