@@ -3,10 +3,14 @@
 //! Every granted device gets its own `user <client id>` block with one `topic`
 //! line per topic filter: `write` for publish, `read` for subscribe (Mosquitto
 //! checks `read` both when subscribing and when delivering each message),
-//! `readwrite` for both. No `pattern` lines: with `pattern readwrite devices/%u/#`
-//! a revoked device whose connection is still open would keep its access, since
-//! the pattern applies to any username. With per-user blocks, removing the block
-//! and reloading takes effect on the next message of an open connection.
+//! `readwrite` for both. With per-user blocks, removing the block and reloading
+//! takes effect on the next message of an open connection.
+//!
+//! In pattern mode ([`AclPatterns`]) the topics every device holds are `pattern`
+//! lines instead, and only a device with other topics gets a block. A pattern
+//! applies to any username, so a device that loses its access (revoked,
+//! decommissioned) gets a block that denies everything ([`shut_out_block`]):
+//! Mosquitto checks a user's own lines before the patterns, denials first.
 //!
 //! `max_qos` and `retain_allowed` cannot be expressed per user in Mosquitto 2.0
 //! (neither in the ACL file nor in the dynamic-security plugin); set `max_qos` and
@@ -143,16 +147,9 @@ pub(crate) fn header(preamble: &str) -> String {
     out
 }
 
-/// One client id's block for grants already checked, all with that client id:
-/// `# device <id of the first>`, `user <client id>`, then one `topic` line per
-/// topic filter of any of them, sorted, with the union of their access. Built
-/// in a string of exactly its length (a fleet-wide rewrite renders one per
-/// device).
-pub(crate) fn block<G: Borrow<BrokerGrant>>(grants: &[G]) -> String {
-    let Some(first) = grants.first().map(Borrow::borrow) else {
-        return String::new();
-    };
-    // (topic, read, write), sorted by topic with the access of duplicates merged.
+/// The topic filters of grants already checked (of one client id), sorted, each
+/// with the union of its access: (filter, read, write).
+pub(crate) fn topics<G: Borrow<BrokerGrant>>(grants: &[G]) -> Vec<(&str, bool, bool)> {
     let mut topics: Vec<(&str, bool, bool)> = Vec::with_capacity(
         grants
             .iter()
@@ -164,20 +161,40 @@ pub(crate) fn block<G: Borrow<BrokerGrant>>(grants: &[G]) -> String {
         topics.extend(g.publish.iter().map(|t| (t.as_str(), false, true)));
         topics.extend(g.subscribe.iter().map(|t| (t.as_str(), true, false)));
     }
-    topics.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    merge_sorted(&mut topics);
+    topics
+}
+
+fn merge_sorted<T: AsRef<str>>(topics: &mut Vec<(T, bool, bool)>) {
+    topics.sort_unstable_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
     topics.dedup_by(|later, kept| {
-        let same = later.0 == kept.0;
+        let same = later.0.as_ref() == kept.0.as_ref();
         if same {
             kept.1 |= later.1;
             kept.2 |= later.2;
         }
         same
     });
-    let mode = |read: bool, write: bool| match (read, write) {
+}
+
+fn mode(read: bool, write: bool) -> &'static str {
+    match (read, write) {
         (true, true) => "readwrite",
         (true, false) => "read",
         _ => "write",
+    }
+}
+
+/// One client id's block for grants already checked, all with that client id:
+/// `# device <id of the first>`, `user <client id>`, then one `topic` line per
+/// topic filter of any of them, sorted, with the union of their access. Built
+/// in a string of exactly its length (a fleet-wide rewrite renders one per
+/// device).
+pub(crate) fn block<G: Borrow<BrokerGrant>>(grants: &[G]) -> String {
+    let Some(first) = grants.first().map(Borrow::borrow) else {
+        return String::new();
     };
+    let topics = topics(grants);
     let mut id = [0u8; 36];
     let id = first.device_id.0.hyphenated().encode_lower(&mut id);
     let len = "\n# device \nuser \n".len()
@@ -198,6 +215,92 @@ pub(crate) fn block<G: Borrow<BrokerGrant>>(grants: &[G]) -> String {
     }
     debug_assert_eq!(out.len(), len);
     out
+}
+
+/// The block that shuts a client id out of every topic: a device that lost its
+/// access while the patterns ([`AclPatterns`]) would still give it its own topics.
+/// Mosquitto checks a user's own lines, denials first, before any pattern.
+pub(crate) fn shut_out_block(client_id: &str) -> String {
+    format!("\n# shut out\nuser {client_id}\ntopic deny #\n")
+}
+
+/// The topics every device holds without a block of its own, written as
+/// Mosquitto `pattern` lines in which `%u` stands for the username (a device's
+/// client id). See `docs/mosquitto.md`, "Pattern mode".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclPatterns {
+    /// (template, read, write), sorted by template, access merged.
+    templates: Vec<(String, bool, bool)>,
+}
+
+impl AclPatterns {
+    /// Topic templates a device may publish to and subscribe to. Each must hold
+    /// `%u` as one whole level at least once and no other `%`, and be a valid
+    /// topic filter around it.
+    pub fn new(publish: &[String], subscribe: &[String]) -> Result<Self, BrokerError> {
+        let mut templates: Vec<(String, bool, bool)> = Vec::new();
+        for (list, read, write) in [(publish, false, true), (subscribe, true, false)] {
+            for t in list {
+                check_template(t)?;
+                templates.push((t.clone(), read, write));
+            }
+        }
+        if templates.is_empty() {
+            return Err(BrokerError::InvalidGrant(
+                "patterns need at least one topic".into(),
+            ));
+        }
+        merge_sorted(&mut templates);
+        Ok(Self { templates })
+    }
+
+    /// Whether `topics` (sorted and merged, as [`topics`] makes them) are exactly
+    /// what the patterns give `client_id`: then the client needs no block. A
+    /// client id that could not stand in a topic level never is.
+    pub(crate) fn cover(&self, client_id: &str, topics: &[(&str, bool, bool)]) -> bool {
+        if client_id.contains(['/', '+', '#']) || self.templates.len() != topics.len() {
+            return false;
+        }
+        let mut rendered: Vec<(String, bool, bool)> = self
+            .templates
+            .iter()
+            .map(|(t, r, w)| (t.replace("%u", client_id), *r, *w))
+            .collect();
+        merge_sorted(&mut rendered);
+        rendered.len() == topics.len()
+            && rendered
+                .iter()
+                .zip(topics)
+                .all(|((a, r, w), (b, r2, w2))| a == b && r == r2 && w == w2)
+    }
+
+    /// The `pattern` lines, after a comment.
+    pub(crate) fn lines(&self) -> String {
+        let mut out = String::from(
+            "\n# Every device's own topics; a device with a block below has that block's \
+             topics as well,\n# a device shut out below has none.\n",
+        );
+        for (t, r, w) in &self.templates {
+            for part in ["pattern ", mode(*r, *w), " ", t, "\n"] {
+                out.push_str(part);
+            }
+        }
+        out
+    }
+}
+
+fn check_template(template: &str) -> Result<(), BrokerError> {
+    let bad = |why: &str| BrokerError::InvalidGrant(format!("pattern {template:?} {why}"));
+    if !template.split('/').any(|level| level == "%u") {
+        return Err(bad("needs %u as a whole level"));
+    }
+    if template
+        .split('/')
+        .any(|level| level.contains('%') && level != "%u")
+    {
+        return Err(bad("may hold % only as the level %u"));
+    }
+    check_topic_filter(&template.replace("%u", "x")).map_err(|_| bad("is not a topic filter"))
 }
 
 #[cfg(test)]

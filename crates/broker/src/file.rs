@@ -22,6 +22,8 @@
 //! meanwhile is served by the single next one.
 
 mod fleet;
+#[cfg(test)]
+mod patterns;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -32,10 +34,11 @@ use std::time::Duration;
 
 use onboard_domain::{BrokerAccess, BrokerGrant, DeviceId, PortError};
 
+use crate::acl::AclPatterns;
 use crate::atomic::{lock_beside, write_atomic};
 use crate::error::BrokerError;
 use crate::reload::{Reload, Reloader, DEFAULT_CONFIRM_TIMEOUT};
-use fleet::{check, file_id, usable, Fleet};
+use fleet::{check, file_id, usable, FileId, Fleet};
 
 /// Lists every grant the registry holds (the source of truth for the files).
 pub type GrantLoader = Arc<dyn Fn() -> Result<Vec<BrokerGrant>, PortError> + Send + Sync>;
@@ -45,6 +48,10 @@ pub type GrantLoader = Arc<dyn Fn() -> Result<Vec<BrokerGrant>, PortError> + Sen
 pub type DeviceGrantLoader = Arc<
     dyn Fn(&[DeviceId]) -> Result<Vec<(DeviceId, Option<BrokerGrant>)>, PortError> + Send + Sync,
 >;
+
+/// Pattern mode: the client ids of every device that lost its broker access
+/// (revoked, decommissioned), each shut out by a block that denies everything.
+pub type ShutOutLoader = Arc<dyn Fn() -> Result<Vec<String>, PortError> + Send + Sync>;
 
 /// Where the files are and how Mosquitto is reloaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +120,7 @@ pub struct MosquittoFile {
     config: FileConfig,
     loader: GrantLoader,
     device_loader: Option<DeviceGrantLoader>,
+    shut_out_loader: Option<ShutOutLoader>,
     fleet: Mutex<Fleet>,
     reloader: Reloader,
     coordination: Mutex<Coordination>,
@@ -143,7 +151,8 @@ impl MosquittoFile {
             config,
             loader,
             device_loader: None,
-            fleet: Mutex::new(Fleet::default()),
+            shut_out_loader: None,
+            fleet: Mutex::new(Fleet::new(None)),
             reloader,
             coordination: Mutex::new(Coordination::default()),
             changed: Condvar::new(),
@@ -157,6 +166,25 @@ impl MosquittoFile {
     pub fn with_device_loader(mut self, loader: DeviceGrantLoader) -> Self {
         self.device_loader = Some(loader);
         self
+    }
+
+    /// Pattern mode (see the module documentation of `acl` and
+    /// `docs/mosquitto.md`): `patterns` give every device its own topics, a
+    /// device whose grant is exactly that gets no block, and `shut_out` lists the
+    /// client ids that lost their access, each written as a block that denies
+    /// everything. A grant the patterns already cover changes no file and needs
+    /// no reload.
+    pub fn with_patterns(mut self, patterns: AclPatterns, shut_out: ShutOutLoader) -> Self {
+        self.fleet = Mutex::new(Fleet::new(Some(patterns)));
+        self.shut_out_loader = Some(shut_out);
+        self
+    }
+
+    fn shut_out(&self) -> Result<Vec<String>, BrokerError> {
+        match &self.shut_out_loader {
+            Some(load) => load().map_err(BrokerError::Loader),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// How many times this instance has written the ACL (and password) file.
@@ -256,7 +284,7 @@ impl MosquittoFile {
             None => false,
         };
         // Read the whole fleet again unless this rewrite succeeds.
-        fleet.written = None;
+        let was = fleet.written.take();
         match (&self.device_loader, current) {
             (Some(load), true) => {
                 for (id, grant) in load(changed).map_err(BrokerError::Loader)? {
@@ -268,20 +296,38 @@ impl MosquittoFile {
             }
             _ => {
                 let all = usable((self.loader)().map_err(BrokerError::Loader)?);
-                fleet.replace_all(all);
+                let shut_out = self.shut_out()?;
+                fleet.replace_all(all, shut_out);
             }
         }
-        self.write_fleet(&mut fleet)
+        self.write_fleet(&mut fleet, was.filter(|_| current))
     }
 
-    /// Writes the files from `fleet` and reloads (under the file lock).
-    fn write_fleet(&self, fleet: &mut Fleet) -> Result<(), BrokerError> {
+    /// Writes the files from `fleet` and reloads (under the file lock). With
+    /// `current` (the ACL file Mosquitto last read is this instance's), nothing
+    /// is written when neither file's text changed.
+    fn write_fleet(&self, fleet: &mut Fleet, current: Option<FileId>) -> Result<(), BrokerError> {
+        let passwords = match &self.config.password_file {
+            Some(path) => {
+                let text = fleet.passwords(&self.config.password_preamble)?;
+                // Unchanged since this instance wrote it (and nobody else did, or
+                // the fleet would have been read again): not written again.
+                let same = fleet.passwords.as_deref() == Some(text.as_str()) && path.exists();
+                Some((path, text, same))
+            }
+            None => None,
+        };
+        let passwords_same = passwords.as_ref().is_none_or(|(_, _, same)| *same);
+        if let Some(id) = current {
+            if passwords_same && fleet.acl_unchanged() {
+                // What Mosquitto enforces already holds the change (a grant the
+                // patterns cover): nothing to write or reload.
+                fleet.written = Some(id);
+                return Ok(());
+            }
+        }
         let acl = fleet.acl(&self.config.acl_preamble);
-        if let Some(path) = &self.config.password_file {
-            let text = fleet.passwords(&self.config.password_preamble)?;
-            // Unchanged since this instance wrote it (and nobody else did, or
-            // the fleet would have been read again): not written again.
-            let same = fleet.passwords.as_deref() == Some(text.as_str()) && path.exists();
+        if let Some((path, text, same)) = passwords {
             fleet.passwords = None;
             if !same {
                 write_atomic(path, text.as_bytes(), self.config.password_file_mode)?;
@@ -295,6 +341,7 @@ impl MosquittoFile {
         let reloaded = self.reloader.reload(&self.config.acl_file);
         if reloaded.is_ok() {
             fleet.written = written;
+            fleet.mark_written();
         }
         reloaded
     }
@@ -308,8 +355,8 @@ pub fn render_files(
     config: &FileConfig,
     grants: Vec<BrokerGrant>,
 ) -> Result<(String, Option<String>), BrokerError> {
-    let mut fleet = Fleet::default();
-    fleet.replace_all(usable(grants));
+    let mut fleet = Fleet::new(None);
+    fleet.replace_all(usable(grants), Vec::new());
     let passwords = match &config.password_file {
         Some(_) => Some(fleet.passwords(&config.password_preamble)?),
         None => None,
@@ -361,7 +408,8 @@ impl BrokerAccess for MosquittoFile {
         self.rewrite_from_loader([device])
     }
 
-    /// Writes exactly `grants` (not the loader's list).
+    /// Writes exactly `grants` (not the loader's list); in pattern mode with the
+    /// shut-out list the loader gives.
     fn sync(&self, grants: &[BrokerGrant]) -> Result<(), PortError> {
         let mut c = self.lock();
         while c.running {
@@ -371,10 +419,11 @@ impl BrokerAccess for MosquittoFile {
         drop(c);
         let result = guarded(|| {
             let _lock = lock_beside(&self.config.acl_file)?;
+            let shut_out = self.shut_out()?;
             let mut fleet = self.fleet();
             fleet.written = None;
-            fleet.replace_all(usable(grants.to_vec()));
-            self.write_fleet(&mut fleet)
+            fleet.replace_all(usable(grants.to_vec()), shut_out);
+            self.write_fleet(&mut fleet, None)
         });
         let mut c = self.lock();
         c.running = false;

@@ -1,7 +1,8 @@
 //! Broker access for Mosquitto 2.0: Onboard's [`onboard_domain::BrokerAccess`]
 //! port, and the activation listener.
 //!
-//! - [`MosquittoFile`]: the ACL file (one `user` block per device), the password
+//! - [`MosquittoFile`]: the ACL file (one `user` block per device, or in pattern
+//!   mode, [`AclPatterns`], `pattern` lines and blocks only for the exceptions), the password
 //!   file (`mosquitto_passwd` format, see [`hash_password`]) and the CRL, each
 //!   replaced atomically, then Mosquitto reloaded ([`Reload`]) and the reload
 //!   confirmed. The files are regenerated from the registry through a
@@ -36,9 +37,10 @@ mod test_client;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+pub use acl::AclPatterns;
 pub use dynsec::{DynsecConfig, MosquittoDynsec, ROLE_PREFIX};
 pub use error::BrokerError;
-pub use file::{DeviceGrantLoader, FileConfig, GrantLoader, MosquittoFile};
+pub use file::{DeviceGrantLoader, FileConfig, GrantLoader, MosquittoFile, ShutOutLoader};
 pub use mqtt::MqttEndpoint;
 pub use passwd::{hash_password, verify_password, PASSWORD_ITERATIONS};
 pub use publish::{MqttPublisher, PublisherConfig};

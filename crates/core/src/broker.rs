@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use onboard_broker::{
-    DynsecConfig, FileConfig, MosquittoDynsec, MosquittoFile, MqttEndpoint, Reload, StatusConfig,
+    AclPatterns, DynsecConfig, FileConfig, MosquittoDynsec, MosquittoFile, MqttEndpoint, Reload,
+    StatusConfig,
 };
 use onboard_domain::{
     AuditOutcome, AuditRepository, BrokerAccess, BrokerGrant, CredentialKind, DeviceFilter,
@@ -72,6 +73,45 @@ pub fn grants_from_registry(
         }
         Ok(grants)
     })
+}
+
+/// Pattern mode: the client ids of every device that lost its broker access
+/// (revoked or decommissioned). A device row is never deleted, so the list is
+/// complete; a revoked device never gets access again.
+pub fn shut_out_from_registry(db: &Database) -> Result<Vec<String>, RepoError> {
+    db.read(|tx| {
+        let mut out = Vec::new();
+        for status in [DeviceStatus::Revoked, DeviceStatus::Decommissioned] {
+            let filter = DeviceFilter {
+                status: Some(status),
+                ..DeviceFilter::default()
+            };
+            let mut page = PageRequest::first(onboard_domain::MAX_PAGE_SIZE)
+                .map_err(|e| RepoError::Database(e.to_string()))?;
+            loop {
+                let found = tx.list_devices(&filter, &page)?;
+                out.extend(found.items.iter().map(|d| d.id.to_string()));
+                match found.next_cursor {
+                    Some(c) => {
+                        page = PageRequest::new(onboard_domain::MAX_PAGE_SIZE, Some(c))
+                            .map_err(|e| RepoError::Database(e.to_string()))?
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// The patterns of pattern mode: exactly the grant of a device without a model's
+/// topics (`DEFAULT_TOPIC` both ways and its rotation topic, read), with `%u` for
+/// the client id, which is the device id.
+pub(crate) fn acl_patterns(settings: &Settings) -> Result<AclPatterns, CoreError> {
+    let own = crate::register::DEFAULT_TOPIC.replace("{device_id}", "%u");
+    let rotation = onboard_rotation::notification_topic(&settings.rotation.topic_prefix, "%u");
+    AclPatterns::new(std::slice::from_ref(&own), &[own.clone(), rotation])
+        .map_err(|e| CoreError::Setup(format!("broker.acl_patterns: {e}")))
 }
 
 /// The current grant of each of `devices`: `None` for a device that may not use
@@ -194,6 +234,7 @@ pub(crate) fn broker_for(
             // Onboard's own client reads the status topic (activation) and
             // publishes the rotation notifications.
             config.acl_preamble = service_acl(settings);
+            let db3 = db.clone();
             let (db, all) = (db.clone(), settings.clone());
             let (db2, all2) = (db.clone(), settings.clone());
             let loader = Arc::new(move || {
@@ -205,7 +246,15 @@ pub(crate) fn broker_for(
                 grants_of_devices(&db2, &all2, ids)
                     .map_err(|e| PortError::Unavailable(e.to_string()))
             });
-            Arc::new(MosquittoFile::new(config, loader).with_device_loader(devices))
+            let file = MosquittoFile::new(config, loader).with_device_loader(devices);
+            if b.acl_patterns {
+                let shut_out: onboard_broker::ShutOutLoader = Arc::new(move || {
+                    shut_out_from_registry(&db3).map_err(|e| PortError::Unavailable(e.to_string()))
+                });
+                Arc::new(file.with_patterns(acl_patterns(settings)?, shut_out))
+            } else {
+                Arc::new(file)
+            }
         }
         BrokerKind::MosquittoDynsec => {
             let mut config = DynsecConfig::new(service_endpoint(b)?);

@@ -327,6 +327,10 @@ pub struct BrokerSettings {
     /// validity has passed, installs it in the broker, and applies broker and
     /// cloud changes that a crash or an unreachable broker left pending.
     pub reconcile_seconds: u64,
+    /// `mosquitto-file`: every device's default topics are `pattern` lines, and
+    /// only devices with other topics (and devices shut out) get a block, so a
+    /// registration with the default topics changes no broker file.
+    pub acl_patterns: bool,
 }
 
 impl Default for BrokerSettings {
@@ -348,6 +352,7 @@ impl Default for BrokerSettings {
             client_key_file: String::new(),
             status_topic: "devices/+/status".into(),
             reconcile_seconds: 10,
+            acl_patterns: true,
         }
     }
 }

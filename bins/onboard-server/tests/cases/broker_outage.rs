@@ -315,17 +315,22 @@ fn broker_down_then_back(backend: TestBackend, auth: Auth, down: Down) {
     // the CRL from before B's revocation is back, so B connects again.
     match auth {
         Auth::Files => {
+            // A and C have the default topics, which the pattern lines give
+            // them; B (revoked) is shut out. The edit keeps the service account,
+            // gives C a block of its own, and drops the patterns: A is left out.
             let acl = std::fs::read_to_string(broker.acl_file()).unwrap();
-            let kept: Vec<&str> = acl
-                .split("\n# device ")
-                .filter(|block| !block.starts_with(&a.id))
-                .collect();
-            assert_eq!(
-                kept.len(),
-                2,
-                "the preamble and C's block (B is revoked): {acl}"
+            assert!(
+                acl.contains(&format!("\nuser {}\ntopic deny #\n", b.id))
+                    && !acl.contains(&a.id)
+                    && !acl.contains(&c.id),
+                "the preamble, the patterns and B shut out: {acl}"
             );
-            std::fs::write(broker.acl_file(), kept.join("\n# device ")).unwrap();
+            let preamble = acl.split("\n# Every device's own topics").next().unwrap();
+            let edited = format!(
+                "{preamble}\nuser {c}\ntopic readwrite devices/{c}/#\n",
+                c = c.id
+            );
+            std::fs::write(broker.acl_file(), edited).unwrap();
         }
         Auth::Dynsec => broker
             .dynsec_commands(vec![json!({"command": "deleteClient", "username": a.id})])

@@ -110,7 +110,33 @@ pub(crate) fn acl_devices(text: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// The devices of `registry` (device ids) that the ACL file gives broker
+/// access: with the pattern lines (pattern mode, the default) every device not
+/// shut out, and those with a block; without them, those with a block.
+pub(crate) fn acl_access(text: &str, registry: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = acl_devices(text).into_keys().collect();
+    if text.contains(PATTERN) {
+        let shut_out: BTreeSet<&str> = text
+            .split("\n# shut out\nuser ")
+            .skip(1)
+            .filter_map(|rest| rest.strip_suffix('\n').unwrap_or(rest).split_once('\n'))
+            .filter(|(_, lines)| lines.starts_with("topic deny #"))
+            .map(|(user, _)| user)
+            .collect();
+        out.extend(
+            registry
+                .iter()
+                .filter(|id| !shut_out.contains(id.as_str()))
+                .cloned(),
+        );
+    }
+    out
+}
+
 // ---- 1. SIGKILL under load ------------------------------------------------------
+
+/// The ACL file's pattern line for every device's own topics (pattern mode).
+const PATTERN: &str = "\npattern readwrite devices/%u/#\n";
 
 const CLIENTS: usize = 4;
 
@@ -138,13 +164,18 @@ struct Current {
     generation: usize,
 }
 
-fn kill9_under_registration_load_converges(backend: TestBackend) {
+/// With `patterns` (the default, `broker.acl_patterns`) the devices have the
+/// default topics, which the ACL's pattern lines give them: the file names none
+/// of them. Without, each has its own block, and the file must list exactly the
+/// committed devices.
+fn kill9_under_registration_load_converges(backend: TestBackend, patterns: bool) {
     let (device_count, kill_count) = (devices(), kills_per_run());
     let mut rng = Rng::seeded(&format!("kill9 {backend:?}"));
     let db = TestDb::new(backend);
     let dir = tempfile::tempdir().unwrap();
     let mut env = env_for(&db);
     env.push(("ONBOARD__BROKER__RECONCILE_SECONDS", "1".into()));
+    env.push(("ONBOARD__BROKER__ACL_PATTERNS", patterns.to_string()));
     let mut server = Server::start(dir.path(), &env);
     let key = create_key(dir.path(), &env, "faults", 100_000);
     let auth = format!("Bearer {}", key.secret);
@@ -277,6 +308,9 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
                 Duration::from_secs(60),
                 || {
                     let acl = std::fs::read_to_string(&acl_file).unwrap_or_default();
+                    if patterns {
+                        return acl.contains(PATTERN);
+                    }
                     let listed = acl_devices(&acl);
                     committed.iter().all(|id| listed.contains_key(id))
                 },
@@ -366,15 +400,20 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
         ),
         [["0"]]
     );
-    // The broker's ACL lists exactly the devices, each as its own user.
+    // The broker's ACL lists exactly the devices, each as its own user, or
+    // none of them and the patterns that give each its topics.
     let acl = std::fs::read_to_string(&acl_file).unwrap();
     let in_acl = acl_devices(&acl);
     let devices: BTreeSet<&String> = per_device.iter().map(|r| &r[0]).collect();
-    assert_eq!(
-        in_acl.keys().collect::<BTreeSet<_>>(),
-        devices,
-        "ACL devices differ from the registry"
-    );
+    if patterns {
+        assert!(acl.contains(PATTERN) && in_acl.is_empty(), "{acl}");
+    } else {
+        assert_eq!(
+            in_acl.keys().collect::<BTreeSet<_>>(),
+            devices,
+            "ACL devices differ from the registry"
+        );
+    }
     for (id, user) in &in_acl {
         assert_eq!(id, user);
     }
@@ -402,12 +441,12 @@ fn kill9_under_registration_load_converges(backend: TestBackend) {
 
 #[test]
 fn sqlite_kill9_under_registration_load_converges() {
-    kill9_under_registration_load_converges(TestBackend::Sqlite);
+    kill9_under_registration_load_converges(TestBackend::Sqlite, false);
 }
 
 #[test]
 fn postgres_kill9_under_registration_load_converges() {
-    kill9_under_registration_load_converges(TestBackend::Postgres);
+    kill9_under_registration_load_converges(TestBackend::Postgres, true);
 }
 
 // ---- 2. proof of possession -------------------------------------------------------

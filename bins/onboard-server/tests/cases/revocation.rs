@@ -10,7 +10,7 @@ use onboard_registry::testing::{TestBackend, TestDb};
 use serde_json::json;
 
 use crate::e2e::env_for;
-use crate::faults::{acl_devices, create_key, crl_serials, Key};
+use crate::faults::{acl_access, create_key, crl_serials, Key};
 use crate::support::{self, onboardctl, openssl, p256_csr, post_json, sql, Server};
 
 /// The server with the file broker under `dir/data/mosquitto`, and its
@@ -55,10 +55,14 @@ fn register(server: &Server, dir: &Path, key: &Key, serial: &str) -> Registered 
     }
 }
 
-/// The device ids the broker's ACL file lists.
-fn acl(dir: &Path) -> BTreeSet<String> {
+/// The device ids the broker's ACL file gives access.
+fn acl(dir: &Path, db: &TestDb) -> BTreeSet<String> {
     let text = std::fs::read_to_string(dir.join("data/mosquitto/acl")).unwrap();
-    acl_devices(&text).into_keys().collect()
+    let registry = sql(&db.url, "SELECT id FROM devices")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    acl_access(&text, &registry)
 }
 
 /// The certificate serials the broker's CRL file lists (signature checked by
@@ -104,7 +108,7 @@ fn revocation_and_decommission_reach_the_broker_and_retired_serials_stay_refused
     let [a, b, c, d, e] = ["SN-R-A", "SN-R-B", "SN-R-C", "SN-R-D", "SN-R-E"]
         .map(|serial| register(&server, dir.path(), &key, serial));
     let all: BTreeSet<String> = [&a, &b, &c, &d, &e].iter().map(|r| r.id.clone()).collect();
-    assert_eq!(acl(dir.path()), all);
+    assert_eq!(acl(dir.path(), &db), all);
     assert_eq!(broker_crl(dir.path()), BTreeSet::new());
 
     let mut gone = BTreeSet::new();
@@ -114,7 +118,7 @@ fn revocation_and_decommission_reach_the_broker_and_retired_serials_stay_refused
         revoked.insert(r.cert.clone());
         let left: BTreeSet<String> = all.difference(&gone).cloned().collect();
         assert_eq!(
-            acl(dir.path()),
+            acl(dir.path(), &db),
             left,
             "{how}: the ACL file drops the device"
         );
@@ -209,7 +213,7 @@ fn revocation_and_decommission_reach_the_broker_and_retired_serials_stay_refused
     // A retired serial registering again, with its own CSR or without one: 409
     // `conflict`, audited as such, and nothing else changes.
     let before = snapshot(&db);
-    let acl_before = acl(dir.path());
+    let acl_before = acl(dir.path(), &db);
     let crl_before = broker_crl(dir.path());
     for r in [&a, &b, &c, &d] {
         let serial = sql(
@@ -237,7 +241,7 @@ fn revocation_and_decommission_reach_the_broker_and_retired_serials_stay_refused
         before,
         "a refused registration changes nothing"
     );
-    assert_eq!(acl(dir.path()), acl_before);
+    assert_eq!(acl(dir.path(), &db), acl_before);
     assert_eq!(broker_crl(dir.path()), crl_before);
 }
 
@@ -274,7 +278,7 @@ fn again_without_csr(server: &Server, key: &Key, serial: &str) -> (u16, String, 
 
 /// The device's certificate (upper-case serial) verifies against the CRL the
 /// server serves now, and the broker's ACL still lists the device.
-fn still_works(server: &Server, dir: &Path, device: &Registered, serial: &str) {
+fn still_works(server: &Server, db: &TestDb, dir: &Path, device: &Registered, serial: &str) {
     let crl = support::get(&server.url("/public/v1/crl"));
     assert_eq!(crl.status, 200, "{}", crl.body);
     let listed = crl_serials(dir, &crl.body, "served-crl.pem");
@@ -294,7 +298,7 @@ fn still_works(server: &Server, dir: &Path, device: &Registered, serial: &str) {
     );
     assert!(ok && out.contains(": OK"), "{out}");
     assert!(
-        acl(dir).contains(&device.id),
+        acl(dir, db).contains(&device.id),
         "the ACL still lists the device"
     );
 }
@@ -378,7 +382,7 @@ fn superseded_serials_need_proof_and_a_failed_registration_again_keeps_the_old_c
         .collect::<Vec<_>>(),
         [(g.cert.clone(), "active".to_owned())]
     );
-    still_works(&server, dir.path(), &g, "SN-S-G");
+    still_works(&server, &db, dir.path(), &g, "SN-S-G");
 
     // Once the database accepts it again, the same request succeeds and only
     // then is the old certificate superseded.

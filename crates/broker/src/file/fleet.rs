@@ -1,13 +1,14 @@
 //! The grants last written to the files, held in memory for incremental
 //! rewrites, and the check that keeps bad registry rows out of the files.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use onboard_domain::{BrokerGrant, DeviceId};
 
+use crate::acl::AclPatterns;
 use crate::error::BrokerError;
 use crate::{acl, passwd};
 
@@ -33,7 +34,7 @@ pub(super) fn file_id(path: &Path) -> Option<FileId> {
 }
 
 /// One client id's grants (sorted by device id; nearly always one) and their
-/// rendered ACL block.
+/// rendered ACL block: empty when the patterns give exactly these topics.
 #[derive(Debug)]
 struct ClientBlock {
     grants: Vec<BrokerGrant>,
@@ -41,9 +42,25 @@ struct ClientBlock {
 }
 
 impl ClientBlock {
-    fn new(grants: Vec<BrokerGrant>) -> Self {
-        let text = acl::block(&grants);
-        Self { grants, text }
+    fn new(grants: Vec<BrokerGrant>, patterns: Option<&AclPatterns>) -> Self {
+        let mut block = Self {
+            grants,
+            text: String::new(),
+        };
+        block.render(patterns);
+        block
+    }
+
+    fn render(&mut self, patterns: Option<&AclPatterns>) {
+        let covered = match (patterns, self.grants.first()) {
+            (Some(p), Some(first)) => p.cover(&first.client_id, &acl::topics(&self.grants)),
+            _ => false,
+        };
+        self.text = if covered {
+            String::new()
+        } else {
+            acl::block(&self.grants)
+        };
     }
 }
 
@@ -53,16 +70,45 @@ pub(super) struct Fleet {
     /// Client id of every granted device (the same allocation as its block's key).
     devices: HashMap<DeviceId, Arc<str>>,
     blocks: BTreeMap<Arc<str>, ClientBlock>,
+    /// Pattern mode: the topics every client id holds without a block.
+    patterns: Option<AclPatterns>,
+    /// Pattern mode: client ids of devices that lost their access and hold no
+    /// other device's grant; each gets a block that denies everything.
+    shut_out: BTreeSet<Arc<str>>,
+    /// Counts the changes of the ACL file's text.
+    revision: u64,
     /// The password file's text last written.
     pub(super) passwords: Option<String>,
     /// The ACL file as this instance left it; `None`: read the whole fleet next.
     pub(super) written: Option<FileId>,
+    /// [`Fleet::revision`] when the ACL file was last written.
+    written_revision: Option<u64>,
 }
 
 impl Fleet {
-    /// Holds exactly `grants` (which passed [`usable`]); of two grants of one
-    /// device the last wins, as with [`Fleet::insert`] one after the other.
-    pub(super) fn replace_all(&mut self, mut grants: Vec<BrokerGrant>) {
+    pub(super) fn new(patterns: Option<AclPatterns>) -> Self {
+        Self {
+            patterns,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the ACL file's text is the one last written.
+    pub(super) fn acl_unchanged(&self) -> bool {
+        self.written_revision == Some(self.revision)
+    }
+
+    /// The ACL file now holds this fleet's text.
+    pub(super) fn mark_written(&mut self) {
+        self.written_revision = Some(self.revision);
+    }
+
+    /// Holds exactly `grants` (which passed [`usable`]), and in pattern mode
+    /// shuts out `shut_out` (client ids) except those `grants` name; of two
+    /// grants of one device the last wins, as with [`Fleet::insert`] one after
+    /// the other.
+    pub(super) fn replace_all(&mut self, mut grants: Vec<BrokerGrant>, shut_out: Vec<String>) {
+        self.revision += 1;
         // Reversed, a stable sort puts each device's last grant first.
         grants.reverse();
         grants.sort_by_key(|g| g.device_id);
@@ -82,55 +128,100 @@ impl Fleet {
             for g in &group {
                 devices.insert(g.device_id, client_id.clone());
             }
-            blocks.push((client_id, ClientBlock::new(group)));
+            blocks.push((client_id, ClientBlock::new(group, self.patterns.as_ref())));
         }
         self.devices = devices;
         // Already sorted by client id: built in one pass.
         self.blocks = blocks.into_iter().collect();
+        self.shut_out = match self.patterns {
+            Some(_) => shut_out
+                .into_iter()
+                .filter(|c| {
+                    !self.blocks.contains_key(c.as_str()) && acl::check_client_id(c).is_ok()
+                })
+                .map(Arc::from)
+                .collect(),
+            None => BTreeSet::new(),
+        };
     }
 
+    /// The device no longer has access. In pattern mode its client id is shut
+    /// out unless another device's grant holds it.
     pub(super) fn remove(&mut self, id: DeviceId) {
+        self.take(id, true);
+    }
+
+    fn take(&mut self, id: DeviceId, shut_out: bool) {
         let Some(client_id) = self.devices.remove(&id) else {
             return;
         };
-        if let Some(block) = self.blocks.get_mut(&client_id) {
-            block.grants.retain(|g| g.device_id != id);
-            if block.grants.is_empty() {
-                self.blocks.remove(&client_id);
-            } else {
-                block.text = acl::block(&block.grants);
+        let Some(block) = self.blocks.get_mut(&client_id) else {
+            return;
+        };
+        let before = std::mem::take(&mut block.text);
+        block.grants.retain(|g| g.device_id != id);
+        if block.grants.is_empty() {
+            self.blocks.remove(&client_id);
+            if shut_out && self.patterns.is_some() {
+                self.shut_out.insert(client_id);
+                self.revision += 1;
+            } else if !before.is_empty() {
+                self.revision += 1;
+            }
+        } else {
+            block.render(self.patterns.as_ref());
+            if block.text != before {
+                self.revision += 1;
             }
         }
     }
 
     /// A grant that passed [`usable`].
     pub(super) fn insert(&mut self, grant: BrokerGrant) {
-        self.remove(grant.device_id);
-        match self.blocks.get_key_value(grant.client_id.as_str()) {
-            Some((client_id, _)) => {
-                let client_id = client_id.clone();
-                self.devices.insert(grant.device_id, client_id.clone());
-                if let Some(block) = self.blocks.get_mut(&client_id) {
-                    let at = block
-                        .grants
-                        .partition_point(|g| g.device_id < grant.device_id);
-                    block.grants.insert(at, grant);
-                    block.text = acl::block(&block.grants);
-                }
+        // Its old place loses it; a grant that moves to another client id does
+        // not shut the old one out (the device goes on).
+        self.take(grant.device_id, false);
+        if self.shut_out.remove(grant.client_id.as_str()) {
+            self.revision += 1;
+        }
+        let device_id = grant.device_id;
+        let client_id = match self.blocks.get_key_value(grant.client_id.as_str()) {
+            Some((c, _)) => c.clone(),
+            None => Arc::from(grant.client_id.as_str()),
+        };
+        let patterns = self.patterns.as_ref();
+        let changed = match self.blocks.get_mut(&client_id) {
+            Some(block) => {
+                let before = std::mem::take(&mut block.text);
+                let at = block.grants.partition_point(|g| g.device_id < device_id);
+                block.grants.insert(at, grant);
+                block.render(patterns);
+                block.text != before
             }
             None => {
-                let client_id: Arc<str> = Arc::from(grant.client_id.as_str());
-                self.devices.insert(grant.device_id, client_id.clone());
-                self.blocks.insert(client_id, ClientBlock::new(vec![grant]));
+                let block = ClientBlock::new(vec![grant], patterns);
+                let changed = !block.text.is_empty();
+                self.blocks.insert(client_id.clone(), block);
+                changed
             }
+        };
+        if changed {
+            self.revision += 1;
         }
+        self.devices.insert(device_id, client_id);
     }
 
     pub(super) fn acl(&self, preamble: &str) -> String {
         let mut out = acl::header(preamble);
+        if let Some(p) = &self.patterns {
+            out.push_str(&p.lines());
+        }
         out.reserve(self.blocks.values().map(|b| b.text.len()).sum());
         for block in self.blocks.values() {
             out.push_str(&block.text);
+        }
+        for client_id in &self.shut_out {
+            out.push_str(&acl::shut_out_block(client_id));
         }
         out
     }
@@ -202,9 +293,9 @@ mod tests {
         again.publish = vec!["again".into()];
         grants.push(again);
         grants.push(grant(6));
-        let mut bulk = Fleet::default();
-        bulk.replace_all(grants.clone());
-        let mut one_by_one = Fleet::default();
+        let mut bulk = Fleet::new(None);
+        bulk.replace_all(grants.clone(), Vec::new());
+        let mut one_by_one = Fleet::new(None);
         for g in grants {
             one_by_one.insert(g);
         }
