@@ -191,7 +191,12 @@ impl Onboard {
         }
         errors.extend(cloud.into_iter().filter_map(|(_, r)| r.err()));
         if !done.is_empty() {
-            if let Err(e) = self.store().transaction(|tx| tx.complete_effects(&done)) {
+            // Concurrent registrations remove their applied effects in one commit
+            // on SQLite (`Store::grouped_transaction`).
+            if let Err(e) = self
+                .store()
+                .grouped_transaction(|tx| tx.complete_effects(&done))
+            {
                 // Applied but still listed: applying them again is harmless.
                 tracing::warn!(error = %e, "could not remove applied effects");
             }
