@@ -16,6 +16,13 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+-- BENCH_DELAY_MS: each connection waits this long after an answer before its
+-- next request (a lighter load than back to back; wrk's latency excludes it).
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if delay_ms and delay_ms > 0 then
+  function delay() return delay_ms end
+end
+
 local counter = 0
 function request()
   counter = counter + 1

@@ -19,7 +19,9 @@
 # BENCH_DURATION (default 10s), BENCH_CONNECTIONS (8), BENCH_FLEET (100000; 0 skips
 # the runs on a filled registry), BENCH_BACKENDS ("sqlite postgres"),
 # BENCH_BROKERS ("none mosquitto-file"), BENCH_CSR (1; 0 skips the CSR runs and
-# cfssl), BENCH_KEYGEN (1; 0 skips the key generation runs), BENCH_RSA_KEYS (200).
+# cfssl), BENCH_KEYGEN (1; 0 skips the key generation runs), BENCH_RSA_KEYS (200),
+# BENCH_HALF (1: after each CSR run, one at about half its rate, for the latency
+# there; 0 skips it).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 duration="${BENCH_DURATION:-10s}"
@@ -144,6 +146,22 @@ run() {
   local theirs; theirs="$(cfssl_run)"
   local ratio; ratio="$(python3 -c "import sys; o=float('$ours'.split()[0][4:]); c=float('$theirs'.split()[0][4:]); print(f'{o/c:.3f}')")"
   echo "RESULT backend=$backend broker=$broker fleet=$devices $ours rss_idle_mib=$((idle / 1024)) rss_peak_mib=$((peak / 1024)) | cfssl $theirs | ratio=$ratio"
+  if [ "${BENCH_HALF:-1}" = 1 ]; then
+    # Half of that peak: the same connections, each pausing after an answer for
+    # what brings the rate to about half (connections / (peak / 2) per request,
+    # less the median latency); the line gives the rate reached and its latency.
+    local delay_ms; delay_ms="$(python3 -c "
+r = dict(kv.split('=') for kv in '$ours'.split())
+print(max(1, round(1000 * $connections / (float(r['rps']) / 2) - float(r['p50_ms']))))")"
+    "$bin/onboard-server" >server-half.log 2>&1 &
+    server_pid=$!; pids+=("$server_pid")
+    wait_http "http://127.0.0.1:$port/api/health"
+    local half; half="$(BENCH_DELAY_MS="$delay_ms" BENCH_SERIAL_PREFIX=HALF wrk -t2 -c"$connections" \
+      -d"$duration" --timeout 2s --latency -s "$root/bench/register.lua" \
+      "http://127.0.0.1:$port" | grep RESULT | sed 's/^RESULT //')"
+    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+    echo "RESULT half-peak backend=$backend broker=$broker fleet=$devices delay_ms=$delay_ms $half"
+  fi
   cd "$root"
 }
 

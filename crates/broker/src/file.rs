@@ -307,13 +307,15 @@ impl MosquittoFile {
     /// `current` (the ACL file Mosquitto last read is this instance's), nothing
     /// is written when neither file's text changed.
     fn write_fleet(&self, fleet: &mut Fleet, current: Option<FileId>) -> Result<(), BrokerError> {
+        // Unchanged since this instance wrote it (and nobody else did, or the
+        // fleet would have been read again): not written again. Rendered only
+        // after a change of a grant with a password.
         let passwords = match &self.config.password_file {
+            Some(path) if fleet.passwords_unchanged() && path.exists() => Some((path, None, true)),
             Some(path) => {
                 let text = fleet.passwords(&self.config.password_preamble)?;
-                // Unchanged since this instance wrote it (and nobody else did, or
-                // the fleet would have been read again): not written again.
                 let same = fleet.passwords.as_deref() == Some(text.as_str()) && path.exists();
-                Some((path, text, same))
+                Some((path, Some(text), same))
             }
             None => None,
         };
@@ -327,12 +329,12 @@ impl MosquittoFile {
             }
         }
         let acl = fleet.acl(&self.config.acl_preamble);
-        if let Some((path, text, same)) = passwords {
+        if let Some((path, Some(text), same)) = passwords {
             fleet.passwords = None;
             if !same {
                 write_atomic(path, text.as_bytes(), self.config.password_file_mode)?;
             }
-            fleet.passwords = Some(text);
+            fleet.set_passwords(text);
         }
         // The ACL file last: it is the one watched for Mosquitto's read.
         write_atomic(&self.config.acl_file, acl.as_bytes(), 0o644)?;

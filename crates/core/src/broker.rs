@@ -286,16 +286,32 @@ pub struct AclSync {
 impl Onboard {
     /// Rebuilds the broker's state from the registry (repairs drift): exactly the
     /// registered and active devices get access, and the current CRL is installed.
+    /// With `broker.kind = "none"` nothing is written and the devices are only
+    /// counted: the fleet is not read into memory.
     pub fn acl_sync(&self) -> Result<AclSync, CoreError> {
-        let grants = grants_from_registry(self.store(), self.settings())?;
-        let broker = &self.ports().broker;
-        broker
-            .sync(&grants)
-            .map_err(|e| CoreError::Unavailable(format!("broker: {e}")))?;
+        let granted = if self.settings().broker.kind == BrokerKind::None {
+            self.store()
+                .read(|tx| tx.count_devices_by_status())?
+                .into_iter()
+                .filter(|(status, _)| {
+                    [DeviceStatus::Registered, DeviceStatus::Active]
+                        .iter()
+                        .any(|s| s.as_str() == status)
+                })
+                .map(|(_, n)| usize::try_from(n).unwrap_or(0))
+                .sum()
+        } else {
+            let grants = grants_from_registry(self.store(), self.settings())?;
+            self.ports()
+                .broker
+                .sync(&grants)
+                .map_err(|e| CoreError::Unavailable(format!("broker: {e}")))?;
+            grants.len()
+        };
         let crl = self.current_crl()?;
         self.install_crl(&crl)?;
         Ok(AclSync {
-            granted: grants.len(),
+            granted,
             crl_number: crl.number,
         })
     }

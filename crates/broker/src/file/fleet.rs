@@ -79,6 +79,11 @@ pub(super) struct Fleet {
     revision: u64,
     /// The password file's text last written.
     pub(super) passwords: Option<String>,
+    /// Counts the changes of grants with a password, and its value when
+    /// `passwords` was last set: the password file is rendered again only after
+    /// such a change, not on every rewrite (most devices have none).
+    password_revision: u64,
+    written_password_revision: Option<u64>,
     /// The ACL file as this instance left it; `None`: read the whole fleet next.
     pub(super) written: Option<FileId>,
     /// [`Fleet::revision`] when the ACL file was last written.
@@ -98,6 +103,17 @@ impl Fleet {
         self.written_revision == Some(self.revision)
     }
 
+    /// The password file last written (`passwords`) is this fleet's.
+    pub(super) fn passwords_unchanged(&self) -> bool {
+        self.passwords.is_some() && self.written_password_revision == Some(self.password_revision)
+    }
+
+    /// `text` is the password file on disk now.
+    pub(super) fn set_passwords(&mut self, text: String) {
+        self.passwords = Some(text);
+        self.written_password_revision = Some(self.password_revision);
+    }
+
     /// The ACL file now holds this fleet's text.
     pub(super) fn mark_written(&mut self) {
         self.written_revision = Some(self.revision);
@@ -109,6 +125,7 @@ impl Fleet {
     /// the other.
     pub(super) fn replace_all(&mut self, mut grants: Vec<BrokerGrant>, shut_out: Vec<String>) {
         self.revision += 1;
+        self.password_revision += 1;
         // Reversed, a stable sort puts each device's last grant first.
         grants.reverse();
         grants.sort_by_key(|g| g.device_id);
@@ -159,6 +176,13 @@ impl Fleet {
             return;
         };
         let before = std::mem::take(&mut block.text);
+        if block
+            .grants
+            .iter()
+            .any(|g| g.device_id == id && g.password_hash.is_some())
+        {
+            self.password_revision += 1;
+        }
         block.grants.retain(|g| g.device_id != id);
         if block.grants.is_empty() {
             self.blocks.remove(&client_id);
@@ -185,6 +209,9 @@ impl Fleet {
             self.revision += 1;
         }
         let device_id = grant.device_id;
+        if grant.password_hash.is_some() {
+            self.password_revision += 1;
+        }
         let client_id = match self.blocks.get_key_value(grant.client_id.as_str()) {
             Some((c, _)) => c.clone(),
             None => Arc::from(grant.client_id.as_str()),

@@ -238,3 +238,20 @@ fn client_ids_that_cannot_stand_in_a_level_always_get_a_block() {
     let plain = plain(1);
     assert!(p.cover(&plain.client_id, &crate::acl::topics(&[&plain])));
 }
+
+#[test]
+fn a_grant_that_cannot_be_written_leaves_the_pattern_topics_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry: Shared = Arc::default();
+    let mut bad = modelled(1);
+    bad.publish.push("a/#/b".into());
+    registry.lock().unwrap().grants = vec![plain(0), bad];
+    let file = backend(dir.path(), &registry);
+    file.grant(&plain(0)).unwrap();
+    let text = acl(dir.path());
+    assert!(!text.contains(&id(1).to_string()), "{text}");
+    assert!(
+        text.contains("\npattern readwrite devices/%u/#\n"),
+        "{text}"
+    );
+}

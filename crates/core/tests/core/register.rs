@@ -177,6 +177,35 @@ pub fn fleet_counts_list_every_status_and_rotation_state(backend: TestBackend) {
         .any(|(s, _)| *s == "TIMEOUT"));
 }
 
+/// `acl sync` with `broker.kind = "none"`: no broker file is written and the
+/// devices with broker access (registered or active, not revoked) are counted.
+pub fn acl_sync_without_a_broker_counts_the_granted_devices(backend: TestBackend) {
+    let f = fixture(backend, |s| {
+        s.broker.kind = onboard_core::settings::BrokerKind::None;
+    });
+    let key = batch(&f, 3);
+    let ids: Vec<_> = ["SN-sync-1", "SN-sync-2", "SN-sync-3"]
+        .into_iter()
+        .map(|s| {
+            f.onboard
+                .register(request(&key, s, None))
+                .unwrap()
+                .device
+                .id
+        })
+        .collect();
+    f.onboard
+        .revoke_device(
+            &onboard_core::Actor::cli(),
+            ids[0],
+            onboard_domain::RevocationReason::KeyCompromise,
+        )
+        .unwrap();
+    let synced = f.onboard.acl_sync().unwrap();
+    assert_eq!(synced.granted, 2);
+    assert!(!std::path::Path::new(&f.onboard.settings().broker.acl_file).exists());
+}
+
 pub fn every_key_failure_is_401_with_its_reason_audited(backend: TestBackend) {
     let f = fixture(backend, |_| {});
     let key = batch(&f, 1);
