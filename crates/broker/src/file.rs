@@ -287,11 +287,22 @@ impl MosquittoFile {
         let was = fleet.written.take();
         match (&self.device_loader, current) {
             (Some(load), true) => {
+                // A device that lost its access but was never in this fleet (a
+                // registration the patterns covered, see `enforces_new_device`):
+                // its client id comes from the shut-out list.
+                let mut unknown_gone = false;
                 for (id, grant) in load(changed).map_err(BrokerError::Loader)? {
                     match grant.and_then(|g| usable(vec![g]).pop()) {
                         Some(g) if g.device_id == id => fleet.insert(g),
-                        _ => fleet.remove(id),
+                        _ => {
+                            unknown_gone |= !fleet.knows(id);
+                            fleet.remove(id);
+                        }
                     }
+                }
+                if unknown_gone && self.shut_out_loader.is_some() {
+                    let shut_out = self.shut_out()?;
+                    fleet.add_shut_out(shut_out);
                 }
             }
             _ => {
@@ -439,6 +450,21 @@ impl BrokerAccess for MosquittoFile {
             Some(path) => install_crl(path, &self.reloader, crl_pem).map_err(PortError::from),
             None => Ok(()),
         }
+    }
+
+    /// Pattern mode: the patterns give the grant exactly its topics, its client
+    /// id is in no block and not shut out, and the ACL file on disk is the one
+    /// this instance wrote and Mosquitto read (any pattern-mode writer's file
+    /// covers the device too). The device is then not added to this instance's
+    /// fleet; a later change of it reads the shut-out list (see `write_changes`).
+    /// False while a rewrite holds the fleet.
+    fn enforces_new_device(&self, grant: &BrokerGrant) -> bool {
+        let Ok(fleet) = self.fleet.try_lock() else {
+            return false;
+        };
+        fleet.covers_new(grant)
+            && fleet.written.is_some()
+            && fleet.written == file_id(&self.config.acl_file)
     }
 }
 

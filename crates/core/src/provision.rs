@@ -331,15 +331,25 @@ impl Onboard {
             tx.set_mqtt_credential(row)?;
         }
         tx.append_audit(&self.created_event(c, &device, certificate.as_ref(), details))?;
-        self.enqueue(
-            tx,
-            &[
-                Effect::BrokerDevice(device.id),
-                Effect::CloudDevice(device.id),
-            ],
-            effects,
-        )?;
+        self.enqueue(tx, &self.new_device_effects(p), effects)?;
         Ok((device, certificate))
+    }
+
+    /// The effects of a new device: the cloud's, and the broker's unless the
+    /// broker already gives the device exactly its grant
+    /// (`BrokerAccess::enforces_new_device`: the file backend's pattern mode).
+    fn new_device_effects(&self, p: &Prepared) -> Vec<Effect> {
+        let id = p.device.id;
+        let enforced = p.secret.is_none()
+            && self
+                .ports()
+                .broker
+                .enforces_new_device(&grant_of(&p.device, &p.mqtt, None));
+        if enforced {
+            vec![Effect::CloudDevice(id)]
+        } else {
+            vec![Effect::BrokerDevice(id), Effect::CloudDevice(id)]
+        }
     }
 
     /// As [`Onboard::store_new`] for many devices (a bulk import's chunk), each
@@ -378,10 +388,7 @@ impl Onboard {
                 tx.set_mqtt_credential(row)?;
             }
             events.push(self.created_event(c, &device, certificate.as_ref(), details.clone()));
-            pending.extend([
-                Effect::BrokerDevice(device.id),
-                Effect::CloudDevice(device.id),
-            ]);
+            pending.extend(self.new_device_effects(p));
             stored.push((device, certificate));
         }
         tx.append_audits(&events)?;

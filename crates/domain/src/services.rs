@@ -115,6 +115,13 @@ pub trait BrokerAccess: Send + Sync + std::fmt::Debug {
     fn enabled(&self) -> bool {
         true
     }
+    /// True when the broker already enforces `grant` for a device that is new to
+    /// it, without any change (the file backend's pattern mode: the patterns give
+    /// it exactly these topics); the registration then records no broker effect.
+    /// False whenever that cannot be told for sure.
+    fn enforces_new_device(&self, _grant: &BrokerGrant) -> bool {
+        false
+    }
 }
 
 /// A message for one device (a rotation notification), published at QoS 1.

@@ -98,6 +98,42 @@ impl Fleet {
         }
     }
 
+    /// Pattern mode: the patterns give `grant` (checked) exactly its topics and
+    /// nothing in the file names its client id (no block, not shut out), so a new
+    /// device with it needs no change of the file.
+    pub(super) fn covers_new(&self, grant: &BrokerGrant) -> bool {
+        let Some(patterns) = &self.patterns else {
+            return false;
+        };
+        grant.password_hash.is_none()
+            && acl::check_grant(grant).is_ok()
+            && !self.blocks.contains_key(grant.client_id.as_str())
+            && !self.shut_out.contains(grant.client_id.as_str())
+            && patterns.cover(&grant.client_id, &acl::topics(&[grant]))
+    }
+
+    /// Whether this fleet holds the device.
+    pub(super) fn knows(&self, id: DeviceId) -> bool {
+        self.devices.contains_key(&id)
+    }
+
+    /// Pattern mode: shuts out each of `client_ids` that no grant here holds.
+    pub(super) fn add_shut_out(&mut self, client_ids: Vec<String>) {
+        if self.patterns.is_none() {
+            return;
+        }
+        for c in client_ids {
+            if self.blocks.contains_key(c.as_str())
+                || self.shut_out.contains(c.as_str())
+                || acl::check_client_id(&c).is_err()
+            {
+                continue;
+            }
+            self.shut_out.insert(Arc::from(c));
+            self.revision += 1;
+        }
+    }
+
     /// Whether the ACL file's text is the one last written.
     pub(super) fn acl_unchanged(&self) -> bool {
         self.written_revision == Some(self.revision)

@@ -255,3 +255,42 @@ fn a_grant_that_cannot_be_written_leaves_the_pattern_topics_only() {
         "{text}"
     );
 }
+
+#[test]
+fn a_new_device_the_patterns_cover_needs_no_change_and_is_still_shut_out_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry: Shared = Arc::default();
+    registry.lock().unwrap().grants = vec![plain(0), modelled(1)];
+    let file = backend(dir.path(), &registry);
+    // Before this instance wrote (and Mosquitto read) the file: not known.
+    assert!(!file.enforces_new_device(&plain(2)));
+    file.grant(&plain(0)).unwrap();
+    assert!(file.enforces_new_device(&plain(2)));
+    // Other topics, a password, a client id with a block: a change is needed.
+    assert!(!file.enforces_new_device(&modelled(2)));
+    let mut with_password = plain(2);
+    with_password.password_hash = Some("$7$101$c2FsdA==$aGFzaA==".into());
+    assert!(!file.enforces_new_device(&with_password));
+    let mut shares_a_block = plain(2);
+    shares_a_block.client_id = id(1).to_string();
+    assert!(!file.enforces_new_device(&shares_a_block));
+
+    // Device 2 registers without a broker change: it is in the registry only.
+    registry.lock().unwrap().grants.push(plain(2));
+    let rewrites = file.rewrites();
+    // Revoked later: its client id comes from the shut-out list.
+    revoke(&registry, 2);
+    file.revoke(id(2)).unwrap();
+    let text = acl(dir.path());
+    assert!(
+        text.contains(&format!("\nuser {}\ntopic deny #\n", id(2))),
+        "{text}"
+    );
+    assert_eq!(file.rewrites(), rewrites + 1);
+    assert!(!file.enforces_new_device(&plain(2)), "shut out");
+
+    // Another process's file: not this instance's to vouch for.
+    let other = backend(dir.path(), &registry);
+    other.revoke(id(0)).unwrap();
+    assert!(!file.enforces_new_device(&plain(3)));
+}
