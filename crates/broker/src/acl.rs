@@ -274,6 +274,15 @@ impl AclPatterns {
                 .all(|((a, r, w), (b, r2, w2))| a == b && r == r2 && w == w2)
     }
 
+    /// Whether a grant (not yet checked) needs nothing but the patterns: valid,
+    /// no password (the password file must name it), and exactly the patterns'
+    /// topics for its client id.
+    pub fn covers(&self, grant: &BrokerGrant) -> bool {
+        grant.password_hash.is_none()
+            && check_grant(grant).is_ok()
+            && self.cover(&grant.client_id, &topics(&[grant]))
+    }
+
     /// The `pattern` lines, after a comment.
     pub(crate) fn lines(&self) -> String {
         let mut out = String::from(

@@ -174,6 +174,12 @@ impl MosquittoFile {
     /// client ids that lost their access, each written as a block that denies
     /// everything. A grant the patterns already cover changes no file and needs
     /// no reload.
+    ///
+    /// The grant loader may leave out the grants the patterns cover (the file
+    /// never names them; a fleet of them then costs no memory here). A device
+    /// this instance does not hold that loses its access is named by the
+    /// `shut_out` list, which therefore must not list a client id that a granted
+    /// device holds.
     pub fn with_patterns(mut self, patterns: AclPatterns, shut_out: ShutOutLoader) -> Self {
         self.fleet = Mutex::new(Fleet::new(Some(patterns)));
         self.shut_out_loader = Some(shut_out);

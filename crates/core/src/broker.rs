@@ -29,7 +29,20 @@ pub fn grants_from_registry(
     db: &Database,
     settings: &Settings,
 ) -> Result<Vec<BrokerGrant>, RepoError> {
-    db.read(|tx| {
+    Ok(registry_grants(db, settings, None)?.0)
+}
+
+/// As [`grants_from_registry`], leaving out (and counting) the grants `covered`
+/// patterns give exactly: the file broker's pattern mode never names them, and
+/// a fleet of them is not read into memory. Page by page, so the left-out
+/// grants are never all held at once.
+pub(crate) fn registry_grants(
+    db: &Database,
+    settings: &Settings,
+    covered: Option<&AclPatterns>,
+) -> Result<(Vec<BrokerGrant>, usize), RepoError> {
+    let mut skipped = 0;
+    let grants = db.read(|tx| {
         let models: HashMap<_, _> = tx
             .list_models()?
             .into_iter()
@@ -56,11 +69,12 @@ pub fn grants_from_registry(
                         CredentialKind::Password => passwords.get(&device.id).cloned(),
                         CredentialKind::Certificate => None,
                     };
-                    grants.push(grant_of(
-                        device,
-                        &mqtt_info(settings, model, device),
-                        password,
-                    ));
+                    let grant = grant_of(device, &mqtt_info(settings, model, device), password);
+                    if covered.is_some_and(|p| p.covers(&grant)) {
+                        skipped += 1;
+                    } else {
+                        grants.push(grant);
+                    }
                 }
                 match found.next_cursor {
                     Some(c) => {
@@ -71,8 +85,19 @@ pub fn grants_from_registry(
                 }
             }
         }
-        Ok(grants)
-    })
+        Ok::<_, RepoError>(grants)
+    })?;
+    Ok((grants, skipped))
+}
+
+/// The patterns when the broker is the file backend in pattern mode.
+fn file_patterns(settings: &Settings) -> Result<Option<AclPatterns>, CoreError> {
+    let b = &settings.broker;
+    if b.kind == BrokerKind::MosquittoFile && b.acl_patterns {
+        Ok(Some(acl_patterns(settings)?))
+    } else {
+        Ok(None)
+    }
 }
 
 /// Pattern mode: the client ids of every device that lost its broker access
@@ -237,8 +262,13 @@ pub(crate) fn broker_for(
             let db3 = db.clone();
             let (db, all) = (db.clone(), settings.clone());
             let (db2, all2) = (db.clone(), settings.clone());
+            // In pattern mode the grants the patterns cover are left out: the
+            // file never names them (see `MosquittoFile::with_patterns`).
+            let patterns = file_patterns(settings)?;
             let loader = Arc::new(move || {
-                grants_from_registry(&db, &all).map_err(|e| PortError::Unavailable(e.to_string()))
+                registry_grants(&db, &all, patterns.as_ref())
+                    .map(|(grants, _)| grants)
+                    .map_err(|e| PortError::Unavailable(e.to_string()))
             });
             // Rewrites read only the devices that changed (the fleet is held in
             // memory between them).
@@ -301,12 +331,14 @@ impl Onboard {
                 .map(|(_, n)| usize::try_from(n).unwrap_or(0))
                 .sum()
         } else {
-            let grants = grants_from_registry(self.store(), self.settings())?;
+            let patterns = file_patterns(self.settings())?;
+            let (grants, covered) =
+                registry_grants(self.store(), self.settings(), patterns.as_ref())?;
             self.ports()
                 .broker
                 .sync(&grants)
                 .map_err(|e| CoreError::Unavailable(format!("broker: {e}")))?;
-            grants.len()
+            grants.len() + covered
         };
         let crl = self.current_crl()?;
         self.install_crl(&crl)?;

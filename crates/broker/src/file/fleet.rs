@@ -69,7 +69,13 @@ impl ClientBlock {
 pub(super) struct Fleet {
     /// Client id of every granted device (the same allocation as its block's key).
     devices: HashMap<DeviceId, Arc<str>>,
+    /// Client ids with grants the file names (a block; empty text when the
+    /// patterns happen to give exactly their topics).
     blocks: BTreeMap<Arc<str>, ClientBlock>,
+    /// Pattern mode: how many devices hold each client id with a grant the
+    /// patterns give exactly and no password. Such a grant is kept only here (a
+    /// fleet of them costs a few dozen bytes a device): the file never names it.
+    covered: HashMap<Arc<str>, u32>,
     /// Pattern mode: the topics every client id holds without a block.
     patterns: Option<AclPatterns>,
     /// Pattern mode: client ids of devices that lost their access and hold no
@@ -105,11 +111,14 @@ impl Fleet {
         let Some(patterns) = &self.patterns else {
             return false;
         };
-        grant.password_hash.is_none()
-            && acl::check_grant(grant).is_ok()
-            && !self.blocks.contains_key(grant.client_id.as_str())
+        !self.blocks.contains_key(grant.client_id.as_str())
             && !self.shut_out.contains(grant.client_id.as_str())
-            && patterns.cover(&grant.client_id, &acl::topics(&[grant]))
+            && patterns.covers(grant)
+    }
+
+    /// Whether a grant here holds `client_id`.
+    fn held(&self, client_id: &str) -> bool {
+        self.blocks.contains_key(client_id) || self.covered.contains_key(client_id)
     }
 
     /// Whether this fleet holds the device.
@@ -123,7 +132,7 @@ impl Fleet {
             return;
         }
         for c in client_ids {
-            if self.blocks.contains_key(c.as_str())
+            if self.held(&c)
                 || self.shut_out.contains(c.as_str())
                 || acl::check_client_id(&c).is_err()
             {
@@ -166,14 +175,32 @@ impl Fleet {
         grants.reverse();
         grants.sort_by_key(|g| g.device_id);
         grants.dedup_by_key(|g| g.device_id);
+        let mut devices = HashMap::with_capacity(grants.len());
+        let mut covered: HashMap<Arc<str>, u32> = HashMap::new();
+        if let Some(patterns) = &self.patterns {
+            grants.retain(|g| {
+                if !patterns.covers(g) {
+                    return true;
+                }
+                let client_id = match covered.get_key_value(g.client_id.as_str()) {
+                    Some((c, _)) => c.clone(),
+                    None => Arc::from(g.client_id.as_str()),
+                };
+                *covered.entry(client_id.clone()).or_default() += 1;
+                devices.insert(g.device_id, client_id);
+                false
+            });
+        }
         grants.sort_unstable_by(|a, b| {
             (a.client_id.as_str(), a.device_id).cmp(&(b.client_id.as_str(), b.device_id))
         });
-        let mut devices = HashMap::with_capacity(grants.len());
         let mut blocks = Vec::with_capacity(grants.len());
         let mut grants = grants.into_iter().peekable();
         while let Some(first) = grants.next() {
-            let client_id: Arc<str> = Arc::from(first.client_id.as_str());
+            let client_id: Arc<str> = match covered.get_key_value(first.client_id.as_str()) {
+                Some((c, _)) => c.clone(),
+                None => Arc::from(first.client_id.as_str()),
+            };
             let mut group = vec![first];
             while let Some(next) = grants.next_if(|g| *g.client_id == *client_id) {
                 group.push(next);
@@ -184,14 +211,13 @@ impl Fleet {
             blocks.push((client_id, ClientBlock::new(group, self.patterns.as_ref())));
         }
         self.devices = devices;
+        self.covered = covered;
         // Already sorted by client id: built in one pass.
         self.blocks = blocks.into_iter().collect();
         self.shut_out = match self.patterns {
             Some(_) => shut_out
                 .into_iter()
-                .filter(|c| {
-                    !self.blocks.contains_key(c.as_str()) && acl::check_client_id(c).is_ok()
-                })
+                .filter(|c| !self.held(c) && acl::check_client_id(c).is_ok())
                 .map(Arc::from)
                 .collect(),
             None => BTreeSet::new(),
@@ -208,6 +234,24 @@ impl Fleet {
         let Some(client_id) = self.devices.remove(&id) else {
             return;
         };
+        let in_block = self
+            .blocks
+            .get(&client_id)
+            .is_some_and(|b| b.grants.iter().any(|g| g.device_id == id));
+        if !in_block {
+            // A covered grant: the file named it nowhere.
+            if let Some(n) = self.covered.get_mut(&client_id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.covered.remove(&client_id);
+                }
+            }
+            if shut_out && self.patterns.is_some() && !self.held(&client_id) {
+                self.shut_out.insert(client_id);
+                self.revision += 1;
+            }
+            return;
+        }
         let Some(block) = self.blocks.get_mut(&client_id) else {
             return;
         };
@@ -222,7 +266,7 @@ impl Fleet {
         block.grants.retain(|g| g.device_id != id);
         if block.grants.is_empty() {
             self.blocks.remove(&client_id);
-            if shut_out && self.patterns.is_some() {
+            if shut_out && self.patterns.is_some() && !self.held(&client_id) {
                 self.shut_out.insert(client_id);
                 self.revision += 1;
             } else if !before.is_empty() {
@@ -248,10 +292,24 @@ impl Fleet {
         if grant.password_hash.is_some() {
             self.password_revision += 1;
         }
-        let client_id = match self.blocks.get_key_value(grant.client_id.as_str()) {
-            Some((c, _)) => c.clone(),
+        let known = self
+            .blocks
+            .get_key_value(grant.client_id.as_str())
+            .map(|(c, _)| c)
+            .or_else(|| {
+                self.covered
+                    .get_key_value(grant.client_id.as_str())
+                    .map(|(c, _)| c)
+            });
+        let client_id = match known {
+            Some(c) => c.clone(),
             None => Arc::from(grant.client_id.as_str()),
         };
+        if self.patterns.as_ref().is_some_and(|p| p.covers(&grant)) {
+            *self.covered.entry(client_id.clone()).or_default() += 1;
+            self.devices.insert(device_id, client_id);
+            return;
+        }
         let patterns = self.patterns.as_ref();
         let changed = match self.blocks.get_mut(&client_id) {
             Some(block) => {
