@@ -54,37 +54,23 @@ pub(crate) fn registry_grants(
             .map(|c| (c.device_id, c.password_hash))
             .collect();
         let mut grants = Vec::new();
-        for status in [DeviceStatus::Registered, DeviceStatus::Active] {
-            let filter = DeviceFilter {
-                status: Some(status),
-                ..DeviceFilter::default()
-            };
-            let mut page = PageRequest::first(onboard_domain::MAX_PAGE_SIZE)
-                .map_err(|e| RepoError::Database(e.to_string()))?;
-            loop {
-                let found = tx.list_devices(&filter, &page)?;
-                for device in &found.items {
-                    let model = device.model.as_ref().and_then(|c| models.get(c));
-                    let password = match device.credential {
-                        CredentialKind::Password => passwords.get(&device.id).cloned(),
-                        CredentialKind::Certificate => None,
-                    };
-                    let grant = grant_of(device, &mqtt_info(settings, model, device), password);
-                    if covered.is_some_and(|p| p.covers(&grant)) {
-                        skipped += 1;
-                    } else {
-                        grants.push(grant);
-                    }
+        each_device(
+            tx,
+            &[DeviceStatus::Registered, DeviceStatus::Active],
+            |device| {
+                let model = device.model.as_ref().and_then(|c| models.get(c));
+                let password = match device.credential {
+                    CredentialKind::Password => passwords.get(&device.id).cloned(),
+                    CredentialKind::Certificate => None,
+                };
+                let grant = grant_of(device, &mqtt_info(settings, model, device), password);
+                if covered.is_some_and(|p| p.covers(&grant)) {
+                    skipped += 1;
+                } else {
+                    grants.push(grant);
                 }
-                match found.next_cursor {
-                    Some(c) => {
-                        page = PageRequest::new(onboard_domain::MAX_PAGE_SIZE, Some(c))
-                            .map_err(|e| RepoError::Database(e.to_string()))?
-                    }
-                    None => break,
-                }
-            }
-        }
+            },
+        )?;
         Ok::<_, RepoError>(grants)
     })?;
     Ok((grants, skipped))
@@ -106,27 +92,41 @@ fn file_patterns(settings: &Settings) -> Result<Option<AclPatterns>, CoreError> 
 pub fn shut_out_from_registry(db: &Database) -> Result<Vec<String>, RepoError> {
     db.read(|tx| {
         let mut out = Vec::new();
-        for status in [DeviceStatus::Revoked, DeviceStatus::Decommissioned] {
-            let filter = DeviceFilter {
-                status: Some(status),
-                ..DeviceFilter::default()
-            };
-            let mut page = PageRequest::first(onboard_domain::MAX_PAGE_SIZE)
-                .map_err(|e| RepoError::Database(e.to_string()))?;
-            loop {
-                let found = tx.list_devices(&filter, &page)?;
-                out.extend(found.items.iter().map(|d| d.id.to_string()));
-                match found.next_cursor {
-                    Some(c) => {
-                        page = PageRequest::new(onboard_domain::MAX_PAGE_SIZE, Some(c))
-                            .map_err(|e| RepoError::Database(e.to_string()))?
-                    }
-                    None => break,
-                }
-            }
-        }
+        each_device(
+            tx,
+            &[DeviceStatus::Revoked, DeviceStatus::Decommissioned],
+            |d| out.push(d.id.to_string()),
+        )?;
         Ok(out)
     })
+}
+
+/// Hands `f` every device with one of `statuses`, a page at a time.
+fn each_device<T: DeviceRepository>(
+    tx: &mut T,
+    statuses: &[DeviceStatus],
+    mut f: impl FnMut(&onboard_domain::Device),
+) -> Result<(), RepoError> {
+    for status in statuses {
+        let filter = DeviceFilter {
+            status: Some(*status),
+            ..DeviceFilter::default()
+        };
+        let mut page = PageRequest::first(onboard_domain::MAX_PAGE_SIZE)
+            .map_err(|e| RepoError::Database(e.to_string()))?;
+        loop {
+            let found = tx.list_devices(&filter, &page)?;
+            found.items.iter().for_each(&mut f);
+            match found.next_cursor {
+                Some(c) => {
+                    page = PageRequest::new(onboard_domain::MAX_PAGE_SIZE, Some(c))
+                        .map_err(|e| RepoError::Database(e.to_string()))?
+                }
+                None => break,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The patterns of pattern mode: exactly the grant of a device without a model's
