@@ -298,9 +298,12 @@ impl MosquittoFile {
                 // its client id comes from the shut-out list.
                 let mut unknown_gone = false;
                 for (id, grant) in load(changed).map_err(BrokerError::Loader)? {
-                    match grant.and_then(|g| usable(vec![g]).pop()) {
-                        Some(g) if g.device_id == id => fleet.insert(g),
-                        _ => {
+                    match grant.map(|g| usable(vec![g]).pop()) {
+                        Some(Some(g)) if g.device_id == id => fleet.insert(g),
+                        // Granted, but its grant cannot be written: dropped as a
+                        // full read drops it (not shut out).
+                        Some(_) => fleet.forget(id),
+                        None => {
                             unknown_gone |= !fleet.knows(id);
                             fleet.remove(id);
                         }

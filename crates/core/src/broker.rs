@@ -334,10 +334,18 @@ impl Onboard {
             let patterns = file_patterns(self.settings())?;
             let (grants, covered) =
                 registry_grants(self.store(), self.settings(), patterns.as_ref())?;
-            self.ports()
-                .broker
-                .sync(&grants)
-                .map_err(|e| CoreError::Unavailable(format!("broker: {e}")))?;
+            let broker = &self.ports().broker;
+            let unavailable = |e: PortError| CoreError::Unavailable(format!("broker: {e}"));
+            broker.sync(&grants).map_err(unavailable)?;
+            // A device revoked between the read above and the write: its own
+            // rewrite may have run before this one, which then wrote its old
+            // grant back. Read again and take those away.
+            let (after, _) = registry_grants(self.store(), self.settings(), patterns.as_ref())?;
+            let still: std::collections::HashSet<DeviceId> =
+                after.iter().map(|g| g.device_id).collect();
+            for g in grants.iter().filter(|g| !still.contains(&g.device_id)) {
+                broker.revoke(g.device_id).map_err(unavailable)?;
+            }
             grants.len() + covered
         };
         let crl = self.current_crl()?;

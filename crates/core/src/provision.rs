@@ -338,9 +338,13 @@ impl Onboard {
     /// The effects of a new device: the cloud's, and the broker's unless the
     /// broker already gives the device exactly its grant
     /// (`BrokerAccess::enforces_new_device`: the file backend's pattern mode).
+    /// Only for a device without a model: a model's topics were read before the
+    /// transaction and may have changed since, and the effect reads them again
+    /// after the commit.
     fn new_device_effects(&self, p: &Prepared) -> Vec<Effect> {
         let id = p.device.id;
         let enforced = p.secret.is_none()
+            && p.device.model.is_none()
             && self
                 .ports()
                 .broker

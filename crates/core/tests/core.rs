@@ -126,6 +126,7 @@ on_both_backends!(register_tests for register:
     a_device_registers_with_a_csr_and_the_certificate_verifies,
     fleet_counts_list_every_status_and_rotation_state,
     acl_sync_without_a_broker_counts_the_granted_devices,
+    a_percent_in_the_topic_prefix_stops_pattern_mode,
     without_a_csr_the_server_generates_the_key,
     every_key_failure_is_401_with_its_reason_audited,
     bad_input_costs_no_key_use_and_leaves_nothing,

@@ -230,6 +230,12 @@ impl Fleet {
         self.take(id, true);
     }
 
+    /// The device's grant is no longer written (it cannot be), but the device
+    /// did not lose its access: not shut out.
+    pub(super) fn forget(&mut self, id: DeviceId) {
+        self.take(id, false);
+    }
+
     fn take(&mut self, id: DeviceId, shut_out: bool) {
         let Some(client_id) = self.devices.remove(&id) else {
             return;

@@ -167,6 +167,9 @@ fn covered_devices_change_no_file_and_lost_access_is_denied() {
     assert_eq!(acl(other.path()), incremental);
 }
 
+/// The in-memory bookkeeping of a shared client id, with a loader that lists
+/// covered grants. Onboard's own loader leaves them out and relies on client ids
+/// being device ids, which no two devices share (see `MosquittoFile::with_patterns`).
 #[test]
 fn a_client_id_held_by_another_grant_is_not_shut_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -293,4 +296,28 @@ fn a_new_device_the_patterns_cover_needs_no_change_and_is_still_shut_out_later()
     let other = backend(dir.path(), &registry);
     other.revoke(id(0)).unwrap();
     assert!(!file.enforces_new_device(&plain(3)));
+}
+
+#[test]
+fn a_grant_that_becomes_unwritable_is_dropped_as_a_full_read_drops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry: Shared = Arc::default();
+    registry.lock().unwrap().grants = vec![plain(0), modelled(1)];
+    let file = backend(dir.path(), &registry);
+    file.grant(&plain(0)).unwrap();
+    assert!(acl(dir.path()).contains(&format!("\nuser {}\n", id(1))));
+    // Device 1's model gains a topic that is no filter; the device keeps its
+    // access (the registry still grants it), only its block cannot be written.
+    let mut bad = modelled(1);
+    bad.publish.push("a/#/b".into());
+    registry.lock().unwrap().grants[1] = bad;
+    file.revoke(id(1)).unwrap();
+    let text = acl(dir.path());
+    assert!(
+        !text.contains(&id(1).to_string()),
+        "neither a block nor shut out: {text}"
+    );
+    let other = tempfile::tempdir().unwrap();
+    backend(other.path(), &registry).grant(&plain(0)).unwrap();
+    assert_eq!(acl(other.path()), text);
 }

@@ -206,6 +206,20 @@ pub fn acl_sync_without_a_broker_counts_the_granted_devices(backend: TestBackend
     assert!(!std::path::Path::new(&f.onboard.settings().broker.acl_file).exists());
 }
 
+/// A `%` in the rotation topic prefix cannot go into the ACL's pattern lines:
+/// start-up stops and names the setting, unless pattern mode is off.
+pub fn a_percent_in_the_topic_prefix_stops_pattern_mode(backend: TestBackend) {
+    let db = onboard_registry::testing::TestDb::migrated(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = onboard_core::settings::Settings::default().with_files_under(dir.path());
+    settings.database.url = db.url.clone();
+    settings.rotation.topic_prefix = "io%t".into();
+    let err = onboard_core::Onboard::open(settings.clone()).unwrap_err();
+    assert!(err.to_string().contains("broker.acl_patterns"), "{err}");
+    settings.broker.acl_patterns = false;
+    onboard_core::Onboard::open(settings).unwrap();
+}
+
 pub fn every_key_failure_is_401_with_its_reason_audited(backend: TestBackend) {
     let f = fixture(backend, |_| {});
     let key = batch(&f, 1);
