@@ -305,13 +305,13 @@ pub async fn serve(state: AppState) -> Result<(), ServerError> {
             minutes += 1;
             if minutes % 10 == 1 {
                 let onboard = sweeper.clone();
-                match web::block(move || onboard.unactivated_devices(true)).await {
-                    Ok(Ok(found)) => {
-                        unactivated.set_unactivated(found.devices.len());
-                        if !found.devices.is_empty() {
+                match web::block(move || onboard.sweep_unactivated()).await {
+                    Ok(Ok((count, revoked))) => {
+                        unactivated.set_unactivated(count);
+                        if count > 0 {
                             tracing::warn!(
-                                devices = found.devices.len(),
-                                revoked = found.revoked.len(),
+                                devices = count,
+                                revoked = revoked.len(),
                                 "devices registered but never activated"
                             );
                         }

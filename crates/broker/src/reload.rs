@@ -78,13 +78,16 @@ impl Reloader {
             Some(timeout) => Some((watch_reads(watched)?, timeout)),
             None => None,
         };
-        match (&self.reload, pid) {
-            (_, Some((pid, pid_file))) => signal(pid, pid_file)?,
-            (Reload::Command { program, args }, None) => run(program, args)?,
-            _ => {}
-        }
+        let ask = || -> Result<(), BrokerError> {
+            match (&self.reload, pid) {
+                (_, Some((pid, pid_file))) => signal(pid, pid_file),
+                (Reload::Command { program, args }, None) => run(program, args),
+                _ => Ok(()),
+            }
+        };
+        ask()?;
         if let Some((inotify, timeout)) = watch {
-            wait_for_read(&inotify, watched, timeout)?;
+            wait_for_read(&inotify, watched, timeout, ask)?;
         }
         Ok(())
     }
@@ -99,19 +102,35 @@ fn watch_reads(path: &Path) -> Result<Inotify, BrokerError> {
     Ok(inotify)
 }
 
-fn wait_for_read(inotify: &Inotify, path: &Path, timeout: Duration) -> Result<(), BrokerError> {
+/// How long to wait for a read before asking again: Mosquitto clears its reload
+/// flag after a reload, so a `SIGHUP` that arrives while it reloads (for an
+/// earlier change) is lost, and the new file is never read unless asked again.
+const ASK_AGAIN: Duration = Duration::from_millis(500);
+
+fn wait_for_read(
+    inotify: &Inotify,
+    path: &Path,
+    timeout: Duration,
+    ask_again: impl Fn() -> Result<(), BrokerError>,
+) -> Result<(), BrokerError> {
     let deadline = Instant::now() + timeout;
+    let mut next_ask = Instant::now() + ASK_AGAIN;
     loop {
         match inotify.read_events() {
             Ok(events) if !events.is_empty() => return Ok(()),
             Ok(_) | Err(Errno::EAGAIN) => {}
             Err(e) => return Err(BrokerError::io("watch", path, e.into())),
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return Err(BrokerError::ReloadNotConfirmed {
                 path: path.to_path_buf(),
                 timeout,
             });
+        }
+        if now >= next_ask {
+            ask_again()?;
+            next_ask = now + ASK_AGAIN;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -160,6 +179,32 @@ fn run(program: &Path, args: &[String]) -> Result<(), BrokerError> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    /// Mosquitto loses a `SIGHUP` that arrives while it reloads: a request that
+    /// is not followed by a read is made again.
+    #[test]
+    fn a_lost_reload_request_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("acl");
+        let count = dir.path().join("count");
+        fs::write(&file, "x").unwrap();
+        // Reads the file only on its second run.
+        let script = format!(
+            "n=$(cat {c} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {c}; \
+             if [ $n -ge 2 ]; then cat {f} > /dev/null; fi",
+            c = count.display(),
+            f = file.display()
+        );
+        let lossy = Reloader {
+            reload: Reload::Command {
+                program: "sh".into(),
+                args: vec!["-c".into(), script],
+            },
+            confirm_timeout: Some(Duration::from_secs(10)),
+        };
+        lossy.reload(&file).unwrap();
+        assert_eq!(fs::read_to_string(&count).unwrap().trim(), "2");
+    }
 
     #[test]
     fn a_read_confirms_and_no_read_times_out() {

@@ -424,50 +424,70 @@ impl Onboard {
     /// past that age are revoked (privilegeWithdrawn), as a rollback of credentials
     /// nobody took up.
     pub fn unactivated_devices(&self, revoke: bool) -> Result<Unactivated, CoreError> {
+        let mut devices = Vec::new();
+        let revoked = self.walk_unactivated(revoke, |d| devices.push(d))?;
+        Ok(Unactivated { devices, revoked })
+    }
+
+    /// As [`Onboard::unactivated_devices`] with `revoke`, for the server's
+    /// periodic check: the devices are counted page by page, not held (a fleet
+    /// imported long before it is switched on may be most of the registry).
+    /// Returns how many there are and the ids revoked.
+    pub fn sweep_unactivated(&self) -> Result<(usize, Vec<DeviceId>), CoreError> {
+        let mut count = 0;
+        let revoked = self.walk_unactivated(true, |_| count += 1)?;
+        Ok((count, revoked))
+    }
+
+    /// Hands `found` each unactivated device past `activation.report_after_hours`
+    /// and, with `revoke`, revokes those past `activation.revoke_after_hours`
+    /// (after the walk) and returns their ids.
+    fn walk_unactivated(
+        &self,
+        revoke: bool,
+        mut found: impl FnMut(onboard_domain::Device),
+    ) -> Result<Vec<DeviceId>, CoreError> {
         let a = &self.settings().activation;
         if a.report_after_hours == 0 {
-            return Ok(Unactivated {
-                devices: Vec::new(),
-                revoked: Vec::new(),
-            });
+            return Ok(Vec::new());
         }
         let now = self.clock().now();
         let report_before = now - chrono::Duration::hours(i64::from(a.report_after_hours));
+        let revoke_before = (revoke && a.revoke_after_hours > 0)
+            .then(|| now - chrono::Duration::hours(i64::from(a.revoke_after_hours)));
         let filter = DeviceFilter {
             status: Some(DeviceStatus::Registered),
             ..DeviceFilter::default()
         };
-        let mut devices = Vec::new();
+        let mut to_revoke = Vec::new();
         let mut page = PageRequest::first(onboard_domain::MAX_PAGE_SIZE)?;
         loop {
-            let found = self.store().read(|tx| tx.list_devices(&filter, &page))?;
-            devices.extend(
-                found
-                    .items
-                    .into_iter()
-                    .filter(|d| d.created_at <= report_before),
-            );
-            match found.next_cursor {
+            let found_page = self.store().read(|tx| tx.list_devices(&filter, &page))?;
+            for d in found_page.items {
+                if d.created_at > report_before {
+                    continue;
+                }
+                if revoke_before.is_some_and(|before| d.created_at <= before) {
+                    to_revoke.push(d.id);
+                }
+                found(d);
+            }
+            match found_page.next_cursor {
                 Some(c) => page = PageRequest::new(onboard_domain::MAX_PAGE_SIZE, Some(c))?,
                 None => break,
             }
         }
-        let mut revoked = Vec::new();
-        if revoke && a.revoke_after_hours > 0 {
-            let revoke_before = now - chrono::Duration::hours(i64::from(a.revoke_after_hours));
-            let system = Actor {
-                name: "system".into(),
-                remote_addr: None,
-            };
-            for d in devices.iter().filter(|d| d.created_at <= revoke_before) {
-                self.revoke_device(
-                    &system,
-                    d.id,
-                    onboard_domain::RevocationReason::PrivilegeWithdrawn,
-                )?;
-                revoked.push(d.id);
-            }
+        let system = Actor {
+            name: "system".into(),
+            remote_addr: None,
+        };
+        for id in &to_revoke {
+            self.revoke_device(
+                &system,
+                *id,
+                onboard_domain::RevocationReason::PrivilegeWithdrawn,
+            )?;
         }
-        Ok(Unactivated { devices, revoked })
+        Ok(to_revoke)
     }
 }

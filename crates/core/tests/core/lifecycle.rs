@@ -472,6 +472,8 @@ pub fn unactivated_devices_are_reported_then_rolled_back(backend: TestBackend) {
         [quiet.device.id]
     );
     assert!(found.revoked.is_empty(), "reported, not yet revoked");
+    // The server's sweep counts the same devices.
+    assert_eq!(f.onboard.sweep_unactivated().unwrap(), (1, vec![]));
     f.clock.advance(Duration::hours(24));
     let found = f.onboard.unactivated_devices(true).unwrap();
     assert_eq!(found.revoked, [quiet.device.id]);
@@ -491,6 +493,7 @@ pub fn unactivated_devices_are_reported_then_rolled_back(backend: TestBackend) {
         .unwrap()
         .devices
         .is_empty());
+    assert_eq!(f.onboard.sweep_unactivated().unwrap(), (0, vec![]));
 }
 
 pub fn model_templates_shape_grants_and_follow_updates(backend: TestBackend) {
