@@ -12,6 +12,8 @@ use onboard_registry::testing::{TestBackend, TestDb};
 
 #[path = "core/aws.rs"]
 mod aws;
+#[path = "core/broker_races.rs"]
+mod broker_races;
 #[path = "core/firmware.rs"]
 mod firmware;
 #[path = "core/import.rs"]
@@ -41,6 +43,11 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+on_both_backends!(broker_race_tests for broker_races:
+    a_device_revoked_while_acl_sync_writes_loses_its_grant,
+    only_a_device_without_a_model_skips_its_broker_effect,
+);
 
 on_both_backends!(aws_tests for aws:
     own_ca_registration_puts_our_certificate_in_aws_and_revoke_and_decommission_follow,
