@@ -21,10 +21,9 @@ use std::fmt;
 use der::{Decode, Encode};
 use onboard_domain::KeyAlgorithm;
 use openssl::bn::BigNumContext;
-use openssl::ec::{EcGroup, EcKey, EcPoint};
+use openssl::ec::{EcKey, EcPoint};
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Public};
 use openssl::x509::X509Req;
 
@@ -177,9 +176,9 @@ fn fast_ec(bytes: &[u8], pem: bool) -> Option<CheckedCsr> {
         .as_ref()?
         .decode_as::<der::asn1::ObjectIdentifier>()
         .ok()?;
-    let (nid, key_algorithm) = match curve {
-        SECP256R1 => (Nid::X9_62_PRIME256V1, KeyAlgorithm::EcdsaP256),
-        SECP384R1 => (Nid::SECP384R1, KeyAlgorithm::EcdsaP384),
+    let key_algorithm = match curve {
+        SECP256R1 => KeyAlgorithm::EcdsaP256,
+        SECP384R1 => KeyAlgorithm::EcdsaP384,
         _ => return None,
     };
     if req.algorithm.parameters.is_some() {
@@ -195,10 +194,10 @@ fn fast_ec(bytes: &[u8], pem: bool) -> Option<CheckedCsr> {
     let signature = req.signature.as_bytes()?;
     let point = spki.subject_public_key.as_bytes()?;
 
-    let group = EcGroup::from_curve_name(nid).ok()?;
+    let group = keys::curve_group(key_algorithm).ok()?;
     let mut ctx = BigNumContext::new().ok()?;
-    let point = EcPoint::from_bytes(&group, point, &mut ctx).ok()?;
-    let key = EcKey::from_public_key(&group, &point).ok()?;
+    let point = EcPoint::from_bytes(group, point, &mut ctx).ok()?;
+    let key = EcKey::from_public_key(group, &point).ok()?;
     let sig = EcdsaSig::from_der(signature).ok()?;
     // OpenSSL's own verify refuses a signature that is not exactly DER.
     if sig.to_der().ok()? != signature {
@@ -372,8 +371,10 @@ mod tests {
 
         // Another curve: OpenSSL's path refuses it with its name.
         let k1 = PKey::from_ec_key(
-            openssl::ec::EcKey::generate(&EcGroup::from_curve_name(Nid::SECP256K1).unwrap())
-                .unwrap(),
+            openssl::ec::EcKey::generate(
+                &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::SECP256K1).unwrap(),
+            )
+            .unwrap(),
         )
         .unwrap();
         let other_curve = csr_with(&k1, MessageDigest::sha256());

@@ -16,10 +16,9 @@ use std::fmt;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openssl::bn::{BigNum, BigNumContext};
-use openssl::ec::{EcGroup, EcKey, EcPoint};
+use openssl::ec::{EcKey, EcPoint};
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
 use openssl::pkey::{Private, Public};
 use openssl::sha::sha256;
 use openssl::sign::Signer;
@@ -75,7 +74,7 @@ impl TokenKey {
 
     /// The key derived from `secret` (high-entropy key material).
     pub fn from_secret(secret: &[u8]) -> Result<Self, PkiError> {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+        let group = crate::keys::curve_group(onboard_domain::KeyAlgorithm::EcdsaP256)?;
         let mut ctx = BigNumContext::new()?;
         let mut order = BigNum::new()?;
         group.order(&mut order, &mut ctx)?;
@@ -91,14 +90,14 @@ impl TokenKey {
             if d.num_bits() == 0 || d >= order {
                 continue;
             }
-            let mut point = EcPoint::new(&group)?;
-            point.mul_generator2(&group, &d, &mut ctx)?;
-            let key = EcKey::from_private_components(&group, &d, &point)?;
+            let mut point = EcPoint::new(group)?;
+            point.mul_generator2(group, &d, &mut ctx)?;
+            let key = EcKey::from_private_components(group, &d, &point)?;
             key.check_key()?;
-            let public = EcKey::from_public_key(&group, &point)?;
+            let public = EcKey::from_public_key(group, &point)?;
             let mut x = BigNum::new()?;
             let mut y = BigNum::new()?;
-            point.affine_coordinates(&group, &mut x, &mut y, &mut ctx)?;
+            point.affine_coordinates(group, &mut x, &mut y, &mut ctx)?;
             let x = x.to_vec_padded(32)?;
             let y = y.to_vec_padded(32)?;
             // RFC 7638: the required members in lexicographic order, no spaces.

@@ -31,7 +31,14 @@ use crate::error::from_diesel;
 #[derive(Default)]
 pub(crate) struct Group {
     state: Mutex<State>,
-    changed: Condvar,
+    /// Queued callers of the open group wait here for the connection. Each hand-over
+    /// wakes one: every caller queued belongs to the open group (a group commits
+    /// only once nobody is queued), so any of them may take it.
+    turn: Condvar,
+    /// Callers that wrote wait here for their group's commit.
+    ended: Condvar,
+    /// Callers that arrived during a commit wait here for it to end.
+    idle: Condvar,
 }
 
 #[derive(Default)]
@@ -94,10 +101,8 @@ impl Group {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.changed
-            .wait(guard)
-            .unwrap_or_else(PoisonError::into_inner)
+    fn wait<'a>(&self, on: &Condvar, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        on.wait(guard).unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn stats(&self) -> GroupStats {
@@ -179,7 +184,7 @@ impl Group {
     ) -> Result<(u64, Conn, Option<RepoError>), RepoError> {
         let mut st = self.lock();
         while st.phase == Phase::Committing {
-            st = self.wait(st);
+            st = self.wait(&self.idle, st);
         }
         if st.phase == Phase::Idle {
             st.phase = Phase::Open;
@@ -197,7 +202,8 @@ impl Group {
                         st.ended.insert(number, (Err(e.clone()), queued));
                     }
                     st.phase = Phase::Idle;
-                    self.changed.notify_all();
+                    self.turn.notify_all();
+                    self.idle.notify_all();
                     Err(e)
                 }
             };
@@ -215,7 +221,7 @@ impl Group {
                 st.queued -= 1;
                 return Ok((number, conn, st.failed.clone()));
             }
-            st = self.wait(st);
+            st = self.wait(&self.turn, st);
         }
     }
 
@@ -237,7 +243,7 @@ impl Group {
         }
         if st.queued > 0 {
             st.conn = Some(conn);
-            self.changed.notify_all();
+            self.turn.notify_one();
             let value = match turn {
                 Turn::Refused(err) => return Err(err),
                 Turn::Wrote(value) => value,
@@ -247,7 +253,7 @@ impl Group {
                 if let Some(ended) = take_ended(&mut st, number) {
                     return ended.map(|()| value).map_err(E::from);
                 }
-                st = self.wait(st);
+                st = self.wait(&self.ended, st);
             }
         }
         st.phase = Phase::Committing;
@@ -273,7 +279,8 @@ impl Group {
             st.ended.insert(number, (ended.clone(), waiting));
         }
         st.phase = Phase::Idle;
-        self.changed.notify_all();
+        self.ended.notify_all();
+        self.idle.notify_all();
         drop(st);
         match turn {
             Turn::Refused(err) => Err(err),

@@ -650,6 +650,7 @@ fn bootstrap_key_uses_respect_every_rule(backend: TestBackend) {
     );
     let used = tx(&t.db, |c| c.bootstrap_key(k.id));
     assert_eq!(used.uses, 2);
+    assert_eq!(used.updated_at, now, "a use dates the key");
     assert_eq!(used.check_usable(now), Err(KeyRejection::UsedUp));
 
     tx(&t.db, |c| c.set_bootstrap_key_active(k.id, false, now));

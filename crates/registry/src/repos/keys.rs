@@ -1,5 +1,9 @@
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::backend::Backend;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{Text, Timestamp};
 use onboard_domain::{
     BootstrapKey, BootstrapKeyFilter, BootstrapKeyId, BootstrapKeyRepository, NewBootstrapKey,
     Page, PageRequest, RepoError,
@@ -123,18 +127,43 @@ impl BootstrapKeyRepository for DbConnection {
         // One statement checks and takes the use: two callers can never both take
         // the last one (PostgreSQL re-checks the WHERE after the row lock; SQLite
         // has one writer at a time).
-        let now = ts(now);
-        let n = diesel::update(
-            k::table
-                .find(id.to_string())
-                .filter(k::active.eq(true))
-                .filter(k::uses.lt(k::max_uses))
-                .filter(k::not_before.le(now))
-                .filter(k::expires_at.gt(now)),
-        )
-        .set((k::uses.eq(k::uses + 1), k::updated_at.eq(now)))
+        let n = ConsumeUse {
+            id: id.to_string(),
+            now: ts(now),
+        }
         .execute(self)
         .repo(ENTITY)?;
         Ok(n == 1)
     }
 }
+
+/// Takes one use of a key, if it has one and is usable now. Written out rather
+/// than built with `diesel::update`, which diesel prepares anew on every call (a
+/// changeset may leave columns out, so it never keeps an `UPDATE` prepared): this
+/// one runs for every registration, and its SQL never changes.
+#[derive(QueryId)]
+struct ConsumeUse {
+    id: String,
+    now: NaiveDateTime,
+}
+
+impl<DB> QueryFragment<DB> for ConsumeUse
+where
+    DB: Backend,
+    String: ToSql<Text, DB>,
+    NaiveDateTime: ToSql<Timestamp, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE bootstrap_keys SET uses = uses + 1, updated_at = ");
+        out.push_bind_param::<Timestamp, _>(&self.now)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<Text, _>(&self.id)?;
+        out.push_sql(" AND active AND uses < max_uses AND not_before <= ");
+        out.push_bind_param::<Timestamp, _>(&self.now)?;
+        out.push_sql(" AND expires_at > ");
+        out.push_bind_param::<Timestamp, _>(&self.now)?;
+        Ok(())
+    }
+}
+
+impl<Conn> RunQueryDsl<Conn> for ConsumeUse {}
