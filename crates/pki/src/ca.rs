@@ -29,6 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::error::PkiError;
 use crate::info::{chain_info, CertificateInfo};
+use crate::issue::IssuerParts;
 use crate::keys;
 use crate::x509util::{asn1_time, name_to_string, random_serial, validity};
 
@@ -94,6 +95,8 @@ pub struct CertificateAuthority {
     pub(crate) cert: X509,
     pub(crate) key: PKey<Private>,
     pub(crate) key_algorithm: KeyAlgorithm,
+    /// What every device certificate carries of this CA, encoded once.
+    pub(crate) issuer: IssuerParts,
     /// The issuing CA first, the self-signed root last.
     chain: Vec<X509>,
     chain_pem: String,
@@ -296,10 +299,12 @@ impl CertificateAuthority {
         for c in &chain {
             chain_pem.push_str(&pem_string(c)?);
         }
+        let issuer = IssuerParts::new(&cert, &key, key_algorithm)?;
         Ok(Self {
             cert,
             key,
             key_algorithm,
+            issuer,
             chain,
             chain_pem,
         })

@@ -21,11 +21,12 @@ use std::fmt;
 use der::{Decode, Encode};
 use onboard_domain::KeyAlgorithm;
 use openssl::bn::BigNumContext;
-use openssl::ec::{EcKey, EcPoint};
+use openssl::ec::{EcKey, EcPoint, PointConversionForm};
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey, Public};
 use openssl::x509::X509Req;
+use x509_cert::spki::SubjectPublicKeyInfoOwned;
 
 use crate::error::PkiError;
 use crate::keys;
@@ -40,6 +41,8 @@ pub const MAX_CSR_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct CheckedCsr {
     pub(crate) public_key: PKey<Public>,
+    /// The key as the certificate carries it (an EC point uncompressed).
+    pub(crate) spki: SubjectPublicKeyInfoOwned,
     pub(crate) key_algorithm: KeyAlgorithm,
 }
 
@@ -122,8 +125,10 @@ pub(crate) fn parse(csr: &[u8]) -> Result<CheckedCsr, PkiError> {
     if !req.verify(&public_key).unwrap_or(false) {
         return Err(PkiError::CsrSignatureInvalid);
     }
+    let public_key = legacy(public_key)?;
     Ok(CheckedCsr {
-        public_key: legacy(public_key)?,
+        spki: SubjectPublicKeyInfoOwned::from_der(&public_key.public_key_to_der()?)?,
+        public_key,
         key_algorithm,
     })
 }
@@ -192,11 +197,12 @@ fn fast_ec(bytes: &[u8], pem: bool) -> Option<CheckedCsr> {
     };
     let info = req.info.to_der().ok()?;
     let signature = req.signature.as_bytes()?;
-    let point = spki.subject_public_key.as_bytes()?;
+    let point_bytes = spki.subject_public_key.as_bytes()?;
 
     let group = keys::curve_group(key_algorithm).ok()?;
     let mut ctx = BigNumContext::new().ok()?;
-    let point = EcPoint::from_bytes(group, point, &mut ctx).ok()?;
+    let point = EcPoint::from_bytes(group, point_bytes, &mut ctx).ok()?;
+    let uncompressed = point_bytes.first() == Some(&4);
     let key = EcKey::from_public_key(group, &point).ok()?;
     let sig = EcdsaSig::from_der(signature).ok()?;
     // OpenSSL's own verify refuses a signature that is not exactly DER.
@@ -207,8 +213,22 @@ fn fast_ec(bytes: &[u8], pem: bool) -> Option<CheckedCsr> {
     if !sig.verify(&hashed, &key).ok()? {
         return None;
     }
+    // A compressed point is written out uncompressed, as OpenSSL did when it
+    // encoded the key for the certificate.
+    let spki = if uncompressed {
+        req.info.public_key
+    } else {
+        let uncompressed = point
+            .to_bytes(group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .ok()?;
+        SubjectPublicKeyInfoOwned {
+            algorithm: req.info.public_key.algorithm,
+            subject_public_key: der::asn1::BitString::from_bytes(&uncompressed).ok()?,
+        }
+    };
     Some(CheckedCsr {
         public_key: PKey::from_ec_key(key).ok()?,
+        spki,
         key_algorithm,
     })
 }

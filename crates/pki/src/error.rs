@@ -104,6 +104,18 @@ pub enum PkiError {
     /// an unexpected library failure). The text is OpenSSL's error queue.
     #[error("OpenSSL failed: {0}")]
     OpenSsl(#[from] ErrorStack),
+
+    /// Encoding or decoding DER with RustCrypto's `der` failed where the data is
+    /// ours (a certificate being issued, the CA's own certificate): a bug or an
+    /// unusable CA, never something a client sent.
+    #[error("DER encoding failed: {0}")]
+    Der(String),
+}
+
+impl From<der::Error> for PkiError {
+    fn from(e: der::Error) -> Self {
+        Self::Der(e.to_string())
+    }
 }
 
 impl PkiError {

@@ -21,12 +21,17 @@ pub(crate) const MAX_VALIDITY_DAYS: u32 = 36_500;
 /// A fresh serial: 16 random octets, top bit cleared (positive) and the next bit set
 /// (so it always encodes in exactly 16 octets and is never zero): 126 random bits.
 pub(crate) fn random_serial() -> Result<(BigNum, CertSerial), PkiError> {
+    let (bytes, serial) = random_serial_bytes()?;
+    Ok((BigNum::from_slice(&bytes)?, serial))
+}
+
+/// [`random_serial`] as the big-endian octets of the (positive) integer.
+pub(crate) fn random_serial_bytes() -> Result<(Vec<u8>, CertSerial), PkiError> {
     let mut bytes = secrets::random_bytes(16)?;
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
-    let bn = BigNum::from_slice(&bytes)?;
     let serial = CertSerial::parse(&hex::encode_upper(&bytes))
         .map_err(|e| PkiError::invalid("serial", e.reason))?;
-    Ok((bn, serial))
+    Ok((bytes.to_vec(), serial))
 }
 
 /// A certificate's serial as the domain type (uppercase hex, whole octets).
@@ -52,6 +57,12 @@ pub(crate) fn serial_bn(serial: &CertSerial) -> Result<BigNum, PkiError> {
 /// SHA-256 of the certificate's DER.
 pub(crate) fn fingerprint(cert: &X509Ref) -> Result<Fingerprint, PkiError> {
     let digest = cert.digest(MessageDigest::sha256())?;
+    Fingerprint::parse(&hex::encode(digest)).map_err(|e| PkiError::invalid("fingerprint", e.reason))
+}
+
+/// SHA-256 of a certificate given as DER.
+pub(crate) fn fingerprint_of_der(der: &[u8]) -> Result<Fingerprint, PkiError> {
+    let digest = openssl::hash::hash(MessageDigest::sha256(), der)?;
     Fingerprint::parse(&hex::encode(digest)).map_err(|e| PkiError::invalid("fingerprint", e.reason))
 }
 
@@ -137,33 +148,28 @@ pub(crate) fn extension_from_der(
     Ok(X509Extension::new_from_der(&oid, critical, &value)?)
 }
 
-const OID_CRL_DISTRIBUTION_POINTS: &str = "2.5.29.31";
 const OID_AUTHORITY_KEY_IDENTIFIER: &str = "2.5.29.35";
 const OID_CRL_REASON: &str = "2.5.29.21";
 
-/// cRLDistributionPoints with one distribution point whose full name is `uri`
-/// (encoded by hand so that no character of the URL is read as OpenSSL config
-/// syntax).
-pub(crate) fn crl_distribution_point(uri: &str) -> Result<X509Extension, PkiError> {
+/// The DER of cRLDistributionPoints with one distribution point whose full name is
+/// `uri` (a visible-ASCII URL: `issue::base_url` checks it).
+pub(crate) fn crl_distribution_point(uri: &str) -> Vec<u8> {
     let general_name = tlv(0x86, uri.as_bytes()); // [6] IMPLICIT IA5String
     let full_name = tlv(0xa0, &general_name); // fullName [0] IMPLICIT GeneralNames
     let dp_name = tlv(0xa0, &full_name); // distributionPoint [0] (CHOICE: explicit)
     let dp = tlv(0x30, &dp_name); // DistributionPoint
-    let der = tlv(0x30, &dp); // CRLDistributionPoints
-    extension_from_der(OID_CRL_DISTRIBUTION_POINTS, false, &der)
+    tlv(0x30, &dp) // CRLDistributionPoints
 }
 
-const OID_AUTHORITY_INFO_ACCESS: &str = "1.3.6.1.5.5.7.1.1";
 /// id-ad-ocsp (1.3.6.1.5.5.7.48.1) as a DER OBJECT IDENTIFIER.
 const ID_AD_OCSP_DER: [u8; 10] = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
 
-/// authorityInfoAccess with one id-ad-ocsp access description at `uri` (encoded by
-/// hand, like the CRL distribution point).
-pub(crate) fn ocsp_access(uri: &str) -> Result<X509Extension, PkiError> {
+/// The DER of authorityInfoAccess with one id-ad-ocsp access description at `uri`
+/// (like the CRL distribution point).
+pub(crate) fn ocsp_access(uri: &str) -> Vec<u8> {
     let mut description = ID_AD_OCSP_DER.to_vec();
     description.extend(tlv(0x86, uri.as_bytes())); // uniformResourceIdentifier [6]
-    let der = tlv(0x30, &tlv(0x30, &description));
-    extension_from_der(OID_AUTHORITY_INFO_ACCESS, false, &der)
+    tlv(0x30, &tlv(0x30, &description))
 }
 
 /// authorityKeyIdentifier with only the key identifier (for CRLs, which have no
@@ -224,7 +230,6 @@ mod tests {
 
     #[test]
     fn hand_encoded_extensions_parse() {
-        crl_distribution_point("https://onboard.example/public/v1/crl").unwrap();
         authority_key_id(&[7; 20]).unwrap();
         crl_reason(1).unwrap();
     }

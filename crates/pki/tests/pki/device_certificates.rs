@@ -92,6 +92,7 @@ fn check_one(dir: &Path, ca: &CertificateAuthority, name: &str, cert: &IssuedCer
         "TLS Web Client Authentication".to_owned(),
         format!("URI:{BASE_URL}/devices/{id}"),
         format!("URI:{BASE_URL}/public/v1/crl"),
+        format!("OCSP - URI:{BASE_URL}/public/v1/ocsp"),
         "X509v3 Subject Key Identifier".to_owned(),
         "X509v3 Authority Key Identifier".to_owned(),
     ] {
