@@ -1,4 +1,10 @@
 //! Row types as stored, and their conversion to and from the domain's entities.
+//!
+//! Every `Insertable` row binds `None` as `NULL` (`treat_none_as_default_value =
+//! false`) instead of writing `DEFAULT`: with `DEFAULT` the SQL depends on the
+//! values, so diesel never keeps the statement prepared on PostgreSQL and parsed
+//! and planned every insert again. No nullable column has a default other than
+//! `NULL`, so what is stored is the same.
 
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
@@ -47,7 +53,7 @@ fn model_code(s: Option<String>) -> Result<Option<ModelCode>, RepoError> {
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = device_models)]
+#[diesel(table_name = device_models, treat_none_as_default_value = false)]
 pub(crate) struct ModelRow {
     pub code: String,
     pub name: String,
@@ -100,7 +106,7 @@ impl ModelRow {
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = bootstrap_keys)]
+#[diesel(table_name = bootstrap_keys, treat_none_as_default_value = false)]
 pub(crate) struct KeyRow {
     pub id: String,
     pub batch: String,
@@ -136,7 +142,7 @@ impl KeyRow {
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = devices)]
+#[diesel(table_name = devices, treat_none_as_default_value = false)]
 pub(crate) struct DeviceRow {
     pub id: String,
     pub serial: String,
@@ -185,7 +191,7 @@ impl DeviceRow {
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = certificates)]
+#[diesel(table_name = certificates, treat_none_as_default_value = false)]
 pub(crate) struct CertificateRow {
     pub id: String,
     pub device_id: String,
@@ -229,7 +235,7 @@ impl CertificateRow {
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = audit_events)]
+#[diesel(table_name = audit_events, treat_none_as_default_value = false)]
 pub(crate) struct AuditRow {
     pub id: String,
     pub occurred_at: NaiveDateTime,

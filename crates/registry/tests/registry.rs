@@ -49,7 +49,7 @@ use firmware::model_firmware_is_set_replaced_and_cascades;
 use group::grouped_writers_share_a_commit_and_fail_alone;
 use more::{
     bundles_are_taken_once_and_purged_when_expired, crl_numbers_only_grow,
-    failed_transactions_leave_nothing,
+    failed_transactions_leave_nothing, registration_statements_stay_prepared,
 };
 
 on_both_backends!(
@@ -79,6 +79,11 @@ on_both_backends!(
     renewals_are_found_once_their_newest_certificate_is_old_enough,
     grouped_writers_share_a_commit_and_fail_alone,
 );
+
+#[test]
+fn postgres_registration_statements_stay_prepared() {
+    registration_statements_stay_prepared();
+}
 
 #[test]
 fn sqlite_a_panicking_writer_fails_its_group_and_the_next_one_commits() {

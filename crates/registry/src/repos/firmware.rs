@@ -11,7 +11,7 @@ use crate::schema::model_firmware as f;
 const ENTITY: &str = "device model firmware";
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = f)]
+#[diesel(table_name = f, treat_none_as_default_value = false)]
 struct FirmwareRow {
     model_code: String,
     version: String,

@@ -90,3 +90,51 @@ pub fn bundles_are_taken_once_and_purged_when_expired(backend: TestBackend) {
     };
     assert_eq!(left, 1, "only h2 still holds its content");
 }
+
+/// PostgreSQL: the statements of a registration (the device, certificate and audit
+/// inserts, the key-use update) are prepared once per connection and reused, not
+/// parsed and planned again for every device. An insert that wrote `DEFAULT` for
+/// a `None` would be sent unnamed each time and never appear here.
+pub fn registration_statements_stay_prepared() {
+    #[derive(QueryableByName)]
+    struct Prepared {
+        #[diesel(sql_type = Text)]
+        statement: String,
+    }
+    let t = TestDb::migrated(TestBackend::Postgres);
+    let mut conn = t.db.connection().unwrap();
+    let c: &mut DbConnection = &mut conn;
+    let key = new_key("prep", "obprep01", 10, t0());
+    c.insert_bootstrap_keys(std::slice::from_ref(&key)).unwrap();
+    for n in 0..3 {
+        let at = t0() + Duration::seconds(n);
+        let device = c
+            .insert_device(&new_device(&format!("SN-prep-{n}"), at))
+            .unwrap();
+        c.insert_certificate(&new_cert(device.id, &format!("0{}", n + 1), at))
+            .unwrap();
+        // `None` in its optional columns (reason, serial, key prefix, address).
+        let mut event = audit("device.register", AuditOutcome::Success, None, at);
+        event.reason = None;
+        event.serial = None;
+        event.key_prefix = None;
+        event.remote_addr = None;
+        c.append_audit(&event).unwrap();
+        assert!(c.consume_bootstrap_key_use(key.id, at).unwrap());
+    }
+    let prepared: Vec<String> = diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+        .load::<Prepared>(c)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.statement)
+        .collect();
+    for start in [
+        "INSERT INTO \"devices\"",
+        "INSERT INTO \"certificates\"",
+        "INSERT INTO \"audit_events\"",
+        "UPDATE bootstrap_keys SET uses = uses + 1",
+    ] {
+        let n = prepared.iter().filter(|s| s.starts_with(start)).count();
+        assert_eq!(n, 1, "{start}: {n} prepared statements in {prepared:#?}");
+    }
+}
