@@ -324,7 +324,8 @@ impl Onboard {
             other => other.into(),
         })?;
         let certificate = match &p.cert_row {
-            Some(row) => Some(tx.insert_certificate(row)?),
+            // The device is created just above: its first certificate.
+            Some(row) => Some(tx.insert_first_certificate(row)?),
             None => None,
         };
         if let Some((_, row)) = &p.secret {

@@ -186,10 +186,19 @@ pub trait DeviceRepository {
 }
 
 pub trait CertificateRepository {
-    /// `Conflict` when the serial number was used before.
+    /// Stores an active certificate of a device that may hold others (a renewal, a
+    /// registration again), and keeps the renewal marks the reconciler reads
+    /// ([`CertificateRepository::renewals_older_than`]). `Conflict` when the
+    /// serial number was used before.
     fn insert_certificate(&mut self, cert: &NewCertificate) -> Result<Certificate, RepoError>;
-    /// Many certificates in a few statements, in order; `Conflict` as above, for
-    /// all of them.
+    /// [`CertificateRepository::insert_certificate`] for the first certificate of
+    /// a device created in the same transaction: it can have no other, so there is
+    /// no mark to keep (one statement less for every registration).
+    fn insert_first_certificate(&mut self, cert: &NewCertificate)
+        -> Result<Certificate, RepoError>;
+    /// Many first certificates (as [`CertificateRepository::insert_first_certificate`],
+    /// a bulk import's new devices) in a few statements, in order; `Conflict` as
+    /// above, for all of them.
     fn insert_certificates(
         &mut self,
         certs: &[NewCertificate],
@@ -202,7 +211,8 @@ pub trait CertificateRepository {
     fn certificates_of_device(&mut self, device: DeviceId) -> Result<Vec<Certificate>, RepoError>;
     /// Devices holding more than one active certificate whose newest was created
     /// at or before `cutoff`, with that newest certificate (renewals whose grace
-    /// period is over).
+    /// period is over), ordered by device. Reads only the certificates that have a
+    /// newer active one, not the fleet.
     fn renewals_older_than(
         &mut self,
         cutoff: DateTime<Utc>,

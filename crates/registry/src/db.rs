@@ -418,6 +418,19 @@ impl Database {
         Ok(reverted.iter().map(|v| v.to_string()).collect())
     }
 
+    /// Reverts the newest applied migration; returns its version (tests of an
+    /// upgrade: revert, write what an older version wrote, migrate again).
+    pub fn revert_last_migration(&self) -> Result<String, RegistryError> {
+        let mut conn = self.connection()?;
+        let harness: &mut DbConnection = &mut conn;
+        let reverted = match harness {
+            DbConnection::Pg(c) => c.revert_last_migration(PG_MIGRATIONS),
+            DbConnection::Sqlite(c) => c.revert_last_migration(SQLITE_MIGRATIONS),
+        }
+        .map_err(|e| RegistryError::Migration(e.to_string()))?;
+        Ok(reverted.to_string())
+    }
+
     /// The migrations not applied yet.
     pub fn pending_migrations(&self) -> Result<Vec<String>, RegistryError> {
         let mut conn = self.connection()?;

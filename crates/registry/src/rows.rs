@@ -207,6 +207,9 @@ pub(crate) struct CertificateRow {
     pub revocation_reason: Option<String>,
     pub pem: String,
     pub created_at: NaiveDateTime,
+    /// See migration `2026-12-05-000001_certificate_renewals`; kept by the
+    /// certificate repository, never part of the domain's certificate.
+    pub renewed_at: Option<NaiveDateTime>,
 }
 
 impl CertificateRow {

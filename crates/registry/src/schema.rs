@@ -72,6 +72,7 @@ diesel::table! {
         revocation_reason -> Nullable<Text>,
         pem -> Text,
         created_at -> Timestamp,
+        renewed_at -> Nullable<Timestamp>,
     }
 }
 

@@ -37,7 +37,7 @@ mod group;
 mod more;
 use batches::batches_insert_in_order_and_fail_as_a_whole;
 use credentials::{
-    mqtt_credentials_are_one_per_device_and_replaced,
+    mqtt_credentials_are_one_per_device_and_replaced, renewal_marks_follow_the_active_certificates,
     renewals_are_found_once_their_newest_certificate_is_old_enough,
 };
 use effects::{
@@ -77,6 +77,7 @@ on_both_backends!(
     a_use_taken_in_a_rolled_back_transaction_is_not_spent,
     mqtt_credentials_are_one_per_device_and_replaced,
     renewals_are_found_once_their_newest_certificate_is_old_enough,
+    renewal_marks_follow_the_active_certificates,
     grouped_writers_share_a_commit_and_fail_alone,
 );
 

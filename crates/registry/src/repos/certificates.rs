@@ -1,5 +1,6 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::query_builder::{QueryFragment, QueryId};
 use onboard_domain::{
     CertSerial, Certificate, CertificateId, CertificateRepository, CertificateStatus, DeviceId,
     NewCertificate, RepoError, RevocationReason,
@@ -39,11 +40,57 @@ fn certificate_row(c: &NewCertificate) -> CertificateRow {
         revocation_reason: None,
         pem: c.pem.clone(),
         created_at: ts(c.created_at),
+        renewed_at: None,
+    }
+}
+
+/// Sets `renewed_at` of each active certificate of a device to the creation time
+/// of the newest strictly newer active certificate of the same device, or `NULL`
+/// when there is none (migration `2026-12-05-000001_certificate_renewals`). Run
+/// after every change of the device's active certificates, so the marks always
+/// say what grouping the device's certificates would.
+#[derive(QueryId)]
+struct RefreshRenewals {
+    device_id: String,
+}
+
+impl<DB> QueryFragment<DB> for RefreshRenewals
+where
+    DB: diesel::backend::Backend,
+    String: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> QueryResult<()> {
+        out.push_sql(
+            "UPDATE certificates SET renewed_at = (SELECT max(n.created_at) \
+             FROM certificates n WHERE n.device_id = certificates.device_id \
+             AND n.status = 'active' AND n.created_at > certificates.created_at) \
+             WHERE status = 'active' AND device_id = ",
+        );
+        out.push_bind_param::<diesel::sql_types::Text, _>(&self.device_id)?;
+        Ok(())
+    }
+}
+
+impl<Conn> RunQueryDsl<Conn> for RefreshRenewals {}
+
+impl DbConnection {
+    fn refresh_renewals(&mut self, device_id: String) -> Result<(), RepoError> {
+        RefreshRenewals { device_id }.execute(self).repo(ENTITY)?;
+        Ok(())
     }
 }
 
 impl CertificateRepository for DbConnection {
     fn insert_certificate(&mut self, c: &NewCertificate) -> Result<Certificate, RepoError> {
+        let certificate = self.insert_first_certificate(c)?;
+        self.refresh_renewals(c.device_id.to_string())?;
+        Ok(certificate)
+    }
+
+    fn insert_first_certificate(&mut self, c: &NewCertificate) -> Result<Certificate, RepoError> {
         let row = certificate_row(c);
         diesel::insert_into(certificates::table)
             .values(&row)
@@ -90,20 +137,18 @@ impl CertificateRepository for DbConnection {
         &mut self,
         cutoff: DateTime<Utc>,
     ) -> Result<Vec<(DeviceId, CertificateId)>, RepoError> {
-        use diesel::dsl::{count_star, max};
-        let active = CertificateStatus::Active.as_str();
-        let groups: Vec<(String, Option<chrono::NaiveDateTime>)> = certificates::table
-            .filter(certificates::status.eq(active))
-            .group_by(certificates::device_id)
-            .having(count_star().gt(1))
-            .select((certificates::device_id, max(certificates::created_at)))
-            .load(self)
-            .repo(ENTITY)?;
+        // Only the certificates with a newer active one carry a mark, so this reads
+        // the renewals in their grace period, not the fleet. Without `DISTINCT`:
+        // SQLite would rather walk the device index than sort, and read it all.
+        let devices: std::collections::BTreeSet<String> = certificates::table
+            .filter(certificates::renewed_at.le(ts(cutoff)))
+            .select(certificates::device_id)
+            .load::<String>(self)
+            .repo(ENTITY)?
+            .into_iter()
+            .collect();
         let mut out = Vec::new();
-        for (device, newest) in groups {
-            if newest.is_none_or(|t| t > ts(cutoff)) {
-                continue;
-            }
+        for device in devices {
             let id = DeviceId(crate::rows::uuid("device id", &device)?);
             let newest = self
                 .certificates_of_device(id)?
@@ -123,7 +168,7 @@ impl CertificateRepository for DbConnection {
         at: DateTime<Utc>,
         reason: RevocationReason,
     ) -> Result<Certificate, RepoError> {
-        diesel::update(
+        let n = diesel::update(
             certificates::table
                 .find(id.to_string())
                 .filter(certificates::status.eq(CertificateStatus::Active.as_str())),
@@ -132,20 +177,26 @@ impl CertificateRepository for DbConnection {
             certificates::status.eq(CertificateStatus::Revoked.as_str()),
             certificates::revoked_at.eq(Some(ts(at))),
             certificates::revocation_reason.eq(Some(reason.as_str())),
+            certificates::renewed_at.eq(None::<chrono::NaiveDateTime>),
         ))
         .execute(self)
         .repo(ENTITY)?;
-        self.certificate(id)
+        let certificate = self.certificate(id)?;
+        if n == 1 {
+            self.refresh_renewals(certificate.device_id.to_string())?;
+        }
+        Ok(certificate)
     }
 
     fn delete_certificate(&mut self, id: CertificateId) -> Result<(), RepoError> {
+        let device = self.certificate(id)?.device_id;
         let n = diesel::delete(certificates::table.find(id.to_string()))
             .execute(self)
             .repo(ENTITY)?;
         if n == 0 {
             return Err(RepoError::NotFound { entity: ENTITY });
         }
-        Ok(())
+        self.refresh_renewals(device.to_string())
     }
 
     fn revocation_count(&mut self) -> Result<i64, RepoError> {

@@ -65,3 +65,131 @@ pub fn renewals_are_found_once_their_newest_certificate_is_old_enough(backend: T
     });
     assert!(tx(&t.db, |c| c.renewals_older_than(after)).is_empty());
 }
+
+/// The renewal marks (`certificates.renewed_at`) say at every step what grouping a
+/// device's active certificates would: out-of-order inserts, a newer certificate
+/// revoked again (a rotation that timed out), the last renewal retired; the
+/// migration writes them for certificates stored before it; and the reconciler's
+/// query reads them through the partial index, not the table.
+pub fn renewal_marks_follow_the_active_certificates(backend: TestBackend) {
+    use onboard_registry::schema::certificates;
+    let t = TestDb::migrated(backend);
+    let marks = |db: &Database| -> Vec<(String, Option<chrono::NaiveDateTime>)> {
+        let mut conn = db.connection().unwrap();
+        certificates::table
+            .filter(certificates::renewed_at.is_not_null())
+            .order(certificates::serial.asc())
+            .select((certificates::serial, certificates::renewed_at))
+            .load(&mut *conn)
+            .unwrap()
+    };
+    let at = |h: i64| t0() + Duration::hours(h);
+    let naive = |h: i64| Some(at(h).naive_utc());
+    let d = tx(&t.db, |c| c.insert_device(&new_device("SN-marks", t0())));
+    let cert = |serial: &str, h: i64, fp: &str| {
+        let mut c = new_cert(d.id, serial, at(h));
+        c.fingerprint = Fingerprint::parse(&fp.repeat(32)).unwrap();
+        c
+    };
+    let (a, b, c3, e) = (
+        cert("0B01", 0, "a1"),
+        cert("0B02", 1, "b2"),
+        cert("0B03", 3, "c3"),
+        cert("0B04", 4, "d4"),
+    );
+    // The newer one first.
+    tx(&t.db, |c| c.insert_certificate(&b));
+    tx(&t.db, |c| c.insert_certificate(&a));
+    assert_eq!(marks(&t.db), vec![("0B01".into(), naive(1))]);
+    assert_eq!(
+        tx(&t.db, |c| c.renewals_older_than(at(2))),
+        vec![(d.id, b.id)]
+    );
+    // A newer certificate, then revoked: back to where it was.
+    tx(&t.db, |c| c.insert_certificate(&c3));
+    assert_eq!(
+        marks(&t.db),
+        vec![("0B01".into(), naive(3)), ("0B02".into(), naive(3))]
+    );
+    assert!(tx(&t.db, |c| c.renewals_older_than(at(2))).is_empty());
+    tx(&t.db, |c| {
+        c.revoke_certificate(c3.id, at(3), RevocationReason::CessationOfOperation)
+    });
+    assert_eq!(marks(&t.db), vec![("0B01".into(), naive(1))]);
+    assert_eq!(
+        tx(&t.db, |c| c.renewals_older_than(at(2))),
+        vec![(d.id, b.id)]
+    );
+    // The renewal retired: no mark is left, nothing is found however late.
+    tx(&t.db, |c| {
+        c.revoke_certificate(a.id, at(2), RevocationReason::Superseded)
+    });
+    assert!(marks(&t.db).is_empty());
+    assert!(tx(&t.db, |c| c.renewals_older_than(at(1000))).is_empty());
+
+    // The query plan reads the partial index (the same query as the repository's).
+    // Checked before the migration runs again below: PostgreSQL does not use an
+    // index built over updated rows (`indcheckxmin`) until every older snapshot
+    // of the server has ended, which other tests' transactions may delay.
+    #[derive(QueryableByName)]
+    struct PlanLine {
+        #[diesel(sql_type = Text)]
+        line: String,
+    }
+    {
+        let mut conn = t.db.connection().unwrap();
+        let conn: &mut DbConnection = &mut conn;
+        let plan: Vec<PlanLine> = match backend {
+            TestBackend::Sqlite => diesel::sql_query(
+                "EXPLAIN QUERY PLAN SELECT device_id FROM certificates WHERE renewed_at <= ?",
+            )
+            .bind::<diesel::sql_types::Timestamp, _>(at(5).naive_utc())
+            .load::<PlanDetail>(conn)
+            .unwrap()
+            .into_iter()
+            .map(|p| PlanLine { line: p.detail })
+            .collect(),
+            TestBackend::Postgres => {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute("SET enable_seqscan = off").unwrap();
+                diesel::sql_query(
+                    "EXPLAIN SELECT device_id FROM certificates \
+                 WHERE renewed_at <= '2030-01-01 00:00:00'",
+                )
+                .load::<PlanLineQueryPlan>(conn)
+                .unwrap()
+                .into_iter()
+                .map(|p| PlanLine { line: p.plan })
+                .collect()
+            }
+        };
+        let plan: Vec<String> = plan.into_iter().map(|p| p.line).collect();
+        assert!(
+            plan.iter().any(|l| l.contains("certificates_renewed_idx")),
+            "{plan:#?}"
+        );
+    }
+
+    // Certificates stored before the migration get their marks from it.
+    tx(&t.db, |c| c.insert_certificate(&e));
+    assert_eq!(marks(&t.db), vec![("0B02".into(), naive(4))]);
+    while t.db.revert_last_migration().unwrap() != "20261205000001" {}
+    t.db.run_migrations().unwrap();
+    assert_eq!(marks(&t.db), vec![("0B02".into(), naive(4))]);
+    assert_eq!(
+        tx(&t.db, |c| c.renewals_older_than(at(5))),
+        vec![(d.id, e.id)]
+    );
+}
+
+#[derive(QueryableByName)]
+struct PlanDetail {
+    #[diesel(sql_type = Text)]
+    detail: String,
+}
+
+#[derive(QueryableByName)]
+struct PlanLineQueryPlan {
+    #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+    plan: String,
+}
