@@ -82,6 +82,63 @@ cfssl_run() {
     "http://127.0.0.1:$cfssl_port" | grep RESULT | sed 's/^RESULT //'
 }
 
+# Fills the registry with `fleet` active certificate devices as a registration
+# leaves them (as rows, like the rotation benchmark does): the device, its
+# certificate (a PEM-sized text) and its audit event. The registrations then run
+# beside a large fleet, and so does the reconciler's pass every
+# broker.reconcile_seconds.
+fill() {
+  local backend="$1" url="$2"
+  local now; now="$(date -u '+%Y-%m-%d %H:%M:%S')"
+  local later; later="$(date -u -d '+365 days' '+%Y-%m-%d %H:%M:%S')"
+  if [ "$backend" = sqlite ]; then
+    sqlite3 "${url#sqlite://}" "BEGIN;
+      CREATE TEMP TABLE n AS WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < $fleet) SELECT i FROM c;
+      INSERT INTO devices (id, serial, name, model_code, location, firmware_version, status,
+        bootstrap_key_id, batch, config, metadata, created_at, updated_at, credential)
+      SELECT printf('00000000-0000-7000-8000-%012d', i), 'FLEET-' || i, 'FLEET-' || i, NULL, '',
+        '1.0.0', 'active', NULL, NULL, '{}', '{}', '$now', '$now', 'certificate' FROM n;
+      INSERT INTO certificates (id, device_id, serial, fingerprint, subject, issuer, key_algorithm,
+        not_before, not_after, status, revoked_at, revocation_reason, pem, created_at)
+      SELECT printf('00000000-0000-7000-9000-%012d', i), printf('00000000-0000-7000-8000-%012d', i),
+        printf('%032X', i), printf('%064x', i), printf('CN=00000000-0000-7000-8000-%012d', i),
+        'CN=Onboard CA', 'ecdsa-p256', '$now', '$later', 'active', NULL, NULL,
+        replace(hex(zeroblob(380)), '0', 'A'), '$now' FROM n;
+      INSERT INTO audit_events (id, occurred_at, actor, action, outcome, reason, device_id, serial,
+        key_prefix, remote_addr, details)
+      SELECT printf('00000000-0000-7000-a000-%012d', i), '$now', 'device:127.0.0.1', 'device.register',
+        'success', NULL, printf('00000000-0000-7000-8000-%012d', i), 'FLEET-' || i, 'obk_fill',
+        '127.0.0.1', '{\"reregistration\":false,\"csr\":true}' FROM n;
+      COMMIT;"
+  else
+    psql -q "$url" -c "BEGIN;
+      INSERT INTO devices (id, serial, name, model_code, location, firmware_version,
+        status, bootstrap_key_id, batch, config, metadata, created_at, updated_at, credential)
+      SELECT '00000000-0000-7000-8000-' || lpad(i::text, 12, '0'), 'FLEET-' || i, 'FLEET-' || i,
+        NULL, '', '1.0.0', 'active', NULL, NULL, '{}', '{}', '$now', '$now', 'certificate'
+      FROM generate_series(1, $fleet) AS i;
+      INSERT INTO certificates (id, device_id, serial, fingerprint, subject, issuer, key_algorithm,
+        not_before, not_after, status, revoked_at, revocation_reason, pem, created_at)
+      SELECT '00000000-0000-7000-9000-' || lpad(i::text, 12, '0'),
+        '00000000-0000-7000-8000-' || lpad(i::text, 12, '0'), lpad(upper(to_hex(i)), 32, '0'),
+        lpad(to_hex(i), 64, '0'), 'CN=00000000-0000-7000-8000-' || lpad(i::text, 12, '0'),
+        'CN=Onboard CA', 'ecdsa-p256', '$now', '$later', 'active', NULL, NULL, repeat('A', 760), '$now'
+      FROM generate_series(1, $fleet) AS i;
+      INSERT INTO audit_events (id, occurred_at, actor, action, outcome, reason, device_id, serial,
+        key_prefix, remote_addr, details)
+      SELECT '00000000-0000-7000-a000-' || lpad(i::text, 12, '0'), '$now', 'device:127.0.0.1',
+        'device.register', 'success', NULL, '00000000-0000-7000-8000-' || lpad(i::text, 12, '0'),
+        'FLEET-' || i, 'obk_fill', '127.0.0.1', '{\"reregistration\":false,\"csr\":true}'
+      FROM generate_series(1, $fleet) AS i;
+      COMMIT; ANALYZE;"
+  fi
+}
+
+run() {
+  wrk -t2 -c"$connections" -d"$duration" --latency -s "$root/bench/cfssl.lua" \
+    "http://127.0.0.1:$cfssl_port" | grep RESULT | sed 's/^RESULT //'
+}
+
 # Fills the registry with `fleet` active certificate devices (as rows, like the
 # rotation benchmark does): the registrations then run beside a large fleet.
 fill() {
