@@ -17,8 +17,8 @@ use std::fmt;
 use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{
     AuditOutcome, AuditRepository, CertificateId, CertificateRepository, CertificateStatus,
-    CredentialKind, DeviceId, DeviceRepository, DeviceStatus, Effect, FleetGeneration,
-    RevocationReason, Rotation, RotationRepository, RotationState, Store,
+    CredentialKind, DeviceId, DeviceRepository, DeviceStatus, DeviceUpdate, Effect,
+    FleetGeneration, RevocationReason, Rotation, RotationRepository, RotationState, Store,
 };
 use onboard_rotation::{start_slots, transition, Schedule};
 use serde::Serialize;
@@ -212,6 +212,24 @@ pub(crate) fn with_fleet_queued<T: RotationRepository>(
     Ok(counts)
 }
 
+/// Holds the device's row for the rest of the transaction, whatever its status,
+/// before the device's certificates change: every use case that changes them
+/// starts this way (`DeviceRepository::update_device_if`), so two of them on one
+/// device run one after the other, each seeing what the other committed (the
+/// registry's renewal marks depend on it), and always take the device's row
+/// before any certificate's (no deadlock between them). A device that is gone
+/// has nothing left to change.
+fn hold_device<T: DeviceRepository>(
+    tx: &mut T,
+    device: DeviceId,
+    now: DateTime<Utc>,
+) -> Result<(), CoreError> {
+    match tx.update_device_if(device, DeviceStatus::ALL, &DeviceUpdate::default(), now) {
+        Ok(_) | Err(onboard_domain::RepoError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn in_service(status: DeviceStatus) -> bool {
     matches!(status, DeviceStatus::Registered | DeviceStatus::Active)
 }
@@ -311,6 +329,7 @@ impl Onboard {
     fn time_out(&self, device: DeviceId, now: DateTime<Utc>) -> Result<bool, CoreError> {
         let mut effects = Vec::new();
         let done = self.store().transaction(|tx| -> Result<_, CoreError> {
+            hold_device(tx, device, now)?;
             let Some(mut r) = tx.rotation(device)? else {
                 return Ok(false);
             };
@@ -623,6 +642,7 @@ impl Onboard {
         let now = self.clock().now();
         let mut effects = Vec::new();
         let done = self.store().transaction(|tx| -> Result<_, CoreError> {
+            hold_device(tx, device, now)?;
             let Some(mut r) = tx.rotation(device)? else {
                 return Ok(false);
             };

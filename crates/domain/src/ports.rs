@@ -189,7 +189,11 @@ pub trait CertificateRepository {
     /// Stores an active certificate of a device that may hold others (a renewal, a
     /// registration again), and keeps the renewal marks the reconciler reads
     /// ([`CertificateRepository::renewals_older_than`]). `Conflict` when the
-    /// serial number was used before.
+    /// serial number was used before. The marks are computed from the device's
+    /// certificates as this transaction sees them, so a use case that changes a
+    /// device's certificates (this, [`CertificateRepository::revoke_certificate`])
+    /// first holds the device's row (`DeviceRepository::update_device_if`), as
+    /// every one here does: two of them on one device then run one after the other.
     fn insert_certificate(&mut self, cert: &NewCertificate) -> Result<Certificate, RepoError>;
     /// [`CertificateRepository::insert_certificate`] for the first certificate of
     /// a device created in the same transaction: it can have no other, so there is
