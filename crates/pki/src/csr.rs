@@ -127,7 +127,13 @@ pub(crate) fn parse(csr: &[u8]) -> Result<CheckedCsr, PkiError> {
     }
     let public_key = legacy(public_key)?;
     Ok(CheckedCsr {
-        spki: SubjectPublicKeyInfoOwned::from_der(&public_key.public_key_to_der()?)?,
+        // OpenSSL's own encoding of a key it parsed: canonical DER, which
+        // `x509-cert` reads; were it not, that is still about the CSR's key.
+        spki: SubjectPublicKeyInfoOwned::from_der(&public_key.public_key_to_der()?).map_err(
+            |_| PkiError::CsrMalformed {
+                reason: "its public key cannot be encoded in a certificate",
+            },
+        )?,
         public_key,
         key_algorithm,
     })

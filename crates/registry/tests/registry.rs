@@ -37,6 +37,7 @@ mod group;
 mod more;
 use batches::batches_insert_in_order_and_fail_as_a_whole;
 use credentials::{
+    concurrent_changes_of_one_device_keep_the_marks,
     mqtt_credentials_are_one_per_device_and_replaced, renewal_marks_follow_the_active_certificates,
     renewals_are_found_once_their_newest_certificate_is_old_enough,
 };
@@ -78,6 +79,7 @@ on_both_backends!(
     mqtt_credentials_are_one_per_device_and_replaced,
     renewals_are_found_once_their_newest_certificate_is_old_enough,
     renewal_marks_follow_the_active_certificates,
+    concurrent_changes_of_one_device_keep_the_marks,
     grouped_writers_share_a_commit_and_fail_alone,
 );
 

@@ -193,3 +193,70 @@ struct PlanLineQueryPlan {
     #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
     plan: String,
 }
+
+/// Two transactions change one device's certificates at once, each holding the
+/// device's row first (`update_device_if`, as every use case does): a renewal
+/// inserts a newer certificate while a second one revokes the middle one. The
+/// second waits for the first and computes the marks from what it committed, so
+/// the oldest certificate keeps its mark for the newest. (On PostgreSQL the row
+/// locks the first one's marks take would make the second wait here even
+/// without the device's row; the device's row is what orders two renewals, whose
+/// inserts lock nothing the other reads.)
+pub fn concurrent_changes_of_one_device_keep_the_marks(backend: TestBackend) {
+    use onboard_registry::schema::certificates;
+    let t = TestDb::migrated(backend);
+    let at = |h: i64| t0() + Duration::hours(h);
+    let d = tx(&t.db, |c| c.insert_device(&new_device("SN-race", t0())));
+    let cert = |serial: &str, h: i64, fp: &str| {
+        let mut c = new_cert(d.id, serial, at(h));
+        c.fingerprint = Fingerprint::parse(&fp.repeat(32)).unwrap();
+        c
+    };
+    let (a, b, c3) = (
+        cert("0C01", 0, "a1"),
+        cert("0C02", 1, "b2"),
+        cert("0C03", 2, "c3"),
+    );
+    tx(&t.db, |c| c.insert_certificate(&a));
+    tx(&t.db, |c| c.insert_certificate(&b));
+    let (device, when) = (d.id, at(2));
+    let hold = move |c: &mut DbConnection| {
+        c.update_device_if(device, DeviceStatus::ALL, &DeviceUpdate::default(), when)
+            .map(|_| ())
+    };
+    let inserted = Arc::new(Barrier::new(2));
+    let renewal = {
+        let db = t.db.clone();
+        let inserted = inserted.clone();
+        let c3 = c3.clone();
+        std::thread::spawn(move || {
+            db.transaction(|c| -> Result<(), RepoError> {
+                hold(c)?;
+                c.insert_certificate(&c3)?;
+                inserted.wait();
+                // Long enough for the other transaction to be waiting on the row.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                Ok(())
+            })
+            .unwrap();
+        })
+    };
+    inserted.wait();
+    tx(&t.db, |c| {
+        hold(c)?;
+        c.revoke_certificate(b.id, at(2), RevocationReason::Superseded)
+    });
+    renewal.join().unwrap();
+    let mut conn = t.db.connection().unwrap();
+    let marks: Vec<(String, Option<chrono::NaiveDateTime>)> = certificates::table
+        .filter(certificates::renewed_at.is_not_null())
+        .order(certificates::serial.asc())
+        .select((certificates::serial, certificates::renewed_at))
+        .load(&mut *conn)
+        .unwrap();
+    assert_eq!(marks, vec![("0C01".into(), Some(at(2).naive_utc()))]);
+    assert_eq!(
+        tx(&t.db, |c| c.renewals_older_than(at(3))),
+        vec![(d.id, c3.id)]
+    );
+}
