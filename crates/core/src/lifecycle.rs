@@ -186,3 +186,21 @@ impl Onboard {
         })
     }
 }
+
+/// Holds the device's row for the rest of the transaction, whatever its status,
+/// before the device's certificates change: every use case that changes them
+/// starts this way (`DeviceRepository::update_device_if`), so two of them on one
+/// device run one after the other, each seeing what the other committed (the
+/// registry's renewal marks depend on it), and always take the device's row
+/// before any certificate's (no deadlock between them). A device that is gone
+/// has nothing left to change.
+pub(crate) fn hold_device<T: DeviceRepository>(
+    tx: &mut T,
+    device: DeviceId,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), CoreError> {
+    match tx.update_device_if(device, DeviceStatus::ALL, &DeviceUpdate::default(), now) {
+        Ok(_) | Err(onboard_domain::RepoError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

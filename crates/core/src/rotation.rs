@@ -17,8 +17,8 @@ use std::fmt;
 use chrono::{DateTime, Duration, Utc};
 use onboard_domain::{
     AuditOutcome, AuditRepository, CertificateId, CertificateRepository, CertificateStatus,
-    CredentialKind, DeviceId, DeviceRepository, DeviceStatus, DeviceUpdate, Effect,
-    FleetGeneration, RevocationReason, Rotation, RotationRepository, RotationState, Store,
+    CredentialKind, DeviceId, DeviceRepository, DeviceStatus, Effect, FleetGeneration,
+    RevocationReason, Rotation, RotationRepository, RotationState, Store,
 };
 use onboard_rotation::{start_slots, transition, Schedule};
 use serde::Serialize;
@@ -27,6 +27,7 @@ use serde_json::json;
 use crate::app::Onboard;
 use crate::audit::{Actor, Audit};
 use crate::error::CoreError;
+use crate::lifecycle::hold_device;
 
 /// How many rotations one query of a cycle looks at.
 const BATCH: i64 = 100;
@@ -210,24 +211,6 @@ pub(crate) fn with_fleet_queued<T: RotationRepository>(
     counts.push((RotationState::Queued.as_str().to_string(), queued));
     counts.push((RotationState::Ok.as_str().to_string(), -records));
     Ok(counts)
-}
-
-/// Holds the device's row for the rest of the transaction, whatever its status,
-/// before the device's certificates change: every use case that changes them
-/// starts this way (`DeviceRepository::update_device_if`), so two of them on one
-/// device run one after the other, each seeing what the other committed (the
-/// registry's renewal marks depend on it), and always take the device's row
-/// before any certificate's (no deadlock between them). A device that is gone
-/// has nothing left to change.
-fn hold_device<T: DeviceRepository>(
-    tx: &mut T,
-    device: DeviceId,
-    now: DateTime<Utc>,
-) -> Result<(), CoreError> {
-    match tx.update_device_if(device, DeviceStatus::ALL, &DeviceUpdate::default(), now) {
-        Ok(_) | Err(onboard_domain::RepoError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn in_service(status: DeviceStatus) -> bool {
