@@ -246,7 +246,6 @@ impl CertificateAuthority {
 
 /// What every certificate a CA issues carries of it, encoded once when the CA is
 /// loaded.
-#[derive(Clone)]
 pub(crate) struct IssuerParts {
     /// The CA certificate's subject, the issued certificates' issuer.
     name: Name,

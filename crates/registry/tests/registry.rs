@@ -50,12 +50,14 @@ use firmware::model_firmware_is_set_replaced_and_cascades;
 use group::grouped_writers_share_a_commit_and_fail_alone;
 use more::{
     bundles_are_taken_once_and_purged_when_expired, crl_numbers_only_grow,
-    failed_transactions_leave_nothing, registration_statements_stay_prepared,
+    failed_transactions_leave_nothing, nullable_columns_default_to_null,
+    registration_statements_stay_prepared,
 };
 
 on_both_backends!(
     migrations_run_up_down_up,
     schema_rs_matches_the_migrated_tables,
+    nullable_columns_default_to_null,
     devices_insert_get_and_unique_serial,
     batches_insert_in_order_and_fail_as_a_whole,
     devices_list_filters_and_pages,

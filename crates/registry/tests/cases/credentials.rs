@@ -131,15 +131,10 @@ pub fn renewal_marks_follow_the_active_certificates(backend: TestBackend) {
     // Checked before the migration runs again below: PostgreSQL does not use an
     // index built over updated rows (`indcheckxmin`) until every older snapshot
     // of the server has ended, which other tests' transactions may delay.
-    #[derive(QueryableByName)]
-    struct PlanLine {
-        #[diesel(sql_type = Text)]
-        line: String,
-    }
     {
         let mut conn = t.db.connection().unwrap();
         let conn: &mut DbConnection = &mut conn;
-        let plan: Vec<PlanLine> = match backend {
+        let plan: Vec<String> = match backend {
             TestBackend::Sqlite => diesel::sql_query(
                 "EXPLAIN QUERY PLAN SELECT device_id FROM certificates WHERE renewed_at <= ?",
             )
@@ -147,7 +142,7 @@ pub fn renewal_marks_follow_the_active_certificates(backend: TestBackend) {
             .load::<PlanDetail>(conn)
             .unwrap()
             .into_iter()
-            .map(|p| PlanLine { line: p.detail })
+            .map(|p| p.detail)
             .collect(),
             TestBackend::Postgres => {
                 use diesel::connection::SimpleConnection;
@@ -159,11 +154,10 @@ pub fn renewal_marks_follow_the_active_certificates(backend: TestBackend) {
                 .load::<PlanLineQueryPlan>(conn)
                 .unwrap()
                 .into_iter()
-                .map(|p| PlanLine { line: p.plan })
+                .map(|p| p.plan)
                 .collect()
             }
         };
-        let plan: Vec<String> = plan.into_iter().map(|p| p.line).collect();
         assert!(
             plan.iter().any(|l| l.contains("certificates_renewed_idx")),
             "{plan:#?}"

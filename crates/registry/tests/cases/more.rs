@@ -138,3 +138,55 @@ pub fn registration_statements_stay_prepared() {
         assert_eq!(n, 1, "{start}: {n} prepared statements in {prepared:#?}");
     }
 }
+
+/// What `rows.rs` relies on when it binds `None` as `NULL` instead of writing
+/// `DEFAULT`: no nullable column of the migrated schema has a default other than
+/// `NULL`, so the two store the same. A migration that adds one fails here.
+pub fn nullable_columns_default_to_null(backend: TestBackend) {
+    #[derive(QueryableByName, Debug)]
+    struct Column {
+        #[diesel(sql_type = Text)]
+        name: String,
+    }
+    let t = TestDb::migrated(backend);
+    let mut conn = t.db.connection().unwrap();
+    let c: &mut DbConnection = &mut conn;
+    let found: Vec<Column> = match backend {
+        TestBackend::Postgres => diesel::sql_query(
+            "SELECT table_name || '.' || column_name AS name FROM information_schema.columns \
+             WHERE table_schema = 'public' AND is_nullable = 'YES' \
+             AND column_default IS NOT NULL AND column_default NOT LIKE 'NULL%'",
+        )
+        .load(c)
+        .unwrap(),
+        TestBackend::Sqlite => diesel::sql_query(
+            "SELECT m.name || '.' || p.name AS name FROM sqlite_master m, \
+             pragma_table_info(m.name) p WHERE m.type = 'table' \
+             AND m.name NOT LIKE 'sqlite_%' AND p.\"notnull\" = 0 AND p.pk = 0 \
+             AND p.dflt_value IS NOT NULL AND upper(p.dflt_value) <> 'NULL'",
+        )
+        .load(c)
+        .unwrap(),
+    };
+    assert!(
+        found.is_empty(),
+        "nullable columns with a default: {found:?}"
+    );
+    // The query sees columns at all: a nullable column without a default exists.
+    let probe: Vec<Column> = match backend {
+        TestBackend::Postgres => diesel::sql_query(
+            "SELECT column_name AS name FROM information_schema.columns \
+             WHERE table_name = 'certificates' AND column_name = 'renewed_at' \
+             AND is_nullable = 'YES' AND column_default IS NULL",
+        )
+        .load(c)
+        .unwrap(),
+        TestBackend::Sqlite => diesel::sql_query(
+            "SELECT name FROM pragma_table_info('certificates') \
+             WHERE name = 'renewed_at' AND \"notnull\" = 0 AND dflt_value IS NULL",
+        )
+        .load(c)
+        .unwrap(),
+    };
+    assert_eq!(probe.len(), 1);
+}
