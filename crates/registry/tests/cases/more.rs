@@ -168,6 +168,7 @@ pub fn nullable_columns_default_to_null(backend: TestBackend) {
         .load(c)
         .unwrap(),
     };
+    let found: Vec<String> = found.into_iter().map(|c| c.name).collect();
     assert!(
         found.is_empty(),
         "nullable columns with a default: {found:?}"
