@@ -19,6 +19,7 @@ pub use db::{
 };
 pub use error::RegistryError;
 pub use group::GroupStats;
+pub use repos::keys::{key_use_shards, KEY_USE_SHARDS};
 
 #[cfg(feature = "test-support")]
 pub mod testing;

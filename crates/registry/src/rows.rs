@@ -13,7 +13,9 @@ use onboard_domain::{
     DeviceId, DeviceModel, Fingerprint, ModelCode, RepoError, Serial,
 };
 
-use crate::schema::{audit_events, bootstrap_keys, certificates, device_models, devices};
+use crate::schema::{
+    audit_events, bootstrap_key_uses, bootstrap_keys, certificates, device_models, devices,
+};
 
 /// Times are kept to the microsecond, PostgreSQL's resolution, on both backends.
 pub(crate) fn ts(t: DateTime<Utc>) -> NaiveDateTime {
@@ -105,8 +107,9 @@ impl ModelRow {
     }
 }
 
-#[derive(Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = bootstrap_keys, treat_none_as_default_value = false)]
+/// A key as read: its `uses` are the sum of its shards' (`bootstrap_key_uses`),
+/// selected by `repos::keys::KEY_COLUMNS` in this field order.
+#[derive(Debug, Queryable)]
 pub(crate) struct KeyRow {
     pub id: String,
     pub batch: String,
@@ -120,6 +123,34 @@ pub(crate) struct KeyRow {
     pub active: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+}
+
+/// A key as written; its uses are counted in `bootstrap_key_uses`.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = bootstrap_keys, treat_none_as_default_value = false)]
+pub(crate) struct NewKeyRow {
+    pub id: String,
+    pub batch: String,
+    pub prefix: String,
+    pub key_hash: String,
+    pub model_code: Option<String>,
+    pub max_uses: i32,
+    pub not_before: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+    pub active: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// One shard of a key's uses.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = bootstrap_key_uses, treat_none_as_default_value = false)]
+pub(crate) struct KeyUsesRow {
+    pub key_id: String,
+    pub shard: i32,
+    pub max_uses: i32,
+    pub uses: i32,
+    pub active: bool,
 }
 
 impl KeyRow {

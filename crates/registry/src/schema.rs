@@ -25,12 +25,21 @@ diesel::table! {
         key_hash -> Text,
         model_code -> Nullable<Text>,
         max_uses -> Integer,
-        uses -> Integer,
         not_before -> Timestamp,
         expires_at -> Timestamp,
         active -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    bootstrap_key_uses (key_id, shard) {
+        key_id -> Text,
+        shard -> Integer,
+        max_uses -> Integer,
+        uses -> Integer,
+        active -> Bool,
     }
 }
 
@@ -205,6 +214,7 @@ diesel::joinable!(bootstrap_keys -> device_models (model_code));
 diesel::joinable!(devices -> device_models (model_code));
 diesel::joinable!(model_firmware -> device_models (model_code));
 diesel::joinable!(devices -> bootstrap_keys (bootstrap_key_id));
+diesel::joinable!(bootstrap_key_uses -> bootstrap_keys (key_id));
 diesel::joinable!(certificates -> devices (device_id));
 diesel::joinable!(credential_bundles -> devices (device_id));
 diesel::joinable!(mqtt_credentials -> devices (device_id));
@@ -213,6 +223,7 @@ diesel::joinable!(rotations -> devices (device_id));
 diesel::allow_tables_to_appear_in_same_query!(
     device_models,
     bootstrap_keys,
+    bootstrap_key_uses,
     devices,
     certificates,
     credential_bundles,

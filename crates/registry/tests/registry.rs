@@ -33,6 +33,8 @@ mod effects;
 mod firmware;
 #[path = "cases/group.rs"]
 mod group;
+#[path = "cases/keys.rs"]
+mod keys;
 #[path = "cases/more.rs"]
 mod more;
 use batches::batches_insert_in_order_and_fail_as_a_whole;
@@ -48,6 +50,9 @@ use effects::{
 };
 use firmware::model_firmware_is_set_replaced_and_cascades;
 use group::grouped_writers_share_a_commit_and_fail_alone;
+use keys::{
+    key_uses_are_split_into_shards_and_summed, keys_used_before_the_shards_keep_their_uses,
+};
 use more::{
     bundles_are_taken_once_and_purged_when_expired, crl_numbers_only_grow,
     failed_transactions_leave_nothing, nullable_columns_default_to_null,
@@ -67,6 +72,8 @@ on_both_backends!(
     bootstrap_keys_list_toggle_delete,
     bootstrap_key_uses_respect_every_rule,
     bootstrap_key_uses_are_atomic_under_concurrency,
+    key_uses_are_split_into_shards_and_summed,
+    keys_used_before_the_shards_keep_their_uses,
     models_crud_and_in_use_protection,
     model_firmware_is_set_replaced_and_cascades,
     audit_filters_and_newest_first_pages,
@@ -660,7 +667,10 @@ fn bootstrap_key_uses_respect_every_rule(backend: TestBackend) {
     );
     let used = tx(&t.db, |c| c.bootstrap_key(k.id));
     assert_eq!(used.uses, 2);
-    assert_eq!(used.updated_at, now, "a use dates the key");
+    assert_eq!(
+        used.updated_at, k.created_at,
+        "a use leaves the key's row alone (its uses are counted in its shards)"
+    );
     assert_eq!(used.check_usable(now), Err(KeyRejection::UsedUp));
 
     tx(&t.db, |c| c.set_bootstrap_key_active(k.id, false, now));

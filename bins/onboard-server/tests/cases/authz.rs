@@ -211,7 +211,7 @@ fn snapshot(db: &TestDb) -> Vec<Vec<String>> {
                 (SELECT COUNT(*) FROM certificates), \
                 (SELECT COUNT(*) FROM certificates WHERE revoked_at IS NOT NULL), \
                 (SELECT COUNT(*) FROM bootstrap_keys), \
-                (SELECT COALESCE(SUM(uses), 0) FROM bootstrap_keys), \
+                (SELECT COALESCE(SUM(uses), 0) FROM bootstrap_key_uses), \
                 (SELECT COUNT(*) FROM device_models), \
                 (SELECT COUNT(*) FROM mqtt_credentials), \
                 (SELECT COUNT(*) FROM rotations), \

@@ -242,7 +242,10 @@ fn certificates_of(db: &TestDb, serial: &str) -> Vec<(String, String, String)> {
 fn key_uses(db: &TestDb, key: &Key) -> String {
     let rows = sql(
         &db.url,
-        &format!("SELECT uses FROM bootstrap_keys WHERE id = '{}'", key.id),
+        &format!(
+            "SELECT SUM(uses) FROM bootstrap_key_uses WHERE key_id = '{}'",
+            key.id
+        ),
     );
     rows[0][0].clone()
 }

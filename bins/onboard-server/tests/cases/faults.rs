@@ -420,10 +420,13 @@ fn kill9_under_registration_load_converges(backend: TestBackend, patterns: bool)
     let crl = std::fs::read_to_string(dir.path().join("data/mosquitto/crl.pem")).unwrap();
     assert!(crl.starts_with("-----BEGIN X509 CRL-----"), "{crl}");
     // Each key's uses are its devices, no more and no less.
-    let uses: BTreeMap<String, String> = sql(&db.url, "SELECT id, uses FROM bootstrap_keys")
-        .into_iter()
-        .map(|r| (r[0].clone(), r[1].clone()))
-        .collect();
+    let uses: BTreeMap<String, String> = sql(
+        &db.url,
+        "SELECT key_id, SUM(uses) FROM bootstrap_key_uses GROUP BY key_id",
+    )
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].clone()))
+    .collect();
     let owned: BTreeMap<String, String> = sql(
         &db.url,
         "SELECT bootstrap_key_id, count(*) FROM devices GROUP BY bootstrap_key_id",

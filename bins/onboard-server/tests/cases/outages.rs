@@ -215,7 +215,7 @@ fn postgres_outage_under_load_fails_fast_and_recovers_without_a_restart() {
          (SELECT 1 FROM devices d WHERE d.id = c.device_id)",
     );
     assert_eq!(orphans[0][0], "0");
-    let uses = support::sql(&url, "SELECT SUM(uses) FROM bootstrap_keys");
+    let uses = support::sql(&url, "SELECT SUM(uses) FROM bootstrap_key_uses");
     assert_eq!(uses[0][0], devices.len().to_string(), "key uses = devices");
 
     // The broker catches up: after a reconcile the ACL lists exactly the registry.
@@ -375,7 +375,7 @@ fn sqlite_a_full_or_read_only_disk_gives_clear_errors_and_keeps_the_data_whole()
     )
     .expect("an answer");
     assert_eq!(r.status, 201, "{}", r.body);
-    let uses = support::sql(&db, "SELECT SUM(uses) FROM bootstrap_keys");
+    let uses = support::sql(&db, "SELECT SUM(uses) FROM bootstrap_key_uses");
     assert_eq!(uses[0][0], count("devices"), "key uses = devices");
     drop(server);
 }

@@ -78,7 +78,7 @@ fn snapshot(db: &TestDb) -> Vec<Vec<Vec<String>>> {
     [
         "SELECT id, device_id, serial, status, COALESCE(revocation_reason, '') \
          FROM certificates ORDER BY id",
-        "SELECT id, uses FROM bootstrap_keys ORDER BY id",
+        "SELECT key_id, SUM(uses) FROM bootstrap_key_uses GROUP BY key_id ORDER BY key_id",
         "SELECT id, serial, status FROM devices ORDER BY id",
         "SELECT id FROM audit_events WHERE outcome = 'success' ORDER BY id",
         "SELECT count(*) FROM pending_effects",

@@ -7,7 +7,7 @@ mod cloud;
 mod devices;
 mod effects;
 mod firmware;
-mod keys;
+pub(crate) mod keys;
 mod models;
 mod mqtt;
 mod rotations;

@@ -121,6 +121,7 @@ pub fn registration_statements_stay_prepared() {
         event.remote_addr = None;
         c.append_audit(&event).unwrap();
         assert!(c.consume_bootstrap_key_use(key.id, at).unwrap());
+        assert!(c.bootstrap_key_by_prefix("obprep01").unwrap().is_some());
     }
     let prepared: Vec<String> = diesel::sql_query("SELECT statement FROM pg_prepared_statements")
         .load::<Prepared>(c)
@@ -128,13 +129,21 @@ pub fn registration_statements_stay_prepared() {
         .into_iter()
         .map(|p| p.statement)
         .collect();
-    for start in [
-        "INSERT INTO \"devices\"",
-        "INSERT INTO \"certificates\"",
-        "INSERT INTO \"audit_events\"",
-        "UPDATE bootstrap_keys SET uses = uses + 1",
+    for (start, with) in [
+        ("INSERT INTO \"devices\"", ""),
+        ("INSERT INTO \"certificates\"", ""),
+        ("INSERT INTO \"audit_events\"", ""),
+        ("UPDATE bootstrap_key_uses SET uses = uses + 1", ""),
+        // The key by its prefix, with its uses summed over its shards.
+        (
+            "SELECT \"bootstrap_keys\".\"id\"",
+            "\"bootstrap_keys\".\"prefix\" = $1",
+        ),
     ] {
-        let n = prepared.iter().filter(|s| s.starts_with(start)).count();
+        let n = prepared
+            .iter()
+            .filter(|s| s.starts_with(start) && s.contains(with))
+            .count();
         assert_eq!(n, 1, "{start}: {n} prepared statements in {prepared:#?}");
     }
 }

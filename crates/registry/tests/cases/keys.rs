@@ -1,0 +1,265 @@
+//! A key's uses, counted in shards (`bootstrap_key_uses`): how they are split,
+//! what the migration makes of the uses taken before it, and on PostgreSQL who
+//! waits for whom.
+
+use std::sync::mpsc;
+
+use diesel::sql_types::{BigInt, Integer};
+use onboard_registry::schema::bootstrap_key_uses as u;
+use onboard_registry::{key_use_shards, KEY_USE_SHARDS};
+
+use super::*;
+
+/// `(shard, uses, max_uses)` of a key, in shard order.
+fn shards(db: &Database, key: BootstrapKeyId) -> Vec<(i32, i32, i32)> {
+    let mut conn = db.connection().unwrap();
+    u::table
+        .filter(u::key_id.eq(key.to_string()))
+        .order(u::shard.asc())
+        .select((u::shard, u::uses, u::max_uses))
+        .load(&mut *conn)
+        .unwrap()
+}
+
+pub fn key_uses_are_split_into_shards_and_summed(backend: TestBackend) {
+    for (max, n) in [(1, 1_i32), (5, 5), (16, 16), (37, 16), (1_000_000, 16)] {
+        let split = key_use_shards(max);
+        assert_eq!(split.len(), n as usize, "{max}");
+        assert_eq!(split.iter().map(|s| s.1).sum::<i32>(), max);
+        assert!(split.iter().all(|s| s.1 >= max / n && s.1 <= max / n + 1));
+    }
+    assert_eq!(KEY_USE_SHARDS, 16);
+
+    let t = TestDb::migrated(backend);
+    let k = new_key("b", "obk_shard", 37, t0());
+    tx(&t.db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&k)));
+    let stored = shards(&t.db, k.id);
+    assert_eq!(stored.len(), 16);
+    assert_eq!(stored.iter().map(|s| s.2).sum::<i32>(), 37);
+    let now = t0() + Duration::hours(1);
+    for _ in 0..30 {
+        assert!(tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, now)));
+    }
+    assert_eq!(tx(&t.db, |c| c.bootstrap_key(k.id)).uses, 30);
+    let stored = shards(&t.db, k.id);
+    assert_eq!(stored.iter().map(|s| s.1).sum::<i32>(), 30);
+    assert!(stored.iter().all(|s| s.1 <= s.2));
+    let listed = tx(&t.db, |c| {
+        c.list_bootstrap_keys(
+            &BootstrapKeyFilter::default(),
+            &PageRequest::first(10).unwrap(),
+        )
+    });
+    assert_eq!(listed.items[0].uses, 30);
+    for _ in 0..7 {
+        assert!(tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, now)));
+    }
+    assert!(!tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, now)));
+    assert_eq!(tx(&t.db, |c| c.bootstrap_key(k.id)).uses, 37);
+    // A deleted key takes its shards with it.
+    tx(&t.db, |c| c.delete_bootstrap_key(k.id));
+    assert!(shards(&t.db, k.id).is_empty());
+}
+
+/// Keys created before the shards keep the uses they had: the migration splits
+/// each key's `max_uses` the way new keys are split and fills the shards in order
+/// with the uses taken; going down sums them back.
+pub fn keys_used_before_the_shards_keep_their_uses(backend: TestBackend) {
+    #[derive(QueryableByName)]
+    struct Uses {
+        #[diesel(sql_type = Integer)]
+        uses: i32,
+    }
+    let t = TestDb::migrated(backend);
+    while t.db.revert_last_migration().unwrap() != "20261206000001" {}
+    let keys = [
+        ("obk_m1", 1, 1),
+        ("obk_m5", 5, 3),
+        ("obk_m37", 37, 20),
+        ("obk_mbig", 1_000_000, 999_999),
+    ];
+    {
+        let mut conn = t.db.connection().unwrap();
+        for (n, (prefix, max, used)) in keys.iter().enumerate() {
+            diesel::sql_query(format!(
+                "INSERT INTO bootstrap_keys (id, batch, prefix, key_hash, max_uses, uses, \
+                 not_before, expires_at, active, created_at, updated_at) VALUES \
+                 ('00000000-0000-4000-8000-00000000000{n}', 'old', '{prefix}', 'h', {max}, {used}, \
+                 '2026-11-23 08:00:00', '2026-12-23 08:00:00', TRUE, \
+                 '2026-11-23 08:00:00', '2026-11-23 08:00:00')"
+            ))
+            .execute(&mut *conn)
+            .unwrap();
+        }
+    }
+    t.db.run_migrations().unwrap();
+    let now = t0() + Duration::hours(1);
+    for (prefix, max, used) in keys {
+        let key = tx(&t.db, |c| c.bootstrap_key_by_prefix(prefix)).unwrap();
+        assert_eq!((key.uses, key.max_uses), (used, max), "{prefix}");
+        let stored = shards(&t.db, key.id);
+        let split = key_use_shards(max);
+        assert_eq!(
+            stored.iter().map(|s| (s.0, s.2)).collect::<Vec<_>>(),
+            split,
+            "{prefix}"
+        );
+        // Filled in order: full shards, at most one partly used, then unused ones.
+        let mut left = used;
+        for (shard, uses, max_uses) in &stored {
+            assert_eq!(*uses, left.min(*max_uses), "{prefix} shard {shard}");
+            left -= uses;
+        }
+    }
+    let small = tx(&t.db, |c| c.bootstrap_key_by_prefix("obk_m5")).unwrap();
+    assert!(tx(&t.db, |c| c.consume_bootstrap_key_use(small.id, now)));
+    assert!(tx(&t.db, |c| c.consume_bootstrap_key_use(small.id, now)));
+    assert!(!tx(&t.db, |c| c.consume_bootstrap_key_use(small.id, now)));
+    let single = tx(&t.db, |c| c.bootstrap_key_by_prefix("obk_m1")).unwrap();
+    assert!(!tx(&t.db, |c| c.consume_bootstrap_key_use(single.id, now)));
+
+    // Down again: the key's column holds the sum.
+    while t.db.revert_last_migration().unwrap() != "20261206000001" {}
+    let mut conn = t.db.connection().unwrap();
+    let back: Vec<i32> = diesel::sql_query("SELECT uses FROM bootstrap_keys ORDER BY prefix")
+        .load::<Uses>(&mut *conn)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.uses)
+        .collect();
+    // obk_m1, obk_m37, obk_m5, obk_mbig
+    assert_eq!(back, vec![1, 20, 5, 999_999]);
+}
+
+/// Runs `f` in a transaction on a thread of its own and keeps it open until
+/// told to finish: `true` commits, `false` rolls back.
+fn open_transaction<T: Send + 'static>(
+    db: &Database,
+    f: impl FnOnce(&mut DbConnection) -> T + Send + 'static,
+) -> (T, mpsc::Sender<bool>, std::thread::JoinHandle<()>) {
+    let db = db.clone();
+    let (done_tx, done_rx) = mpsc::channel::<T>();
+    let (finish_tx, finish_rx) = mpsc::channel::<bool>();
+    let handle = std::thread::spawn(move || {
+        let _ = db.transaction(|c| -> Result<(), RepoError> {
+            done_tx.send(f(c)).unwrap();
+            if finish_rx.recv().unwrap() {
+                Ok(())
+            } else {
+                Err(RepoError::Unavailable("rolled back by the test".into()))
+            }
+        });
+    });
+    (done_rx.recv().unwrap(), finish_tx, handle)
+}
+
+/// Waits until some session of the test's database waits for a lock.
+fn wait_for_a_lock_wait(db: &Database) {
+    #[derive(QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let mut conn = db.connection().unwrap();
+    for _ in 0..3000 {
+        let w = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result::<Waiting>(&mut *conn)
+        .unwrap();
+        if w.n > 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("no session ever waited for a lock");
+}
+
+/// Two registrations with one batch key hold a use each at the same time: the
+/// second takes another shard instead of waiting for the first one's commit
+/// (it would fail on its `lock_timeout` if it waited).
+#[test]
+fn postgres_uses_of_one_key_do_not_wait_for_each_other() {
+    use diesel::connection::SimpleConnection;
+    let t = TestDb::migrated(TestBackend::Postgres);
+    let k = new_key("b", "obk_par", 100, t0());
+    tx(&t.db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&k)));
+    let now = t0() + Duration::hours(1);
+    let (first, finish, handle) = open_transaction(&t.db, move |c| {
+        c.consume_bootstrap_key_use(k.id, now).unwrap()
+    });
+    assert!(first);
+    let second =
+        t.db.transaction(|c| {
+            c.batch_execute("SET LOCAL lock_timeout = '20s'")
+                .map_err(|e| RepoError::Unavailable(e.to_string()))?;
+            c.consume_bootstrap_key_use(k.id, now)
+        })
+        .unwrap();
+    assert!(second);
+    finish.send(true).unwrap();
+    handle.join().unwrap();
+    assert_eq!(tx(&t.db, |c| c.bootstrap_key(k.id)).uses, 2);
+    let used: Vec<i32> = shards(&t.db, k.id).iter().map(|s| s.1).collect();
+    assert_eq!(used.iter().filter(|u| **u == 1).count(), 2, "{used:?}");
+}
+
+/// The last use of a key, held by a registration that has not committed: another
+/// waits for it and takes the use only if the holder rolled back.
+#[test]
+fn postgres_the_last_use_waits_for_its_holder() {
+    let t = TestDb::migrated(TestBackend::Postgres);
+    let now = t0() + Duration::hours(1);
+    for commit in [false, true] {
+        let k = new_key("b", &format!("obk_last{commit}"), 1, t0());
+        tx(&t.db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&k)));
+        let (first, finish, handle) = open_transaction(&t.db, move |c| {
+            c.consume_bootstrap_key_use(k.id, now).unwrap()
+        });
+        assert!(first);
+        let db = t.db.clone();
+        let second =
+            std::thread::spawn(move || tx(&db, |c| c.consume_bootstrap_key_use(k.id, now)));
+        wait_for_a_lock_wait(&t.db);
+        finish.send(commit).unwrap();
+        handle.join().unwrap();
+        assert_eq!(
+            second.join().unwrap(),
+            !commit,
+            "holder committed: {commit}"
+        );
+        assert_eq!(tx(&t.db, |c| c.bootstrap_key(k.id)).uses, 1);
+    }
+}
+
+/// A deactivation waits for the registrations holding a use of the key; once it
+/// has returned, no use can be taken.
+#[test]
+fn postgres_a_deactivation_waits_for_the_uses_in_flight() {
+    let t = TestDb::migrated(TestBackend::Postgres);
+    let k = new_key("b", "obk_deact", 100, t0());
+    tx(&t.db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&k)));
+    let now = t0() + Duration::hours(1);
+    let (first, finish, handle) = open_transaction(&t.db, move |c| {
+        c.consume_bootstrap_key_use(k.id, now).unwrap()
+    });
+    assert!(first);
+    let db = t.db.clone();
+    let (returned_tx, returned_rx) = mpsc::channel();
+    let deactivation = std::thread::spawn(move || {
+        let key = tx(&db, |c| c.set_bootstrap_key_active(k.id, false, now));
+        returned_tx.send(()).unwrap();
+        key
+    });
+    wait_for_a_lock_wait(&t.db);
+    assert!(returned_rx.try_recv().is_err(), "the deactivation waits");
+    finish.send(true).unwrap();
+    handle.join().unwrap();
+    let key = deactivation.join().unwrap();
+    assert!(!key.active);
+    assert_eq!(key.uses, 1);
+    assert!(!tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, now)));
+    tx(&t.db, |c| c.set_bootstrap_key_active(k.id, true, now));
+    assert!(tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, now)));
+}
