@@ -80,6 +80,16 @@ impl Onboard {
     /// cloud effect while the cloud registry is off, and a device's broker effect
     /// with broker `none`, are not recorded: applying them would do nothing. (The
     /// broker's CRL effect always is: it signs the CRL the server serves.)
+    /// Whether [`Onboard::enqueue`] writes a row for `effect`: not for a device's
+    /// cloud or broker state when that component is off.
+    pub(crate) fn enqueues(&self, effect: &Effect) -> bool {
+        match effect {
+            Effect::CloudDevice(_) => self.ports().cloud.enabled(),
+            Effect::BrokerDevice(_) => self.ports().broker.enabled(),
+            _ => true,
+        }
+    }
+
     pub(crate) fn enqueue<T: EffectRepository>(
         &self,
         tx: &mut T,
@@ -87,16 +97,11 @@ impl Onboard {
         out: &mut Vec<Enqueued>,
     ) -> Result<(), RepoError> {
         let now = self.clock().now();
-        let cloud = self.ports().cloud.enabled();
-        let broker = self.ports().broker.enabled();
         let start = out.len();
         for effect in effects {
-            match effect {
-                Effect::CloudDevice(_) if !cloud => continue,
-                Effect::BrokerDevice(_) if !broker => continue,
-                _ => {}
+            if self.enqueues(effect) {
+                out.push((new_id(self.clock()), *effect));
             }
-            out.push((new_id(self.clock()), *effect));
         }
         let due = now + Duration::seconds(EFFECT_GRACE_SECONDS);
         match &out[start..] {

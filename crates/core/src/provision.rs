@@ -15,10 +15,10 @@
 use std::sync::Arc;
 
 use onboard_domain::{
-    new_id, AuditOutcome, BootstrapKey, BrokerGrant, Certificate, CertificateId, CertificateIssuer,
-    CredentialKind, Device, DeviceId, DeviceModel, DeviceModelRepository, DeviceStatus, Effect,
-    InvalidValue, IssuedCert, ModelCode, MqttCredential, NewAuditEvent, NewCertificate, NewDevice,
-    PortError, RepoError, Repositories, SecretString, Serial, Store,
+    new_id, AuditOutcome, BootstrapKey, BrokerGrant, CertSerial, Certificate, CertificateId,
+    CertificateIssuer, CredentialKind, Device, DeviceId, DeviceModel, DeviceModelRepository,
+    DeviceStatus, Effect, InvalidValue, IssuedCert, ModelCode, MqttCredential, NewAuditEvent,
+    NewCertificate, NewDevice, PortError, RepoError, Repositories, SecretString, Serial, Store,
 };
 use serde_json::{json, Value};
 
@@ -331,7 +331,12 @@ impl Onboard {
         if let Some((_, row)) = &p.secret {
             tx.set_mqtt_credential(row)?;
         }
-        tx.append_audit(&self.created_event(c, &device, certificate.as_ref(), details))?;
+        tx.append_audit(&self.created_event(
+            c,
+            &device,
+            certificate.as_ref().map(|c| &c.serial),
+            details,
+        ))?;
         self.enqueue(tx, &self.new_device_effects(p), effects)?;
         Ok((device, certificate))
     }
@@ -342,7 +347,7 @@ impl Onboard {
     /// Only for a device without a model: a model's topics were read before the
     /// transaction and may have changed since, and the effect reads them again
     /// after the commit.
-    fn new_device_effects(&self, p: &Prepared) -> Vec<Effect> {
+    pub(crate) fn new_device_effects(&self, p: &Prepared) -> Vec<Effect> {
         let id = p.device.id;
         let enforced = p.secret.is_none()
             && p.device.model.is_none()
@@ -392,7 +397,12 @@ impl Onboard {
             if let Some((_, row)) = &p.secret {
                 tx.set_mqtt_credential(row)?;
             }
-            events.push(self.created_event(c, &device, certificate.as_ref(), details.clone()));
+            events.push(self.created_event(
+                c,
+                &device,
+                certificate.as_ref().map(|c| &c.serial),
+                details.clone(),
+            ));
             pending.extend(self.new_device_effects(p));
             stored.push((device, certificate));
         }
@@ -403,16 +413,16 @@ impl Onboard {
 
     /// The success audit event of a new device: `details` with its certificate's
     /// serial or its credential kind.
-    fn created_event(
+    pub(crate) fn created_event(
         &self,
         c: &DeviceSpec,
         device: &Device,
-        certificate: Option<&Certificate>,
+        certificate: Option<&CertSerial>,
         mut details: Value,
     ) -> NewAuditEvent {
         if let Value::Object(map) = &mut details {
             match certificate {
-                Some(cert) => map.insert("certificate_serial".into(), json!(cert.serial)),
+                Some(serial) => map.insert("certificate_serial".into(), json!(serial)),
                 None => map.insert("credential".into(), json!(device.credential)),
             };
         }

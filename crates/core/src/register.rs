@@ -17,19 +17,23 @@
 
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
+
 use onboard_domain::{
     new_id, AuditOutcome, AuditRepository, BootstrapKey, BootstrapKeyRepository, Certificate,
     CertificateIssuer, CertificateRepository, CertificateStatus, Device, DeviceId,
     DeviceModelRepository, DeviceRepository, DeviceStatus, DeviceUpdate, Effect, KeyRejection,
-    ModelCode, RepoError, RevocationReason, SecretString, Serial, Store,
+    ModelCode, NewRegistration, RepoError, Repositories, RevocationReason, SecretString, Serial,
+    Store,
 };
 use serde_json::{json, Value};
 
 use crate::app::Onboard;
 use crate::audit::{Actor, Audit};
-use crate::cloud::CloudAnswer;
+use crate::cloud::{CloudAnswer, CloudPending};
+use crate::effects::Enqueued;
 use crate::error::CoreError;
-use crate::provision::{check_serial_is_not_an_id, invalid, DeviceSpec, Trail};
+use crate::provision::{check_serial_is_not_an_id, invalid, DeviceSpec, Prepared, Trail};
 use crate::secrets::{bootstrap_key_prefix, matches_hash};
 
 /// The largest CSR accepted (PEM).
@@ -191,22 +195,28 @@ impl Onboard {
             let stored = self
                 .store()
                 .grouped_transaction(|tx| -> Result<_, CoreError> {
-                    let rows = self.store_new(tx, &spec, &prepared, details, &mut effects)?;
-                    if let Some(pending) = &cloud {
-                        self.commit_cloud(tx, pending)?;
+                    let stored = self.store_registered(
+                        tx,
+                        &spec,
+                        &prepared,
+                        cloud.as_ref(),
+                        details,
+                        &mut effects,
+                        now,
+                    )?;
+                    match stored {
+                        Some(rows) => Ok(rows),
+                        // Rolled back: nothing of this registration is kept.
+                        None => {
+                            let reason = tx
+                                .bootstrap_key(key.id)?
+                                .check_usable(now)
+                                .err()
+                                .map(|r| r.code())
+                                .unwrap_or("key_used_up");
+                            Err(CoreError::Unauthorized(reason))
+                        }
                     }
-                    // The key's use last: its row stays locked only until the commit
-                    // that follows, and a refusal rolls back everything above.
-                    if !tx.consume_bootstrap_key_use(key.id, now)? {
-                        let reason = tx
-                            .bootstrap_key(key.id)?
-                            .check_usable(now)
-                            .err()
-                            .map(|r| r.code())
-                            .unwrap_or("key_used_up");
-                        return Err(CoreError::Unauthorized(reason));
-                    }
-                    Ok(rows)
                 });
             if stored.is_err() {
                 if let Some(pending) = &cloud {
@@ -214,12 +224,7 @@ impl Onboard {
                 }
             }
             let (device, certificate) = match stored {
-                Ok((device, Some(certificate))) => (device, certificate),
-                Ok((_, None)) => {
-                    return Err(CoreError::Internal(
-                        "a registration stored no certificate".into(),
-                    ))
-                }
+                Ok(rows) => rows,
                 Err(CoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
             };
@@ -409,6 +414,61 @@ impl Onboard {
             reregistered: true,
             timings,
         })
+    }
+
+    /// Writes a new device's rows and takes one use of its key, in the caller's
+    /// transaction: the key's use last, so that what it locks is held only until
+    /// the commit. `Ok(None)` when the key has no use left; the caller rolls back.
+    /// A device with a certificate, no password and no effect row to write (no
+    /// cloud, and a broker that already grants its topics or none) is written with
+    /// `insert_registration`, one statement on PostgreSQL.
+    #[allow(clippy::too_many_arguments)]
+    fn store_registered<T: Repositories>(
+        &self,
+        tx: &mut T,
+        spec: &DeviceSpec,
+        prepared: &Prepared,
+        cloud: Option<&CloudPending>,
+        details: Value,
+        effects: &mut Vec<Enqueued>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Device, Certificate)>, CoreError> {
+        let key = spec
+            .key
+            .as_ref()
+            .ok_or_else(|| CoreError::Internal("a registration without its key".into()))?;
+        let taken =
+            |serial: &Serial| CoreError::Conflict(format!("serial {serial} is already registered"));
+        let quiet = cloud.is_none()
+            && prepared.secret.is_none()
+            && !self
+                .new_device_effects(prepared)
+                .iter()
+                .any(|e| self.enqueues(e));
+        if let (true, Some(row)) = (quiet, &prepared.cert_row) {
+            let audit = self.created_event(spec, &prepared.device, Some(&row.serial), details);
+            let registration = NewRegistration {
+                device: &prepared.new_device,
+                certificate: row,
+                audit: &audit,
+                key: key.id,
+                now,
+            };
+            return tx.insert_registration(&registration).map_err(|e| match e {
+                RepoError::Conflict { .. } => taken(&spec.serial),
+                other => other.into(),
+            });
+        }
+        let (device, certificate) = self.store_new(tx, spec, prepared, details, effects)?;
+        let certificate = certificate
+            .ok_or_else(|| CoreError::Internal("a registration stored no certificate".into()))?;
+        if let Some(pending) = cloud {
+            self.commit_cloud(tx, pending)?;
+        }
+        if !tx.consume_bootstrap_key_use(key.id, now)? {
+            return Ok(None);
+        }
+        Ok(Some((device, certificate)))
     }
 
     /// Step 1: the key and the body, before anything is spent.

@@ -25,8 +25,8 @@ pub use ports::{
     AuditFilter, AuditRepository, BootstrapKeyFilter, BootstrapKeyRepository,
     CertificateRepository, CloudRecordRepository, CredentialBundleRepository, CrlRepository,
     DeviceFilter, DeviceModelRepository, DeviceRepository, DeviceUpdate, Effect, EffectRepository,
-    FirmwareRepository, MqttCredentialRepository, NewCredentialBundle, Page, PageRequest,
-    PendingEffect, RepoError, Repositories, RotationRepository, Store, MAX_PAGE_SIZE,
+    FirmwareRepository, MqttCredentialRepository, NewCredentialBundle, NewRegistration, Page,
+    PageRequest, PendingEffect, RepoError, Repositories, RotationRepository, Store, MAX_PAGE_SIZE,
 };
 pub use services::{
     BrokerAccess, BrokerGrant, CertificateIssuer, CloudCertificate, CloudDevice, CloudIssued,

@@ -140,9 +140,31 @@ pub struct AuditFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// What a new device's registration writes: [`DeviceRepository::insert_registration`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewRegistration<'a> {
+    pub device: &'a NewDevice,
+    /// The device's first certificate.
+    pub certificate: &'a NewCertificate,
+    /// The registration's success event.
+    pub audit: &'a NewAuditEvent,
+    /// The key whose use it takes (as [`BootstrapKeyRepository::consume_bootstrap_key_use`]).
+    pub key: BootstrapKeyId,
+    pub now: DateTime<Utc>,
+}
+
 pub trait DeviceRepository {
     /// `Conflict` when the serial (or id) is taken.
     fn insert_device(&mut self, device: &NewDevice) -> Result<Device, RepoError>;
+    /// A new device's registration in as few round trips as the backend allows:
+    /// the device, its first certificate and the audit event, and one use of the
+    /// key. `Ok(None)` when the key has no use to give: the caller must then roll
+    /// its transaction back, since a backend may have written the rows already.
+    /// `Conflict` when the serial (or an id) is taken.
+    fn insert_registration(
+        &mut self,
+        registration: &NewRegistration<'_>,
+    ) -> Result<Option<(Device, Certificate)>, RepoError>;
     /// Many devices in a few statements, in order (a bulk import's chunk).
     /// `Conflict` when any serial (or id) is taken: the statement fails as a
     /// whole, and so does the caller's transaction.

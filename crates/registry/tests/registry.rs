@@ -52,6 +52,7 @@ use firmware::model_firmware_is_set_replaced_and_cascades;
 use group::grouped_writers_share_a_commit_and_fail_alone;
 use keys::{
     key_uses_are_split_into_shards_and_summed, keys_used_before_the_shards_keep_their_uses,
+    registrations_are_stored_whole_or_not_at_all,
 };
 use more::{
     bundles_are_taken_once_and_purged_when_expired, crl_numbers_only_grow,
@@ -74,6 +75,7 @@ on_both_backends!(
     bootstrap_key_uses_are_atomic_under_concurrency,
     key_uses_are_split_into_shards_and_summed,
     keys_used_before_the_shards_keep_their_uses,
+    registrations_are_stored_whole_or_not_at_all,
     models_crud_and_in_use_protection,
     model_firmware_is_set_replaced_and_cascades,
     audit_filters_and_newest_first_pages,

@@ -24,7 +24,7 @@ impl DbConnection {
     }
 }
 
-fn certificate_row(c: &NewCertificate) -> CertificateRow {
+pub(super) fn certificate_row(c: &NewCertificate) -> CertificateRow {
     CertificateRow {
         id: c.id.to_string(),
         device_id: c.device_id.to_string(),

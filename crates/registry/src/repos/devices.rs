@@ -1,8 +1,8 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use onboard_domain::{
-    Device, DeviceFilter, DeviceId, DeviceRepository, DeviceStatus, DeviceUpdate, NewDevice, Page,
-    PageRequest, RepoError, Serial,
+    Certificate, Device, DeviceFilter, DeviceId, DeviceRepository, DeviceStatus, DeviceUpdate,
+    NewDevice, NewRegistration, Page, PageRequest, RepoError, Serial,
 };
 
 use super::{contains_pattern, lower, overfetch};
@@ -43,7 +43,7 @@ fn changes_of(u: &DeviceUpdate, now: DateTime<Utc>) -> DeviceChanges {
     }
 }
 
-fn device_row(d: &NewDevice) -> DeviceRow {
+pub(super) fn device_row(d: &NewDevice) -> DeviceRow {
     DeviceRow {
         id: d.id.to_string(),
         serial: d.serial.as_str().to_owned(),
@@ -91,6 +91,13 @@ impl DeviceRepository for DbConnection {
         // The row as stored (every column is set here, timestamps already at the
         // database's microseconds): no second round trip to read it back.
         row.into_domain()
+    }
+
+    fn insert_registration(
+        &mut self,
+        registration: &NewRegistration<'_>,
+    ) -> Result<Option<(Device, Certificate)>, RepoError> {
+        super::registration::insert_registration(self, registration)
     }
 
     fn insert_devices(&mut self, list: &[NewDevice]) -> Result<Vec<Device>, RepoError> {

@@ -248,14 +248,14 @@ impl BootstrapKeyRepository for DbConnection {
 /// row without locking it; `active` is checked on the shard's copy, on the row
 /// this statement locks.
 #[derive(QueryId)]
-struct ConsumeUse<L> {
+pub(super) struct ConsumeUse<L> {
     id: String,
     now: NaiveDateTime,
     lock: PhantomData<L>,
 }
 
 impl<L> ConsumeUse<L> {
-    fn new(id: BootstrapKeyId, now: DateTime<Utc>) -> Self {
+    pub(super) fn new(id: BootstrapKeyId, now: DateTime<Utc>) -> Self {
         ConsumeUse {
             id: id.to_string(),
             now: ts(now),
@@ -266,15 +266,15 @@ impl<L> ConsumeUse<L> {
 
 /// How [`ConsumeUse`] locks the shard it picks: a type each, so that diesel's
 /// statement cache (keyed by the query's type) keeps each text prepared apart.
-trait LockClause {
+pub(super) trait LockClause {
     const SQL: &'static str;
 }
 /// PostgreSQL, first try: pass over the shards other transactions hold.
 #[derive(QueryId)]
-struct SkipLocked;
+pub(super) struct SkipLocked;
 /// PostgreSQL, when every shard with a use left is held: wait for one.
 #[derive(QueryId)]
-struct Wait;
+pub(super) struct Wait;
 /// SQLite: one writer at a time, nothing to lock.
 #[derive(QueryId)]
 struct NoLock;

@@ -10,6 +10,7 @@ mod firmware;
 pub(crate) mod keys;
 mod models;
 mod mqtt;
+mod registration;
 mod rotations;
 
 /// Rows per multi-row `INSERT`: well under both backends' limits on bound

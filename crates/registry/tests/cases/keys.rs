@@ -263,3 +263,97 @@ fn postgres_a_deactivation_waits_for_the_uses_in_flight() {
     tx(&t.db, |c| c.set_bootstrap_key_active(k.id, true, now));
     assert!(tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, now)));
 }
+
+/// A registration written by `insert_registration` (one statement on PostgreSQL)
+/// stores what the separate inserts store, takes exactly one use, writes nothing
+/// that survives a refusal, and reports a taken serial as a conflict.
+pub fn registrations_are_stored_whole_or_not_at_all(backend: TestBackend) {
+    let t = TestDb::migrated(backend);
+    let k = new_key("b", "obk_reg", 1, t0());
+    tx(&t.db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&k)));
+    let at = t0() + Duration::hours(1);
+    let mut device = new_device("SN-reg-1", at);
+    device.bootstrap_key_id = Some(k.id);
+    device.batch = Some("b".into());
+    device.metadata = serde_json::json!({"line": 7});
+    let certificate = new_cert(device.id, "0D01", at);
+    let mut event = audit(
+        "device.register",
+        AuditOutcome::Success,
+        Some(device.id),
+        at,
+    );
+    event.serial = Some("SN-reg-1".into());
+    let registration = NewRegistration {
+        device: &device,
+        certificate: &certificate,
+        audit: &event,
+        key: k.id,
+        now: at,
+    };
+    let (stored, cert) = tx(&t.db, |c| c.insert_registration(&registration)).unwrap();
+    // What it answers is what a read finds.
+    assert_eq!(tx(&t.db, |c| c.device(device.id)), stored);
+    assert_eq!(stored.serial.as_str(), "SN-reg-1");
+    assert_eq!(stored.bootstrap_key_id, Some(k.id));
+    assert_eq!(stored.metadata, serde_json::json!({"line": 7}));
+    assert_eq!(
+        tx(&t.db, |c| c.certificates_of_device(device.id)),
+        vec![cert.clone()]
+    );
+    assert_eq!(cert.serial.as_str(), "0D01");
+    let events = tx(&t.db, |c| {
+        c.list_audit(&AuditFilter::default(), &PageRequest::first(10).unwrap())
+    });
+    assert_eq!(events.items, vec![event.clone()]);
+    assert_eq!(tx(&t.db, |c| c.bootstrap_key(k.id)).uses, 1);
+
+    // The key's only use is gone: nothing of a second registration is kept.
+    let mut other = new_device("SN-reg-2", at + Duration::seconds(1));
+    other.bootstrap_key_id = Some(k.id);
+    let other_cert = new_cert(other.id, "0D02", at);
+    let mut other_event = event.clone();
+    other_event.id = id_at(at + Duration::seconds(1));
+    let refused = NewRegistration {
+        device: &other,
+        certificate: &other_cert,
+        audit: &other_event,
+        key: k.id,
+        now: at,
+    };
+    let outcome =
+        t.db.transaction(|c| match c.insert_registration(&refused)? {
+            Some(_) => Ok(true),
+            None => Err(RepoError::Unavailable("no use: rolled back".into())),
+        });
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert!(tx(&t.db, |c| c.device_by_serial(&other.serial)).is_none());
+    assert!(tx(&t.db, |c| c.certificates_of_device(other.id)).is_empty());
+    let events = tx(&t.db, |c| {
+        c.list_audit(&AuditFilter::default(), &PageRequest::first(10).unwrap())
+    });
+    assert_eq!(events.items.len(), 1);
+
+    // A serial that is taken: a conflict, and the use it would have taken stays.
+    let k2 = new_key("b", "obk_reg2", 5, t0());
+    tx(&t.db, |c| {
+        c.insert_bootstrap_keys(std::slice::from_ref(&k2))
+    });
+    let mut again = new_device("SN-reg-1", at + Duration::seconds(2));
+    again.bootstrap_key_id = Some(k2.id);
+    let again_cert = new_cert(again.id, "0D03", at);
+    let mut again_event = event.clone();
+    again_event.id = id_at(at + Duration::seconds(2));
+    let clash = NewRegistration {
+        device: &again,
+        certificate: &again_cert,
+        audit: &again_event,
+        key: k2.id,
+        now: at,
+    };
+    let err =
+        t.db.transaction(|c| c.insert_registration(&clash))
+            .unwrap_err();
+    assert!(matches!(err, RepoError::Conflict { .. }), "{err:?}");
+    assert_eq!(tx(&t.db, |c| c.bootstrap_key(k2.id)).uses, 0);
+}

@@ -122,6 +122,20 @@ pub fn registration_statements_stay_prepared() {
         c.append_audit(&event).unwrap();
         assert!(c.consume_bootstrap_key_use(key.id, at).unwrap());
         assert!(c.bootstrap_key_by_prefix("obprep01").unwrap().is_some());
+        // A registration's rows and use in one statement.
+        let at = at + Duration::milliseconds(500);
+        let d = new_device(&format!("SN-prep-one-{n}"), at);
+        let cert = new_cert(d.id, &format!("1{}", n + 1), at);
+        let mut event = audit("device.register", AuditOutcome::Success, Some(d.id), at);
+        event.reason = None;
+        let registration = NewRegistration {
+            device: &d,
+            certificate: &cert,
+            audit: &event,
+            key: key.id,
+            now: at,
+        };
+        assert!(c.insert_registration(&registration).unwrap().is_some());
     }
     let prepared: Vec<String> = diesel::sql_query("SELECT statement FROM pg_prepared_statements")
         .load::<Prepared>(c)
@@ -134,6 +148,10 @@ pub fn registration_statements_stay_prepared() {
         ("INSERT INTO \"certificates\"", ""),
         ("INSERT INTO \"audit_events\"", ""),
         ("UPDATE bootstrap_key_uses SET uses = uses + 1", ""),
+        (
+            "WITH k AS (UPDATE bootstrap_key_uses SET uses = uses + 1",
+            "",
+        ),
         // The key by its prefix, with its uses summed over its shards.
         (
             "SELECT \"bootstrap_keys\".\"id\"",
