@@ -135,31 +135,6 @@ fill() {
 }
 
 run() {
-  wrk -t2 -c"$connections" -d"$duration" --latency -s "$root/bench/cfssl.lua" \
-    "http://127.0.0.1:$cfssl_port" | grep RESULT | sed 's/^RESULT //'
-}
-
-# Fills the registry with `fleet` active certificate devices (as rows, like the
-# rotation benchmark does): the registrations then run beside a large fleet.
-fill() {
-  local backend="$1" url="$2"
-  local now; now="$(date -u '+%Y-%m-%d %H:%M:%S')"
-  if [ "$backend" = sqlite ]; then
-    sqlite3 "${url#sqlite://}" "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $fleet)
-      INSERT INTO devices (id, serial, name, model_code, location, firmware_version, status,
-        bootstrap_key_id, batch, config, metadata, created_at, updated_at, credential)
-      SELECT printf('00000000-0000-7000-8000-%012d', i), 'FLEET-' || i, 'FLEET-' || i, NULL, '',
-        '1.0.0', 'active', NULL, NULL, '{}', '{}', '$now', '$now', 'certificate' FROM n;"
-  else
-    psql -q "$url" -c "INSERT INTO devices (id, serial, name, model_code, location, firmware_version,
-        status, bootstrap_key_id, batch, config, metadata, created_at, updated_at, credential)
-      SELECT '00000000-0000-7000-8000-' || lpad(i::text, 12, '0'), 'FLEET-' || i, 'FLEET-' || i,
-        NULL, '', '1.0.0', 'active', NULL, NULL, '{}', '{}', '$now', '$now', 'certificate'
-      FROM generate_series(1, $fleet) AS i;"
-  fi
-}
-
-run() {
   local backend="$1" broker="$2" devices="$3" url="$4"
   local name="$backend-$broker-$devices"
   local dir="$work/$name"; mkdir -p "$dir"; cd "$dir"

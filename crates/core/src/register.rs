@@ -488,33 +488,36 @@ impl Onboard {
         // below in the order a request's problems are reported.
         let serial = Serial::parse(req.serial.trim());
         let requested_model = req.model.as_deref().map(ModelCode::parse).transpose();
-        let (key, model_found, existing) = self.store().read(|tx| -> Result<_, CoreError> {
-            let Some(key) = tx
-                .bootstrap_key_by_prefix(prefix)?
-                .filter(|k| matches_hash(presented.expose(), &k.key_hash))
-            else {
-                return Ok((None, None, None));
-            };
-            let code = match (&key.model, &requested_model) {
-                (Some(bound), Ok(Some(asked))) if bound != asked => None,
-                (Some(bound), Ok(_)) => Some(bound.clone()),
-                (None, Ok(asked)) => asked.clone(),
-                (_, Err(_)) => None,
-            };
-            let model = match code {
-                Some(code) => Some(match tx.model(&code) {
-                    Ok(m) => Some(m),
-                    Err(RepoError::NotFound { .. }) => None,
-                    Err(e) => return Err(e.into()),
-                }),
-                None => None,
-            };
-            let existing = match &serial {
-                Ok(s) => Some(tx.device_by_serial(s)?),
-                Err(_) => None,
-            };
-            Ok((Some(key), model, existing))
-        })?;
+        // The reads need no common snapshot: the write that follows checks the
+        // key's use and the serial again.
+        let (key, model_found, existing) =
+            self.store().read_each(|tx| -> Result<_, CoreError> {
+                let Some(key) = tx
+                    .bootstrap_key_by_prefix(prefix)?
+                    .filter(|k| matches_hash(presented.expose(), &k.key_hash))
+                else {
+                    return Ok((None, None, None));
+                };
+                let code = match (&key.model, &requested_model) {
+                    (Some(bound), Ok(Some(asked))) if bound != asked => None,
+                    (Some(bound), Ok(_)) => Some(bound.clone()),
+                    (None, Ok(asked)) => asked.clone(),
+                    (_, Err(_)) => None,
+                };
+                let model = match code {
+                    Some(code) => Some(match tx.model(&code) {
+                        Ok(m) => Some(m),
+                        Err(RepoError::NotFound { .. }) => None,
+                        Err(e) => return Err(e.into()),
+                    }),
+                    None => None,
+                };
+                let existing = match &serial {
+                    Ok(s) => Some(tx.device_by_serial(s)?),
+                    Err(_) => None,
+                };
+                Ok((Some(key), model, existing))
+            })?;
         let key = key.ok_or(CoreError::Unauthorized("key_unknown"))?;
         if req.batch.as_deref().is_some_and(|b| b != key.batch) {
             return Err(CoreError::Unauthorized("key_other_batch"));

@@ -617,6 +617,18 @@ pub trait Store: Send + Sync + 'static {
         self.transaction(f)
     }
 
+    /// For reads that need no snapshot in common: `f`'s statements may each see
+    /// the database as of their own start (PostgreSQL runs them without
+    /// `BEGIN` and `COMMIT`, two round trips fewer). `f` must only read: it may
+    /// run again on another connection when a pooled one turns out to be closed.
+    fn read_each<T, E, F>(&self, mut f: F) -> Result<T, E>
+    where
+        F: FnMut(&mut Self::Tx) -> Result<T, E>,
+        E: From<RepoError>,
+    {
+        self.read(|tx| f(tx))
+    }
+
     /// Runs `f` while holding the named lock, one holder at a time across every
     /// process on the database (PostgreSQL: an advisory lock on a connection of
     /// its own; SQLite: within this process only, which is what one SQLite file

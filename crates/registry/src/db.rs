@@ -577,6 +577,46 @@ impl Store for Database {
         finish(&mut conn, f)
     }
 
+    /// PostgreSQL: `f`'s statements in autocommit. A failure on a pooled
+    /// connection opened before this call may be a connection the database
+    /// closed (a restart): if the connection then fails a ping it is discarded
+    /// and `f` runs again on another, as `begin` does for a `BEGIN`.
+    fn read_each<T, E, F>(&self, mut f: F) -> Result<T, E>
+    where
+        F: FnMut(&mut DbConnection) -> Result<T, E>,
+        E: From<RepoError>,
+    {
+        if let Backend::Sqlite(_) = &self.backend {
+            return self.read(f);
+        }
+        let started = std::time::Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let pooled = self
+                .pool
+                .get()
+                .map_err(|e| E::from(RepoError::from(RegistryError::Unavailable(e.to_string()))))?;
+            let reused = pooled.opened < started;
+            let mut conn = Conn(pooled);
+            match f(&mut conn) {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    if !reused || conn.ping().is_ok() {
+                        return Err(e);
+                    }
+                    conn.mark_broken();
+                    if attempts > self.pool.max_size() as usize {
+                        return Err(e);
+                    }
+                    tracing::debug!(
+                        "a pooled database connection was closed; reading again on another"
+                    );
+                }
+            }
+        }
+    }
+
     fn exclusive<T, E, F>(&self, name: &str, f: F) -> Result<T, E>
     where
         F: FnOnce() -> Result<T, E>,

@@ -357,3 +357,46 @@ pub fn registrations_are_stored_whole_or_not_at_all(backend: TestBackend) {
     assert!(matches!(err, RepoError::Conflict { .. }), "{err:?}");
     assert_eq!(tx(&t.db, |c| c.bootstrap_key(k2.id)).uses, 0);
 }
+
+/// Reads without a transaction of their own (`Store::read_each`, PostgreSQL in
+/// autocommit) survive pooled connections the database has closed (a restart):
+/// the read runs again on a new connection. A failure on a live connection is
+/// the caller's, not retried.
+#[test]
+fn postgres_reads_each_survive_closed_pooled_connections() {
+    #[derive(QueryableByName)]
+    struct Killed {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let t = TestDb::migrated(TestBackend::Postgres);
+    let k = new_key("b", "obk_each", 3, t0());
+    tx(&t.db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&k)));
+    // Pooled connections that the database then closes.
+    for _ in 0..3 {
+        assert!(t
+            .db
+            .read_each(|c| c.bootstrap_key_by_prefix("obk_each"))
+            .unwrap()
+            .is_some());
+    }
+    let mut other = diesel::PgConnection::establish(&t.url).unwrap();
+    let killed = diesel::sql_query(
+        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .get_result::<Killed>(&mut other)
+    .unwrap();
+    assert!(killed.n >= 1, "{}", killed.n);
+    let key = t
+        .db
+        .read_each(|c| c.bootstrap_key_by_prefix("obk_each"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(key.id, k.id);
+    let missing = t
+        .db
+        .read_each(|c| c.bootstrap_key(BootstrapKeyId(Uuid::nil())))
+        .unwrap_err();
+    assert!(matches!(missing, RepoError::NotFound { .. }), "{missing:?}");
+}
