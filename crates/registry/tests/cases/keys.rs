@@ -388,15 +388,13 @@ fn postgres_reads_each_survive_closed_pooled_connections() {
     .get_result::<Killed>(&mut other)
     .unwrap();
     assert!(killed.n >= 1, "{}", killed.n);
-    let key = t
-        .db
-        .read_each(|c| c.bootstrap_key_by_prefix("obk_each"))
-        .unwrap()
-        .unwrap();
+    let key =
+        t.db.read_each(|c| c.bootstrap_key_by_prefix("obk_each"))
+            .unwrap()
+            .unwrap();
     assert_eq!(key.id, k.id);
-    let missing = t
-        .db
-        .read_each(|c| c.bootstrap_key(BootstrapKeyId(Uuid::nil())))
-        .unwrap_err();
+    let missing =
+        t.db.read_each(|c| c.bootstrap_key(BootstrapKeyId(Uuid::nil())))
+            .unwrap_err();
     assert!(matches!(missing, RepoError::NotFound { .. }), "{missing:?}");
 }
