@@ -335,6 +335,17 @@ impl Database {
     /// restarted or dropped it while it was idle) is discarded and the next one
     /// tried; nothing ran on it, so trying again is safe. A new connection that
     /// fails is the error. At most one attempt per pool slot, plus one.
+    /// A pooled connection, and whether it was opened before `started` (so may
+    /// be one the database has closed since).
+    fn checkout(&self, started: std::time::Instant) -> Result<(Conn, bool), RepoError> {
+        let pooled = self
+            .pool
+            .get()
+            .map_err(|e| RepoError::from(RegistryError::Unavailable(e.to_string())))?;
+        let reused = pooled.opened < started;
+        Ok((Conn(pooled), reused))
+    }
+
     fn begin(
         &self,
         begin: fn(&mut DbConnection) -> diesel::QueryResult<()>,
@@ -343,12 +354,7 @@ impl Database {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let pooled = self
-                .pool
-                .get()
-                .map_err(|e| RepoError::from(RegistryError::Unavailable(e.to_string())))?;
-            let reused = pooled.opened < started;
-            let mut conn = Conn(pooled);
+            let (mut conn, reused) = self.checkout(started)?;
             match begin(&mut conn) {
                 Ok(()) => return Ok(conn),
                 Err(e) => {
@@ -593,12 +599,7 @@ impl Store for Database {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let pooled = self
-                .pool
-                .get()
-                .map_err(|e| E::from(RepoError::from(RegistryError::Unavailable(e.to_string()))))?;
-            let reused = pooled.opened < started;
-            let mut conn = Conn(pooled);
+            let (mut conn, reused) = self.checkout(started).map_err(E::from)?;
             match f(&mut conn) {
                 Ok(value) => return Ok(value),
                 Err(e) => {

@@ -107,9 +107,9 @@ impl ModelRow {
     }
 }
 
-/// A key as read: its `uses` are the sum of its shards' (`bootstrap_key_uses`),
-/// selected by `repos::keys::KEY_COLUMNS` in this field order.
-#[derive(Debug, Queryable)]
+/// A key as read: its `uses` are the sum of its shards' (`bootstrap_key_uses`).
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = bootstrap_keys)]
 pub(crate) struct KeyRow {
     pub id: String,
     pub batch: String,
@@ -117,6 +117,10 @@ pub(crate) struct KeyRow {
     pub key_hash: String,
     pub model_code: Option<String>,
     pub max_uses: i32,
+    #[diesel(
+        select_expression = crate::repos::keys::KeyUses,
+        select_expression_type = crate::repos::keys::KeyUses
+    )]
     pub uses: i32,
     pub not_before: NaiveDateTime,
     pub expires_at: NaiveDateTime,

@@ -36,26 +36,11 @@ pub fn key_use_shards(max_uses: i32) -> Vec<(i32, i32)> {
     (0..n).map(|i| (i, q + i32::from(i < r))).collect()
 }
 
-type KeyColumns = (
-    k::id,
-    k::batch,
-    k::prefix,
-    k::key_hash,
-    k::model_code,
-    k::max_uses,
-    KeyUses,
-    k::not_before,
-    k::expires_at,
-    k::active,
-    k::created_at,
-    k::updated_at,
-);
-
-/// A key's uses: the sum of its shards'. A type of its own rather than
-/// `diesel::dsl::sql`, whose queries diesel never keeps prepared; the key is read
-/// by every registration.
+/// A key's uses: the sum of its shards' (`KeyRow::uses` selects it). A type of
+/// its own rather than `diesel::dsl::sql`, whose queries diesel never keeps
+/// prepared; the key is read by every registration.
 #[derive(Debug, Clone, Copy, QueryId, ValidGrouping)]
-struct KeyUses;
+pub(crate) struct KeyUses;
 
 impl Expression for KeyUses {
     type SqlType = Integer;
@@ -72,24 +57,6 @@ impl<DB: Backend> QueryFragment<DB> for KeyUses {
         );
         Ok(())
     }
-}
-
-/// The columns of a [`KeyRow`], its uses summed over its shards.
-fn key_columns() -> KeyColumns {
-    (
-        k::id,
-        k::batch,
-        k::prefix,
-        k::key_hash,
-        k::model_code,
-        k::max_uses,
-        KeyUses,
-        k::not_before,
-        k::expires_at,
-        k::active,
-        k::created_at,
-        k::updated_at,
-    )
 }
 
 impl BootstrapKeyRepository for DbConnection {
@@ -137,8 +104,8 @@ impl BootstrapKeyRepository for DbConnection {
     fn bootstrap_key(&mut self, id: BootstrapKeyId) -> Result<BootstrapKey, RepoError> {
         k::table
             .find(id.to_string())
-            .select(key_columns())
-            .first::<KeyRow>(self)
+            .select(KeyRow::as_select())
+            .first(self)
             .repo(ENTITY)?
             .into_domain()
     }
@@ -146,8 +113,8 @@ impl BootstrapKeyRepository for DbConnection {
     fn bootstrap_key_by_prefix(&mut self, prefix: &str) -> Result<Option<BootstrapKey>, RepoError> {
         k::table
             .filter(k::prefix.eq(prefix))
-            .select(key_columns())
-            .first::<KeyRow>(self)
+            .select(KeyRow::as_select())
+            .first(self)
             .optional()
             .repo(ENTITY)?
             .map(KeyRow::into_domain)
@@ -159,7 +126,7 @@ impl BootstrapKeyRepository for DbConnection {
         filter: &BootstrapKeyFilter,
         page: &PageRequest,
     ) -> Result<Page<BootstrapKey>, RepoError> {
-        let mut query = k::table.select(key_columns()).into_boxed();
+        let mut query = k::table.select(KeyRow::as_select()).into_boxed();
         if let Some(batch) = &filter.batch {
             query = query.filter(k::batch.eq(batch.clone()));
         }
