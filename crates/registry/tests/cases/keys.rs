@@ -10,6 +10,171 @@ use onboard_registry::{key_use_shards, KEY_USE_SHARDS};
 
 use super::*;
 
+pub fn bootstrap_keys_batch_is_all_or_nothing(backend: TestBackend) {
+    let t = TestDb::migrated(backend);
+    let keys: Vec<_> = (0..3)
+        .map(|i| {
+            new_key(
+                "b1",
+                &format!("obk_{i}"),
+                5,
+                t0() + Duration::milliseconds(i),
+            )
+        })
+        .collect();
+    let stored = tx(&t.db, |c| c.insert_bootstrap_keys(&keys));
+    assert_eq!(stored.len(), 3);
+    assert!(stored
+        .iter()
+        .all(|k| k.uses == 0 && k.active && k.batch == "b1"));
+    assert_eq!(stored[0].key_hash, "hash-of-obk_0");
+
+    // A batch with one taken prefix adds none of its keys.
+    let clash = vec![
+        new_key("b2", "obk_new", 5, t0() + Duration::seconds(10)),
+        new_key("b2", "obk_1", 5, t0() + Duration::seconds(11)),
+    ];
+    let err =
+        t.db.transaction(|c| c.insert_bootstrap_keys(&clash))
+            .unwrap_err();
+    assert!(matches!(err, RepoError::Conflict { .. }), "{err:?}");
+    assert_eq!(tx(&t.db, |c| c.bootstrap_key_by_prefix("obk_new")), None);
+    let found = tx(&t.db, |c| c.bootstrap_key_by_prefix("obk_2")).unwrap();
+    assert_eq!(found.id, keys[2].id);
+}
+
+pub fn bootstrap_keys_list_toggle_delete(backend: TestBackend) {
+    let t = TestDb::migrated(backend);
+    let a: Vec<_> = (0..4)
+        .map(|i| {
+            new_key(
+                "a",
+                &format!("obk_a{i}"),
+                1,
+                t0() + Duration::milliseconds(i),
+            )
+        })
+        .collect();
+    let b = vec![new_key("b", "obk_b0", 1, t0() + Duration::seconds(1))];
+    tx(&t.db, |c| c.insert_bootstrap_keys(&a));
+    tx(&t.db, |c| c.insert_bootstrap_keys(&b));
+    let later = t0() + Duration::minutes(5);
+    let off = tx(&t.db, |c| c.set_bootstrap_key_active(a[1].id, false, later));
+    assert!(!off.active);
+    assert_eq!(off.updated_at, later);
+
+    let list = |f: BootstrapKeyFilter, limit: u32| {
+        tx(&t.db, |c| {
+            c.list_bootstrap_keys(&f, &PageRequest::first(limit).unwrap())
+        })
+    };
+    let batch_a = list(
+        BootstrapKeyFilter {
+            batch: Some("a".into()),
+            active: None,
+        },
+        2,
+    );
+    assert_eq!(batch_a.items.len(), 2);
+    assert_eq!(batch_a.next_cursor, Some(a[1].id.to_string()));
+    let inactive = list(
+        BootstrapKeyFilter {
+            batch: None,
+            active: Some(false),
+        },
+        10,
+    );
+    assert_eq!(
+        inactive.items.iter().map(|k| k.id).collect::<Vec<_>>(),
+        [a[1].id]
+    );
+    assert_eq!(list(BootstrapKeyFilter::default(), 10).items.len(), 5);
+
+    tx(&t.db, |c| c.delete_bootstrap_key(a[0].id));
+    assert_eq!(
+        t.db.transaction(|c| c.bootstrap_key(a[0].id)).unwrap_err(),
+        RepoError::NotFound {
+            entity: "bootstrap key"
+        }
+    );
+    assert_eq!(
+        t.db.transaction(|c| c.delete_bootstrap_key(a[0].id))
+            .unwrap_err(),
+        RepoError::NotFound {
+            entity: "bootstrap key"
+        }
+    );
+}
+
+pub fn bootstrap_key_uses_respect_every_rule(backend: TestBackend) {
+    let t = TestDb::migrated(backend);
+    let k = new_key("b", "obk_x", 2, t0());
+    tx(&t.db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&k)));
+    let now = t0() + Duration::hours(1);
+    assert!(
+        !tx(&t.db, |c| c.consume_bootstrap_key_use(
+            k.id,
+            t0() - Duration::seconds(1)
+        )),
+        "not yet valid"
+    );
+    assert!(
+        !tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, k.expires_at)),
+        "expired"
+    );
+    assert!(tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, now)));
+    assert!(tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, now)));
+    assert!(
+        !tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, now)),
+        "used up"
+    );
+    let used = tx(&t.db, |c| c.bootstrap_key(k.id));
+    assert_eq!(used.uses, 2);
+    assert_eq!(
+        used.updated_at, k.created_at,
+        "a use leaves the key's row alone (its uses are counted in its shards)"
+    );
+    assert_eq!(used.check_usable(now), Err(KeyRejection::UsedUp));
+
+    tx(&t.db, |c| c.set_bootstrap_key_active(k.id, false, now));
+    assert!(
+        !tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, now)),
+        "inactive"
+    );
+}
+
+pub fn bootstrap_key_uses_are_atomic_under_concurrency(backend: TestBackend) {
+    let t = TestDb::migrated(backend);
+    let k = new_key("b", "obk_race", 20, t0());
+    tx(&t.db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&k)));
+    let now = t0() + Duration::minutes(1);
+    let barrier = Arc::new(Barrier::new(50));
+    let taken: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let barrier = barrier.clone();
+                let db = t.db.clone();
+                s.spawn(move || {
+                    barrier.wait();
+                    // Read first, then write, as a registration does: the write lock
+                    // taken at BEGIN keeps SQLite from failing the upgrade.
+                    db.transaction(|c| {
+                        let _ = c.bootstrap_key(k.id)?;
+                        c.consume_bootstrap_key_use(k.id, now)
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap() as usize)
+            .sum()
+    });
+    assert_eq!(taken, 20);
+    assert_eq!(tx(&t.db, |c| c.bootstrap_key(k.id)).uses, 20);
+}
+
 /// `(shard, uses, max_uses)` of a key, in shard order.
 fn shards(db: &Database, key: BootstrapKeyId) -> Vec<(i32, i32, i32)> {
     let mut conn = db.connection().unwrap();
