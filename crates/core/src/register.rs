@@ -492,9 +492,16 @@ impl Onboard {
         // key's use and the serial again.
         let (key, model_found, existing) =
             self.store().read_each(|tx| -> Result<_, CoreError> {
-                let Some(key) = tx
-                    .bootstrap_key_by_prefix(prefix)?
-                    .filter(|k| matches_hash(presented.expose(), &k.key_hash))
+                // The key and the serial's device in one statement when the
+                // serial parses; `existing` is `Some(lookup)` only then.
+                let (key, existing) = match &serial {
+                    Ok(s) => match tx.bootstrap_key_and_device(prefix, s)? {
+                        Some((key, device)) => (Some(key), Some(device)),
+                        None => (None, None),
+                    },
+                    Err(_) => (tx.bootstrap_key_by_prefix(prefix)?, None),
+                };
+                let Some(key) = key.filter(|k| matches_hash(presented.expose(), &k.key_hash))
                 else {
                     return Ok((None, None, None));
                 };
@@ -511,10 +518,6 @@ impl Onboard {
                         Err(e) => return Err(e.into()),
                     }),
                     None => None,
-                };
-                let existing = match &serial {
-                    Ok(s) => Some(tx.device_by_serial(s)?),
-                    Err(_) => None,
                 };
                 Ok((Some(key), model, existing))
             })?;

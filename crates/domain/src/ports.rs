@@ -272,6 +272,14 @@ pub trait BootstrapKeyRepository {
     ) -> Result<Vec<BootstrapKey>, RepoError>;
     fn bootstrap_key(&mut self, id: BootstrapKeyId) -> Result<BootstrapKey, RepoError>;
     fn bootstrap_key_by_prefix(&mut self, prefix: &str) -> Result<Option<BootstrapKey>, RepoError>;
+    /// The key with `prefix` and, when there is one, the device with `serial`, in
+    /// one statement (a registration's first read). `None` when no key has the
+    /// prefix.
+    fn bootstrap_key_and_device(
+        &mut self,
+        prefix: &str,
+        serial: &Serial,
+    ) -> Result<Option<(BootstrapKey, Option<Device>)>, RepoError>;
     /// Ordered by id (creation order).
     fn list_bootstrap_keys(
         &mut self,

@@ -53,8 +53,8 @@ use group::grouped_writers_share_a_commit_and_fail_alone;
 use keys::{
     bootstrap_key_uses_are_atomic_under_concurrency, bootstrap_key_uses_respect_every_rule,
     bootstrap_keys_batch_is_all_or_nothing, bootstrap_keys_list_toggle_delete,
-    key_uses_are_split_into_shards_and_summed, keys_used_before_the_shards_keep_their_uses,
-    registrations_are_stored_whole_or_not_at_all,
+    key_uses_are_split_into_shards_and_summed, keys_are_read_with_the_serials_device,
+    keys_used_before_the_shards_keep_their_uses, registrations_are_stored_whole_or_not_at_all,
 };
 use more::{
     bundles_are_taken_once_and_purged_when_expired, crl_numbers_only_grow,
@@ -78,6 +78,7 @@ on_both_backends!(
     key_uses_are_split_into_shards_and_summed,
     keys_used_before_the_shards_keep_their_uses,
     registrations_are_stored_whole_or_not_at_all,
+    keys_are_read_with_the_serials_device,
     models_crud_and_in_use_protection,
     model_firmware_is_set_replaced_and_cascades,
     audit_filters_and_newest_first_pages,

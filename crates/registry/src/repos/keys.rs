@@ -8,16 +8,17 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{Integer, Text, Timestamp};
 use onboard_domain::{
-    BootstrapKey, BootstrapKeyFilter, BootstrapKeyId, BootstrapKeyRepository, NewBootstrapKey,
-    Page, PageRequest, RepoError,
+    BootstrapKey, BootstrapKeyFilter, BootstrapKeyId, BootstrapKeyRepository, Device,
+    NewBootstrapKey, Page, PageRequest, RepoError, Serial,
 };
 
 use super::overfetch;
 use crate::db::DbConnection;
 use crate::error::DieselResultExt;
-use crate::rows::{ts, KeyRow, KeyUsesRow, NewKeyRow};
+use crate::rows::{ts, DeviceRow, KeyRow, KeyUsesRow, NewKeyRow};
 use crate::schema::bootstrap_key_uses as u;
 use crate::schema::bootstrap_keys as k;
+use crate::schema::devices;
 
 const ENTITY: &str = "bootstrap key";
 
@@ -46,8 +47,10 @@ impl Expression for KeyUses {
     type SqlType = Integer;
 }
 
-impl AppearsOnTable<k::table> for KeyUses {}
-impl SelectableExpression<k::table> for KeyUses {}
+// Wherever the key's own columns can be selected (the key's table, or a join
+// with it).
+impl<QS> AppearsOnTable<QS> for KeyUses where k::id: AppearsOnTable<QS> {}
+impl<QS> SelectableExpression<QS> for KeyUses where k::id: SelectableExpression<QS> {}
 
 impl<DB: Backend> QueryFragment<DB> for KeyUses {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
@@ -119,6 +122,27 @@ impl BootstrapKeyRepository for DbConnection {
             .repo(ENTITY)?
             .map(KeyRow::into_domain)
             .transpose()
+    }
+
+    fn bootstrap_key_and_device(
+        &mut self,
+        prefix: &str,
+        serial: &Serial,
+    ) -> Result<Option<(BootstrapKey, Option<Device>)>, RepoError> {
+        let row: Option<(KeyRow, Option<DeviceRow>)> = k::table
+            .left_join(devices::table.on(devices::serial.eq(serial.as_str())))
+            .filter(k::prefix.eq(prefix))
+            .select((KeyRow::as_select(), Option::<DeviceRow>::as_select()))
+            .first(self)
+            .optional()
+            .repo(ENTITY)?;
+        row.map(|(key, device)| {
+            Ok((
+                key.into_domain()?,
+                device.map(DeviceRow::into_domain).transpose()?,
+            ))
+        })
+        .transpose()
     }
 
     fn list_bootstrap_keys(

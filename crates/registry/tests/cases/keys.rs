@@ -563,3 +563,27 @@ fn postgres_reads_each_survive_closed_pooled_connections() {
             .unwrap_err();
     assert!(matches!(missing, RepoError::NotFound { .. }), "{missing:?}");
 }
+
+/// A registration's first read: the key by its prefix and the serial's device, in
+/// one statement, with the key's uses summed as in every other read.
+pub fn keys_are_read_with_the_serials_device(backend: TestBackend) {
+    let t = TestDb::migrated(backend);
+    let serial = Serial::parse("SN-both").unwrap();
+    assert_eq!(
+        tx(&t.db, |c| c.bootstrap_key_and_device("obk_both", &serial)),
+        None
+    );
+    let k = new_key("b", "obk_both", 4, t0());
+    tx(&t.db, |c| c.insert_bootstrap_keys(std::slice::from_ref(&k)));
+    assert!(tx(&t.db, |c| c.consume_bootstrap_key_use(k.id, t0())));
+    let (key, device) = tx(&t.db, |c| c.bootstrap_key_and_device("obk_both", &serial)).unwrap();
+    assert_eq!(key, tx(&t.db, |c| c.bootstrap_key(k.id)));
+    assert_eq!((key.uses, device), (1, None));
+    let d = tx(&t.db, |c| c.insert_device(&new_device("SN-both", t0())));
+    tx(&t.db, |c| {
+        c.insert_device(&new_device("SN-other", t0() + Duration::seconds(1)))
+    });
+    let (key, device) = tx(&t.db, |c| c.bootstrap_key_and_device("obk_both", &serial)).unwrap();
+    assert_eq!(key.uses, 1);
+    assert_eq!(device, Some(d));
+}

@@ -122,6 +122,12 @@ pub fn registration_statements_stay_prepared() {
         c.append_audit(&event).unwrap();
         assert!(c.consume_bootstrap_key_use(key.id, at).unwrap());
         assert!(c.bootstrap_key_by_prefix("obprep01").unwrap().is_some());
+        let serial = Serial::parse(&format!("SN-prep-{n}")).unwrap();
+        let (_, found) = c
+            .bootstrap_key_and_device("obprep01", &serial)
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.map(|d| d.serial), Some(serial));
         // A registration's rows and use in one statement.
         let at = at + Duration::milliseconds(500);
         let d = new_device(&format!("SN-prep-one-{n}"), at);
@@ -155,7 +161,12 @@ pub fn registration_statements_stay_prepared() {
         // The key by its prefix, with its uses summed over its shards.
         (
             "SELECT \"bootstrap_keys\".\"id\"",
-            "\"bootstrap_keys\".\"prefix\" = $1",
+            "FROM \"bootstrap_keys\" WHERE (\"bootstrap_keys\".\"prefix\" = $1)",
+        ),
+        // A registration's first read: the key and the serial's device.
+        (
+            "SELECT \"bootstrap_keys\".\"id\"",
+            "LEFT OUTER JOIN \"devices\"",
         ),
     ] {
         let n = prepared
