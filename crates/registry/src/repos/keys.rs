@@ -3,6 +3,7 @@ use std::marker::PhantomData;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::backend::Backend;
 use diesel::expression::{AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
@@ -223,21 +224,31 @@ impl BootstrapKeyRepository for DbConnection {
         if first.repo(ENTITY)? == 1 {
             return Ok(true);
         }
-        let n = match self {
-            DbConnection::Pg(c) => ConsumeUse::<Wait>::new(id, now).execute(c),
-            DbConnection::Sqlite(_) => return Ok(false),
-        };
-        Ok(n.repo(ENTITY)? == 1)
+        match self {
+            DbConnection::Pg(c) => take_use_waiting(c, id, now),
+            DbConnection::Sqlite(_) => Ok(false),
+        }
     }
+}
+
+/// PostgreSQL, after `SKIP LOCKED` found no free shard: waits for one that has a
+/// use left and takes it, or finds that its holder took the last one.
+pub(super) fn take_use_waiting(
+    pg: &mut PgConnection,
+    id: BootstrapKeyId,
+    now: DateTime<Utc>,
+) -> Result<bool, RepoError> {
+    let n = ConsumeUse::<Wait>::new(id, now).execute(pg).repo(ENTITY)?;
+    Ok(n == 1)
 }
 
 /// Takes one use of a key from one of its shards, if the key is usable now.
 /// Written out rather than built with `diesel::update`, which diesel prepares
 /// anew on every call (a changeset may leave columns out, so it never keeps an
-/// `UPDATE` prepared): this one runs for every registration, and its SQL is one of
-/// two fixed texts. The key's validity is immutable, so it is read from the key's
-/// row without locking it; `active` is checked on the shard's copy, on the row
-/// this statement locks.
+/// `UPDATE` prepared): this one runs for every registration, and its SQL is one
+/// of three fixed texts (see [`LockClause`]). The key's validity is immutable, so
+/// it is read from the key's row without locking it; `active` is checked on the
+/// shard's copy, on the row this statement locks.
 #[derive(QueryId)]
 pub(super) struct ConsumeUse<L> {
     id: String,
@@ -265,7 +276,7 @@ pub(super) trait LockClause {
 pub(super) struct SkipLocked;
 /// PostgreSQL, when every shard with a use left is held: wait for one.
 #[derive(QueryId)]
-pub(super) struct Wait;
+struct Wait;
 /// SQLite: one writer at a time, nothing to lock.
 #[derive(QueryId)]
 struct NoLock;

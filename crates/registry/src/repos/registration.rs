@@ -13,7 +13,7 @@ use onboard_domain::{
 
 use super::certificates::certificate_row;
 use super::devices::device_row;
-use super::keys::{ConsumeUse, SkipLocked, Wait};
+use super::keys::{take_use_waiting, ConsumeUse, SkipLocked};
 use crate::db::DbConnection;
 use crate::error::DieselResultExt;
 use crate::rows::AuditRow;
@@ -50,19 +50,12 @@ pub(super) fn insert_registration(
     }
     .get_result(pg)
     .repo("device")?;
-    if taken == 0 && !take_use_waiting(pg, r)? {
+    // Every shard with a use left was held by another transaction: wait for one.
+    if taken == 0 && !take_use_waiting(pg, r.key, r.now)? {
         // The rows are written; the caller rolls back (see the port).
         return Ok(None);
     }
     Ok(Some((device.into_domain()?, certificate.into_domain()?)))
-}
-
-/// Every shard with a use left was held by another transaction: wait for one.
-fn take_use_waiting(pg: &mut PgConnection, r: &NewRegistration<'_>) -> Result<bool, RepoError> {
-    let n = ConsumeUse::<Wait>::new(r.key, r.now)
-        .execute(pg)
-        .repo("bootstrap key")?;
-    Ok(n == 1)
 }
 
 /// `WITH k AS (<take a use> RETURNING 1), d AS (<insert the device>),
